@@ -1,0 +1,1 @@
+"""turnout: a config-driven LLM request router with fallback chains."""

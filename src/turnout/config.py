@@ -1,0 +1,226 @@
+"""The typed, frozen config model that a routing file loads into.
+
+`turnout.schema` produces it from YAML (with locations and every check); the router compiles it and drivers
+are built from its `ProviderSpec`s. Nothing here does I/O or knows about YAML, so embedders can also build a
+`Config` in code. Durations are float seconds; prices are `Decimal` USD per 1M tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Literal
+
+from turnout.errors import ErrorClass, Problem
+
+Action = Literal["retry", "next", "fail"]
+Strategy = Literal["priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost"]
+Capability = Literal["tools", "vision", "json", "prefill", "streaming"]
+MidStreamPolicy = Literal["error", "continue"]
+Jitter = Literal["full", "equal", "none"]
+
+STRATEGIES: tuple[str, ...] = ("priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost")
+CAPABILITIES: tuple[str, ...] = ("tools", "vision", "json", "prefill", "streaming")
+BUILTIN_DRIVERS: tuple[str, ...] = ("openai", "azure", "anthropic", "gemini", "ollama", "mock")
+
+# The architecture's taxonomy table: what a route does with each error class unless it overrides it.
+DEFAULT_ACTIONS: Mapping[ErrorClass, Action] = MappingProxyType(
+    {
+        ErrorClass.RATE_LIMIT: "retry",
+        ErrorClass.QUOTA_EXCEEDED: "next",
+        ErrorClass.OVERLOADED: "retry",
+        ErrorClass.SERVER_ERROR: "retry",
+        ErrorClass.TIMEOUT: "next",
+        ErrorClass.CONNECTION: "retry",
+        ErrorClass.PROTOCOL: "retry",
+        ErrorClass.AUTH: "next",
+        ErrorClass.NOT_FOUND: "next",
+        ErrorClass.CONTEXT_WINDOW: "next",
+        ErrorClass.CONTENT_POLICY: "fail",
+        ErrorClass.BAD_REQUEST: "fail",
+    }
+)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Secret:
+    """A credential. Its repr and str are masked; only `reveal()` gives the value (to drivers, at call time)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # never pickle a credential by accident
+        raise TypeError("Secret values cannot be pickled")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries on the same deployment: delay = uniform(0, min(max, initial * 2**n)) with full jitter."""
+
+    attempts: int = 2  # retries after the first try (0 = try once)
+    initial: float = 0.25
+    max: float = 8.0
+    jitter: Jitter = "full"
+    max_retry_after: float = 30.0  # longest Retry-After we sleep for; longer means "move on now"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """Per-deployment circuit breaker: opens after `failure_threshold` consecutive deployment faults."""
+
+    failure_threshold: int = 5
+    recovery_timeout: float = 30.0
+    half_open_probes: int = 1
+    backoff_factor: float = 1.0  # >1 grows the open period on each repeated trip
+    max_recovery_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything that governs how one request is dispatched; defaults overridden per route."""
+
+    deadline: float = 60.0
+    attempt_timeout: float = 30.0
+    first_token_timeout: float = 20.0
+    stall_timeout: float = 15.0
+    connect_timeout: float = 5.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_error: Mapping[ErrorClass, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
+    mid_stream: MidStreamPolicy = "error"
+
+    def action(self, error_class: ErrorClass) -> Action:
+        return self.on_error[error_class]
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per 1M tokens. `cached_input` defaults to `input` when a provider gives no discount."""
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """One upstream account/endpoint. `disabled_reason` is set when e.g. its credential rendered empty."""
+
+    name: str
+    driver: str
+    base_url: str | None = None
+    api_key: Secret | None = None
+    headers: Mapping[str, Secret] = field(default_factory=lambda: _EMPTY)
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    connect_timeout: float | None = None
+    breaker: BreakerPolicy | None = None  # overrides defaults.breaker for this provider's deployments
+    disabled_reason: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A model offered by a provider. `upstream` is the provider's id for it; `key` the name in the file."""
+
+    key: str
+    provider: str
+    upstream: str
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    supports: frozenset[str] | None = None  # None = not declared (assume capable)
+    price: Price | None = None
+    limits: Limits = field(default_factory=Limits)
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    breaker: BreakerPolicy | None = None
+
+    def declares(self, capability: str) -> bool | None:
+        """True/False when declared, None when the file says nothing about capabilities."""
+        return None if self.supports is None else capability in self.supports
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMember:
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    name: str
+    strategy: Strategy = "priority"
+    members: tuple[PoolMember, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """What clients ask for by name. `chain` names pools or models, tried in order; `policy` is effective."""
+
+    name: str
+    chain: tuple[str, ...]
+    policy: Policy = field(default_factory=Policy)
+    requires: frozenset[str] = frozenset()
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: tuple[Secret, ...] = ()
+    max_request_bytes: int = 4 * 1024 * 1024
+    log_content: bool = False
+    protect_metrics: bool = False
+    drain_timeout: float = 30.0
+    watch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, valid routing file. `warnings` are located non-fatal findings (unused names, disabled providers)."""
+
+    version: int = 1
+    source: str = "<memory>"
+    defaults: Policy = field(default_factory=Policy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    providers: Mapping[str, ProviderSpec] = field(default_factory=lambda: _EMPTY)
+    models: Mapping[str, ModelSpec] = field(default_factory=lambda: _EMPTY)
+    pools: Mapping[str, PoolSpec] = field(default_factory=lambda: _EMPTY)
+    routes: Mapping[str, RouteSpec] = field(default_factory=lambda: _EMPTY)
+    server: ServerSpec = field(default_factory=ServerSpec)
+    warnings: tuple[Problem, ...] = ()
+
+    def breaker_for(self, model: ModelSpec) -> BreakerPolicy:
+        """Model override, else provider override, else the file's default."""
+        provider = self.providers.get(model.provider)
+        return model.breaker or (provider.breaker if provider else None) or self.breaker

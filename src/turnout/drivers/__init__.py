@@ -1,0 +1,1 @@
+"""Provider drivers: one interface (`base.Driver`), one module per wire format, resolved by `registry`."""

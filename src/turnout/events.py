@@ -1,0 +1,123 @@
+"""Typed, frozen events a Router emits, and the Observer protocol that receives them.
+
+Observers are registered on one Router instance (never globally) and are called synchronously on the event
+loop, so they must be cheap; an observer that raises is logged and ignored, never breaking a request.
+`at` is the Router's monotonic clock reading.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from turnout.types import Attempt, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStarted(Event):
+    request_id: str
+    route: str
+    stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted(Event):
+    request_id: str
+    route: str
+    deployment: str
+    number: int  # 1-based across the whole request
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailed(Event):
+    request_id: str
+    route: str
+    deployment: str
+    error_class: str
+    status: int | None
+    duration: float
+    message: str
+    after_first_token: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSucceeded(Event):
+    request_id: str
+    route: str
+    deployment: str
+    duration: float
+    time_to_first_token: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackTaken(Event):
+    """The request moves on from `from_deployment` (retries exhausted or the action said "next")."""
+
+    request_id: str
+    route: str
+    from_deployment: str
+    error_class: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerEvent(Event):
+    deployment: str
+    open_for: float | None = None  # seconds the breaker stays open (on open)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerOpened(BreakerEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerHalfOpened(BreakerEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerClosed(BreakerEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCompleted(Event):
+    """The request ended, successfully (`error_class is None`) or not. Carries accounting for metrics/logs."""
+
+    request_id: str
+    route: str
+    served_by: str | None
+    stream: bool
+    attempts: tuple[Attempt, ...]
+    usage: Usage
+    cost_usd: float | None
+    latency: float
+    time_to_first_token: float | None = None
+    error_class: str | None = None
+    router_overhead: float | None = None  # seconds spent in turnout itself, outside upstream I/O
+
+
+class Observer(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class LoggingObserver:
+    """Logs every event at DEBUG and failures/breaker changes at WARNING, on the `turnout.events` logger.
+
+    Events carry no request content and no credentials, so this is safe to enable in production.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("turnout.events")
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken):
+            self._log.warning("%s", event)
+        elif self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("%s", event)
