@@ -1,0 +1,309 @@
+"""Sidecar benchmark: nginx upstream vs bare aiohttp proxy vs `turnout serve`, measured in the same run.
+
+    python bench/sidecar/run.py                       # full comparison (~2.5 min)
+    python bench/sidecar/run.py --duration 5 --concurrency 1,32 --workers 1,2
+    python bench/sidecar/run.py --soak 300 --targets turnout   # bounded soak, RSS every slice
+
+Prints, per target, mode (json = non-streaming, sse = streaming), concurrency and worker count: req/s, p50/p99
+latency (ms, from wrk) and CPU milliseconds per request of the proxy process tree (utime+stime deltas from
+/proc). Then the derived figures the issue asks for: CPU ratio turnout/bare, added p50 latency at concurrency 1,
+added streaming time to first `data:` event, and `--workers` scaling. Loopback only; every load is bounded by
+`--duration`. turnout runs with metrics, access log (to a file), breakers and cost accounting on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import LoadResult, ProcessTree, first_token_latency, p50, run_wrk
+from upstream import Nginx, free_port, wait_port
+
+HERE = Path(__file__).resolve().parent
+MESSAGES = [
+    {"role": "system", "content": "You are a concise assistant. Answer in one sentence."},
+    {"role": "user", "content": "Summarise why a sidecar router should keep its per-request CPU cost low."},
+]
+
+
+def body(model: str, stream: bool) -> bytes:
+    data: dict = {"model": model, "messages": MESSAGES, "max_tokens": 64}
+    if stream:
+        data["stream"] = True
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+ROUTES_YAML = """\
+version: 1
+defaults:
+  deadline: 30s
+  attempt_timeout: 10s
+providers:
+  up-json:
+    driver: openai
+    base_url: "{base}/json/v1"
+    api_key: bench-key
+  up-sse:
+    driver: openai
+    base_url: "{base}/sse/v1"
+    api_key: bench-key
+models:
+  bench-json:
+    provider: up-json
+    name: gpt-4o-mini
+    price: {{input: 0.15, output: 0.60}}
+  bench-sse:
+    provider: up-sse
+    name: gpt-4o-mini
+    price: {{input: 0.15, output: 0.60}}
+routes:
+  bench:
+    chain: [bench-json]
+  bench-stream:
+    chain: [bench-sse]
+"""
+
+
+@dataclass
+class Target:
+    """One thing under load: where to POST, which bodies, and the process tree to account."""
+
+    name: str
+    port: int
+    json_path: str
+    sse_path: str
+    json_body: bytes
+    sse_body: bytes
+    tree: ProcessTree
+    proc: subprocess.Popen[bytes] | None = None
+    workers: int = 1
+
+    def url(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.port}{self.json_path if mode == 'json' else self.sse_path}"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_bare(upstream: str, workers: int) -> Target:
+    port = free_port()
+    cmd = [sys.executable, str(HERE / "bare_proxy.py"), "--upstream", upstream, "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    path = "/v1/chat/completions"
+    return Target(
+        "bare", port, path, path, body("bench", False), body("bench", True), ProcessTree(proc.pid), proc, workers
+    )
+
+
+def start_turnout(upstream: str, workers: int, workdir: Path) -> Target:
+    port = free_port()
+    routes = workdir / "routes.yaml"
+    routes.write_text(ROUTES_YAML.format(base=upstream))
+    exe = shutil.which("turnout")
+    cmd = [exe] if exe else [sys.executable, "-c", "from turnout.cli import main; main()"]
+    cmd += ["serve", str(routes), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    log = open(workdir / f"turnout-w{workers}.log", "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port, proc, timeout=30)
+    time.sleep(0.3 * workers)  # let every worker bind before load starts
+    path = "/v1/chat/completions"
+    return Target(
+        "turnout",
+        port,
+        path,
+        path,
+        body("bench", False),
+        body("bench-stream", True),
+        ProcessTree(proc.pid),
+        proc,
+        workers,
+    )
+
+
+def upstream_target(nginx: Nginx) -> Target:
+    assert nginx.proc is not None
+    return Target(
+        "upstream",
+        nginx.port,
+        "/json/v1/chat/completions",
+        "/sse/v1/chat/completions",
+        body("gpt-4o-mini", False),
+        body("gpt-4o-mini", True),
+        ProcessTree(nginx.proc.pid),
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    target: str
+    mode: str
+    conc: int
+    workers: int
+    load: LoadResult
+    cpu_ms: float
+
+
+def measure(target: Target, mode: str, conc: int, seconds: float) -> Row:
+    payload = target.json_body if mode == "json" else target.sse_body
+    run_wrk(target.url(mode), payload, connections=conc, seconds=1)  # warm up connections and caches
+    cpu0 = target.tree.cpu_seconds()
+    result = run_wrk(target.url(mode), payload, connections=conc, seconds=seconds)
+    cpu = target.tree.cpu_seconds() - cpu0
+    row = Row(target.name, mode, conc, target.workers, result, cpu * 1000 / max(1, result.requests))
+    print(
+        f"{row.target:9} {mode:4} {conc:5} {row.workers:7} {result.rps:9.0f} {result.p50_ms:8.3f} "
+        f"{result.p99_ms:8.3f} {row.cpu_ms:11.3f} {result.errors:7}",
+        flush=True,
+    )
+    return row
+
+
+def ttft(target: Target, samples: int) -> float:
+    path = target.sse_path
+    first_token_latency(target.port, path, target.sse_body, samples=20)  # warm-up
+    return p50(first_token_latency(target.port, path, target.sse_body, samples=samples))
+
+
+def find(rows: list[Row], target: str, mode: str, conc: int, workers: int = 1) -> Row | None:
+    return next(
+        (r for r in rows if (r.target, r.mode, r.conc, r.workers) == (target, mode, conc, workers)),
+        None,
+    )
+
+
+def summarise(rows: list[Row], ttfts: dict[str, float], concs: list[int], workers: list[int]) -> None:
+    print("\nderived")
+    high = max(concs)
+    for mode in ("json", "sse"):
+        bare, tout = find(rows, "bare", mode, high), find(rows, "turnout", mode, high)
+        if bare and tout:
+            print(
+                f"  cpu/request {mode} c={high}: turnout {tout.cpu_ms:.3f} ms vs bare {bare.cpu_ms:.3f} ms "
+                f"= {tout.cpu_ms / bare.cpu_ms:.2f}x (turnout ~{1000 / tout.cpu_ms:.0f} req/s per core)"
+            )
+    for mode in ("json", "sse"):
+        up, bare, tout = (find(rows, t, mode, 1) for t in ("upstream", "bare", "turnout"))
+        if tout and bare:
+            extra = f", vs upstream direct +{tout.load.p50_ms - up.load.p50_ms:.3f} ms" if up else ""
+            print(
+                f"  added p50 latency {mode} c=1: turnout vs bare +{tout.load.p50_ms - bare.load.p50_ms:.3f} ms{extra}"
+            )
+    if "turnout" in ttfts:
+        parts = ", ".join(f"{k} {v:.3f} ms" for k, v in ttfts.items())
+        print(f"  time to first SSE event p50 (c=1): {parts}")
+        for ref in ("bare", "upstream"):
+            if ref in ttfts:
+                print(f"  streaming TTFT added by turnout vs {ref}: +{ttfts['turnout'] - ttfts[ref]:.3f} ms")
+    for name in ("bare", "turnout"):
+        one = find(rows, name, "json", high, 1)
+        for w in workers:
+            many = find(rows, name, "json", high, w)
+            if one and many and w > 1:
+                ratio = many.load.rps / one.load.rps
+                print(f"  {name} --workers {w}: {many.load.rps:.0f} req/s vs {one.load.rps:.0f} = {ratio:.2f}x")
+
+
+def soak(target: Target, seconds: float, conc: int, slice_s: float) -> None:
+    """Bounded soak: alternate json/sse load in slices, print RSS of the process tree after each."""
+    print(f"\nsoak {target.name}: {seconds:.0f}s at c={conc}, RSS after each {slice_s:.0f}s slice")
+    end = time.monotonic() + seconds
+    samples: list[float] = []
+    total = 0
+    i = 0
+    while time.monotonic() < end:
+        mode = "json" if i % 2 == 0 else "sse"
+        result = run_wrk(
+            target.url(mode),
+            target.json_body if mode == "json" else target.sse_body,
+            connections=conc,
+            seconds=min(slice_s, max(1.0, end - time.monotonic())),
+        )
+        total += result.requests
+        samples.append(target.tree.rss_mb())
+        print(
+            f"  t={seconds - (end - time.monotonic()):6.0f}s  {mode:4} {result.rps:7.0f} req/s  "
+            f"errors {result.errors}  rss {samples[-1]:7.1f} MB  (requests so far {total})",
+            flush=True,
+        )
+        i += 1
+    if len(samples) >= 2:
+        base = samples[0]
+        drift = max(abs(s - base) for s in samples) / base * 100
+        print(f"  rss first slice {base:.1f} MB, last {samples[-1]:.1f} MB, max deviation {drift:.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement (bounded)")
+    parser.add_argument("--concurrency", default="1,32", help="comma-separated open connections")
+    parser.add_argument("--targets", default="upstream,bare,turnout")
+    parser.add_argument("--workers", default="1,2", help="worker counts for bare and turnout (json, max conc)")
+    parser.add_argument("--ttft-samples", type=int, default=300)
+    parser.add_argument("--soak", type=float, default=0.0, help="seconds of soak after the comparison (0 = none)")
+    parser.add_argument("--soak-slice", type=float, default=15.0)
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (routes file, turnout log)")
+    args = parser.parse_args()
+    concs = [int(c) for c in args.concurrency.split(",")]
+    workers = [int(w) for w in args.workers.split(",")]
+    targets = args.targets.split(",")
+    workdir = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
+    nginx = Nginx().start()
+    rows: list[Row] = []
+    ttfts: dict[str, float] = {}
+    print(
+        f"cpus {os.cpu_count()}, duration {args.duration}s per row, upstream nginx at {nginx.base}, workdir {workdir}"
+    )
+    print(
+        f"{'target':9} {'mode':4} {'conc':>5} {'workers':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu ms/req':>11} {'errors':>7}"
+    )
+    try:
+        for name in targets:
+            for w in workers if name != "upstream" else [1]:
+                if name == "upstream":
+                    target = upstream_target(nginx)
+                elif name == "bare":
+                    target = start_bare(nginx.base, w)
+                else:
+                    target = start_turnout(nginx.base, w, workdir)
+                try:
+                    modes = (
+                        [("json", c) for c in concs] + [("sse", c) for c in concs] if w == 1 else [("json", max(concs))]
+                    )
+                    for mode, conc in modes:
+                        rows.append(measure(target, mode, conc, args.duration))
+                    if w == 1:
+                        ttfts[name] = ttft(target, args.ttft_samples)
+                    if args.soak and name == targets[-1] and w == 1:
+                        soak(target, args.soak, max(concs), args.soak_slice)
+                finally:
+                    target.stop()
+        summarise(rows, ttfts, concs, workers)
+    finally:
+        nginx.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""A fast local "OpenAI" upstream for the sidecar benchmark: nginx answering every POST with canned bytes.
+
+nginx is used so the upstream costs next to nothing and never becomes the bottleneck being measured. Two
+OpenAI-style base URLs are served, because nginx cannot look inside a request body to decide between JSON and SSE:
+
+    http://127.0.0.1:PORT/json/v1/chat/completions   -> a canned `chat.completion` (application/json)
+    http://127.0.0.1:PORT/sse/v1/chat/completions    -> a canned SSE stream ending with `data: [DONE]`
+
+Run it alone with `python bench/sidecar/upstream.py [--port N]` (Ctrl-C stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "gpt-4o-mini-2024-07-18"
+WORDS = ["Sure", "!", " Here", " is", " a", " short", " answer", " for", " the", " benchmark", "."]
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (small race accepted: benchmark only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def completion_json() -> bytes:
+    """A typical non-streamed OpenAI chat completion (about 40 tokens)."""
+    body = {
+        "id": "chatcmpl-bench0001",
+        "object": "chat.completion",
+        "created": 1727346143,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(WORDS), "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 31,
+            "completion_tokens": len(WORDS),
+            "total_tokens": 31 + len(WORDS),
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+        "system_fingerprint": "fp_bench",
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def completion_sse() -> bytes:
+    """The OpenAI stream framing: role chunk, one delta per word, finish chunk, usage chunk, [DONE]."""
+
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> bytes:
+        data: dict = {
+            "id": "chatcmpl-bench0001",
+            "object": "chat.completion.chunk",
+            "created": 1727346180,
+            "model": MODEL,
+            "system_fingerprint": "fp_bench",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices else [],
+        }
+        if usage is not None:
+            data["usage"] = usage
+        return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+    parts = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    parts += [chunk({"content": word}) for word in WORDS]
+    parts.append(chunk({}, finish="stop"))
+    usage = {"prompt_tokens": 31, "completion_tokens": len(WORDS), "total_tokens": 31 + len(WORDS)}
+    parts.append(chunk({}, usage=usage, choices=False))
+    parts.append(b"data: [DONE]\n\n")
+    return b"".join(parts)
+
+
+def _nginx_string(body: bytes) -> str:
+    """Quote bytes for an nginx `return` directive (its parser understands \\\\, \\' and \\n)."""
+    text = body.decode()
+    if "$" in text:
+        raise ValueError("canned bodies must not contain '$' (nginx would expand it)")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def nginx_conf(workdir: Path, port: int) -> str:
+    models = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "bench"}]})
+    return f"""
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 600s;
+    client_max_body_size 16m;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /json/v1/chat/completions {{
+            default_type application/json;
+            return 200 {_nginx_string(completion_json())};
+        }}
+        location = /sse/v1/chat/completions {{
+            default_type text/event-stream;
+            add_header Cache-Control no-cache;
+            return 200 {_nginx_string(completion_sse())};
+        }}
+        location ~ ^/(json|sse)/v1/models$ {{
+            default_type application/json;
+            return 200 {_nginx_string(models.encode())};
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """Start/stop an nginx upstream in a private temp dir. `pids()` lists master and worker for CPU sampling."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise SystemExit("nginx not found: apt-get install -y nginx wrk")
+        self.binary = binary
+        self.port = port or free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="turnout-bench-nginx-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(nginx_conf(self.workdir, self.port))
+        self.proc = subprocess.Popen(
+            [self.binary, "-p", str(self.workdir), "-c", str(conf), "-e", str(self.workdir / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Block until something accepts on 127.0.0.1:port, or fail if the process died or time ran out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"process {proc.args!r} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    nginx = Nginx(args.port or None).start()
+    print(f"upstream listening on {nginx.base} (json: /json/v1, sse: /sse/v1)", flush=True)
+    try:
+        assert nginx.proc is not None
+        nginx.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        nginx.stop()
+
+
+if __name__ == "__main__":
+    main()
