@@ -1,0 +1,159 @@
+"""Anthropic's named-event SSE stream -> OpenAI-shaped ChatChunks. A pure state machine: no I/O.
+
+Feed it every SSE event (`feed(event, data)`) and call `finish()` at EOF. It emits:
+- a role chunk at `message_start` (not content);
+- a content chunk per non-empty `text_delta`;
+- for each `tool_use` block, a tool-call delta `{index, id, type, function: {name, arguments: ""}}` and then one
+  delta per non-empty `input_json_delta` fragment, exactly as OpenAI streams tool calls (by tool index);
+- at `message_stop`, a finish chunk (`delta: {}`, finish_reason) and a final usage-only chunk (`choices: []`)
+  that carries the stream's usage and finish reason.
+Usage: input counts come from `message_start`, `message_delta.usage` is cumulative and overrides them.
+`ping` and unknown events are ignored (Anthropic's versioning policy); `event: error` after HTTP 200 raises the
+classified error; EOF without `message_stop` raises ProtocolError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from turnout.drivers.anthropic_response import finish_reason, stream_error, usage_from
+from turnout.errors import ErrorClass, ProviderError, provider_error
+from turnout.types import ChatChunk, chunk_data, usage_chunk_data
+
+
+class AnthropicStream:
+    """Translate one Anthropic stream. `emitted_content` tells whether content already reached the caller."""
+
+    def __init__(self, *, provider: str, model: str, created: int | None = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.created = int(time.time()) if created is None else created
+        self.id = ""
+        self.started = False
+        self.done = False
+        self.emitted_content = False
+        self._usage: dict[str, Any] = {}
+        self._stop_reason: Any = None
+        self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool index
+        self._handlers = {
+            "message_start": self._message_start,
+            "content_block_start": self._block_start,
+            "content_block_delta": self._block_delta,
+            "message_delta": self._message_delta,
+            "message_stop": self._message_stop,
+        }
+
+    def feed(self, event: str | None, data: bytes | str) -> list[ChatChunk]:
+        """One SSE event -> the chunks it produces (often none)."""
+        if self.done or event == "ping" or not data.strip():
+            return []
+        try:
+            payload = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise self._protocol(f"malformed JSON in '{event or 'message'}' event") from None
+        if not isinstance(payload, dict):
+            raise self._protocol(f"'{event or 'message'}' event data is not an object")
+        kind = payload.get("type") or event
+        if kind == "error":
+            raise stream_error(
+                payload, provider=self.provider, model=self.model, after_first_token=self.emitted_content
+            )
+        handler = self._handlers.get(kind)
+        if handler is None:
+            return []  # ping, content_block_stop, and event types added after this was written
+        if not self.started and kind != "message_start":
+            raise self._protocol(f"'{kind}' event before message_start")
+        return handler(payload)
+
+    def finish(self) -> list[ChatChunk]:
+        """End of the HTTP body: fine after message_stop, a ProtocolError otherwise."""
+        if not self.done:
+            raise self._protocol("stream ended before message_stop")
+        return []
+
+    def _message_start(self, payload: dict[str, Any]) -> list[ChatChunk]:
+        message = payload.get("message")
+        if not isinstance(message, dict):
+            raise self._protocol("message_start without a message")
+        self.started = True
+        self.id = str(message.get("id") or "")
+        self.model = str(message.get("model") or self.model)
+        if isinstance(message.get("usage"), dict):
+            self._usage.update(message["usage"])
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, payload: dict[str, Any]) -> list[ChatChunk]:
+        block = payload.get("content_block")
+        if not isinstance(block, dict):
+            raise self._protocol("content_block_start without a content_block")
+        if block.get("type") == "text":
+            return [self._content({"content": block["text"]})] if block.get("text") else []
+        if block.get("type") != "tool_use":
+            return []  # thinking, redacted_thinking, server tools: nothing OpenAI chat can show
+        index = len(self._tool_index)
+        self._tool_index[payload.get("index")] = index
+        first = {"index": index, "id": block.get("id", ""), "type": "function"}
+        first["function"] = {"name": block.get("name", ""), "arguments": ""}
+        chunks = [self._content({"tool_calls": [first]})]
+        if block.get("input"):  # normally {} with the input streamed as fragments; honour a pre-filled one
+            chunks.append(self._arguments(index, json.dumps(block["input"])))
+        return chunks
+
+    def _block_delta(self, payload: dict[str, Any]) -> list[ChatChunk]:
+        delta = payload.get("delta")
+        if not isinstance(delta, dict):
+            raise self._protocol("content_block_delta without a delta")
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            return [self._content({"content": text})] if isinstance(text, str) and text else []
+        if kind == "input_json_delta":
+            index = self._tool_index.get(payload.get("index"))
+            if index is None:
+                raise self._protocol("input_json_delta for a block that is not a started tool_use")
+            fragment = delta.get("partial_json")
+            return [self._arguments(index, fragment)] if isinstance(fragment, str) and fragment else []
+        return []  # thinking_delta, signature_delta, citations_delta
+
+    def _message_delta(self, payload: dict[str, Any]) -> list[ChatChunk]:
+        delta = payload.get("delta")
+        if isinstance(delta, dict) and delta.get("stop_reason") is not None:
+            self._stop_reason = delta["stop_reason"]
+        usage = payload.get("usage")
+        if isinstance(usage, dict):  # cumulative: later values replace earlier ones
+            self._usage.update({key: value for key, value in usage.items() if value is not None})
+        return []
+
+    def _message_stop(self, payload: dict[str, Any]) -> list[ChatChunk]:
+        self.done = True
+        reason = finish_reason(self._stop_reason)
+        usage = usage_from(self._usage)
+        final = usage_chunk_data(id=self.id, model=self.model, created=self.created, usage=usage)
+        return [
+            ChatChunk(data=self._data({}, reason), finish_reason=reason),
+            ChatChunk(data=final, finish_reason=reason, usage=usage, usage_only=True),
+        ]
+
+    def _arguments(self, index: int, fragment: str) -> ChatChunk:
+        return self._content({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+
+    def _content(self, delta: dict[str, Any]) -> ChatChunk:
+        self.emitted_content = True
+        return ChatChunk(data=self._data(delta), is_content=True)
+
+    def _chunk(self, delta: dict[str, Any]) -> ChatChunk:
+        return ChatChunk(data=self._data(delta))
+
+    def _data(self, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return chunk_data(id=self.id, model=self.model, created=self.created, delta=delta, finish_reason=reason)
+
+    def _protocol(self, message: str) -> ProviderError:
+        return provider_error(
+            ErrorClass.PROTOCOL,
+            message,
+            provider=self.provider,
+            model=self.model,
+            after_first_token=self.emitted_content,
+        )
