@@ -1,0 +1,415 @@
+"""The `openai` driver (OpenAI Chat Completions and every compatible server) and its Azure flavour.
+
+Near-passthrough: the client's body goes upstream with only `model` replaced (plus `stream_options.include_usage`
+when streaming, and an optional `max_tokens` <-> `max_completion_tokens` rename from the model's options).
+
+Streaming forwards each upstream chunk's exact bytes as `ChatChunk(raw=...)`. Only cheap byte checks run per chunk
+(is there content? is `finish_reason`/`usage` set? is there an `error`?); a chunk is parsed only when it may carry a
+finish reason, usage or an error. Chunks from the first finish reason on are held back so the last chunk yielded can
+carry the stream's `finish_reason` and `usage`.
+
+End of stream: `data: [DONE]` ends it normally. A body that ends without `[DONE]` is accepted only if a finish
+reason was already seen (the answer is complete; usage may then be unknown); otherwise it is a ProtocolError, so a
+truncated answer is never reported as a success.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from turnout.config import ProviderSpec
+from turnout.drivers._http import (
+    classify_status,
+    dumps,
+    error_class_for,
+    error_details,
+    iter_sse,
+    loads,
+    open_request,
+    read_json,
+    strip_directives,
+    transport_error,
+    validate_options,
+)
+from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.errors import BadRequest, ProtocolError, ProviderError, provider_error
+from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage, chunk_data
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_RESPONSE_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
+_NULL = b"null"
+_SKIP = b": \t"
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+# ---------------------------------------------------------------------------------------------- byte-level checks
+
+
+def _value_at(raw: bytes, key: bytes) -> int:
+    """Index of the first byte of `key`'s value in `raw`, or -1 when the key is absent.
+
+    Safe on chunk JSON: inside a JSON string every `"` is escaped, so `"key"` followed by `"` only matches keys.
+    """
+    at = raw.find(key)
+    if at < 0:
+        return -1
+    at += len(key)
+    while at < len(raw) and raw[at] in _SKIP:
+        at += 1
+    return at
+
+
+def _is_set(raw: bytes, key: bytes) -> bool:
+    at = _value_at(raw, key)
+    return at >= 0 and raw[at : at + 4] != _NULL
+
+
+def _has_content(raw: bytes) -> bool:
+    """True when the chunk carries non-empty content, tool calls or a refusal (the streaming commit point)."""
+    at = _value_at(raw, b'"content"')
+    if at >= 0 and raw[at : at + 1] == b'"' and raw[at + 1 : at + 2] != b'"':
+        return True
+    return _is_set(raw, b'"tool_calls"') or _is_set(raw, b'"refusal"')
+
+
+def _empty_choices(raw: bytes) -> bool:
+    at = _value_at(raw, b'"choices"')
+    return at >= 0 and raw[at : at + 2] == b"[]"
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def parse_usage(data: Any) -> Usage:
+    """OpenAI's `usage` object -> Usage (cached and reasoning details included); anything else -> unknown."""
+    if not isinstance(data, Mapping):
+        return Usage.UNKNOWN
+    prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return Usage.UNKNOWN
+    prompt_details = data.get("prompt_tokens_details") or _EMPTY
+    completion_details = data.get("completion_tokens_details") or _EMPTY
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=prompt_details.get("cached_tokens") or 0,
+        cache_write_tokens=prompt_details.get("cache_write_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
+
+
+def _usage_of(obj: Mapping[str, Any]) -> Usage | None:
+    """Usage from a response/chunk: OpenAI's `usage`, or Groq's `x_groq.usage`; None when neither is present."""
+    usage = obj.get("usage")
+    if usage is None:
+        groq = obj.get("x_groq")
+        usage = groq.get("usage") if isinstance(groq, Mapping) else None
+    return parse_usage(usage) if usage is not None else None
+
+
+def _finish_of(obj: Mapping[str, Any]) -> str | None:
+    for choice in obj.get("choices") or ():
+        if isinstance(choice, Mapping) and choice.get("finish_reason"):
+            return choice["finish_reason"]
+    return None
+
+
+_STATUS_HINTS = (
+    ("quota", 429),
+    ("rate_limit", 429),
+    ("context_length", 400),
+    ("invalid_prompt", 400),
+    ("content_filter", 400),
+    ("invalid_request", 400),
+    ("auth", 401),
+    ("overloaded", 503),
+    ("not_found", 404),
+)
+
+
+def stream_error(obj: Mapping[str, Any], raw: bytes, *, provider: str, model: str, after: bool) -> ProviderError:
+    """Classify a `data: {"error": ...}` event received after the 200 (the class guessed from its status/code/type).
+
+    The error carries no HTTP `status`: the response itself was a 200.
+    """
+    message, code = error_details(raw)
+    error = obj.get("error")
+    detail = error if isinstance(error, Mapping) else _EMPTY
+    status = detail.get("status") or detail.get("code")
+    if not isinstance(status, int) or not 400 <= status < 600:
+        hint = f"{code or ''} {detail.get('type') or ''}".lower()
+        status = next((s for key, s in _STATUS_HINTS if key in hint), 500)
+    return provider_error(
+        error_class_for(status, message, code),
+        message,
+        provider=provider,
+        model=model,
+        code=code,
+        after_first_token=after,
+        body=raw[:2000],
+    )
+
+
+def response_from(data: Any, *, provider: str, model: str) -> ChatResponse:
+    """A non-streamed OpenAI body -> ChatResponse (`choices` kept as sent; unknown top-level fields in `extra`)."""
+    if not isinstance(data, Mapping):
+        raise ProtocolError("upstream answered with a non-object JSON body", provider=provider, model=model)
+    if data.get("error") is not None:
+        raise classify_status(500, dumps(data), None, provider=provider, model=model)
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise ProtocolError("upstream response has no 'choices'", provider=provider, model=model)
+    return ChatResponse(
+        id=str(data.get("id") or ""),
+        model=str(data.get("model") or model),
+        choices=tuple(choices),
+        usage=_usage_of(data) or Usage.UNKNOWN,
+        created=data.get("created") if isinstance(data.get("created"), int) else int(time.time()),
+        extra=MappingProxyType({k: v for k, v in data.items() if k not in _RESPONSE_KEYS}),
+    )
+
+
+def build_body(request: ChatRequest, ctx: CallContext, *, stream: bool) -> dict[str, Any]:
+    """The upstream body: the client's, minus `turnout_*` directives, with model/stream options set."""
+    body = strip_directives(request.body)
+    body["model"] = ctx.model
+    param = ctx.model_options.get("max_tokens_param")
+    if param == "max_completion_tokens" and "max_tokens" in body and "max_completion_tokens" not in body:
+        body["max_completion_tokens"] = body.pop("max_tokens")
+    elif param == "max_tokens" and "max_completion_tokens" in body and "max_tokens" not in body:
+        body["max_tokens"] = body.pop("max_completion_tokens")
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+# ---------------------------------------------------------------------------------------------- the driver
+
+
+class OpenAIDriver:
+    """OpenAI Chat Completions over `base_url` (default https://api.openai.com/v1), Bearer auth."""
+
+    name: ClassVar[str] = "openai"
+    options_schema: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "organization": {"type": "string", "description": "sent as OpenAI-Organization"},
+                "project": {"type": "string", "description": "sent as OpenAI-Project"},
+            },
+        }
+    )
+    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming"})
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        validate_options(self.name, spec.name, self.options_schema, spec.options)
+        self.spec = spec
+        self._base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    # -- wire details a flavour may change
+
+    def _chat_url(self, ctx: CallContext) -> str:
+        return f"{self._base}/chat/completions"
+
+    def _models_url(self) -> str:
+        return f"{self._base}/models"
+
+    def _params(self) -> Mapping[str, str] | None:
+        return None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
+        if self.spec.api_key:
+            headers["Authorization"] = f"Bearer {self.spec.api_key.reveal()}"
+        options = self.spec.options
+        if "organization" in options:
+            headers["OpenAI-Organization"] = options["organization"]
+        if "project" in options:
+            headers["OpenAI-Project"] = options["project"]
+        return headers
+
+    def _check(self, request: ChatRequest) -> None:
+        if request.assistant_prefix is not None:
+            raise BadRequest("this driver cannot continue an assistant prefix (no prefill)", provider=self.spec.name)
+
+    # -- calls
+
+    async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
+        self._check(request)
+        provider = self.spec.name
+        body = build_body(request, ctx, stream=False)
+        async with open_request(
+            ctx, "POST", self._chat_url(ctx), provider=provider, model=ctx.model,
+            headers=self._headers(), data=dumps(body), params=self._params(),
+        ) as resp:  # fmt: skip
+            data = await read_json(resp, provider=provider, model=ctx.model)
+        return response_from(data, provider=provider, model=ctx.model)
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk]:
+        self._check(request)
+        provider, model = self.spec.name, ctx.model
+        body = build_body(request, ctx, stream=True)
+        async with open_request(
+            ctx, "POST", self._chat_url(ctx), provider=provider, model=model,
+            headers=self._headers(), data=dumps(body), params=self._params(), stream=True,
+        ) as resp:  # fmt: skip
+            state = _StreamState(provider, model)
+            try:
+                async for event in iter_sse(resp.content):
+                    chunk = state.feed(event.data)
+                    if chunk is not None:
+                        yield chunk
+                    if state.done:
+                        break
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise transport_error(exc, provider=provider, model=model, after_first_token=state.content) from exc
+            for chunk in state.finish():
+                yield chunk
+
+    async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
+        provider = self.spec.name
+        async with open_request(
+            ctx, "GET", self._models_url(), provider=provider, model="", headers=self._headers(), params=self._params()
+        ) as resp:
+            data = await read_json(resp, provider=provider, model="")
+        items = data.get("data") if isinstance(data, Mapping) else None
+        if not isinstance(items, list):
+            raise ProtocolError("model list has no 'data' array", provider=provider)
+        return [
+            ModelInfo(id=str(m["id"]), owned_by=str(m.get("owned_by") or ""), extra=MappingProxyType(dict(m)))
+            for m in items
+            if isinstance(m, Mapping) and "id" in m
+        ]
+
+    async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
+        """List models (cheap, authenticated); a failure is reported, never raised."""
+        started = ctx.clock()
+        try:
+            await self.list_models(ctx)
+        except ProviderError as err:
+            return CredentialCheck(
+                self.spec.name, False, err.status, err.error_class.value, err.message, ctx.clock() - started
+            )
+        return CredentialCheck(self.spec.name, True, 200, None, "ok", ctx.clock() - started)
+
+
+class _StreamState:
+    """Per-stream bookkeeping: what was seen, and the chunks held back since the first finish reason."""
+
+    __slots__ = ("content", "done", "finish_reason", "held", "model", "provider", "usage")
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.content = False
+        self.done = False
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.held: list[tuple[bytes, bool]] = []  # (raw, usage_only)
+
+    def feed(self, raw: bytes) -> ChatChunk | None:
+        """One SSE data payload -> a chunk to yield now, or None (held back, skipped or the terminator)."""
+        if raw == b"[DONE]":
+            self.done = True
+            return None
+        if b'"error"' in raw:
+            obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
+            if isinstance(obj, Mapping) and obj.get("error") is not None:
+                raise stream_error(obj, raw, provider=self.provider, model=self.model, after=self.content)
+        if self.finish_reason is None and not _is_set(raw, b'"finish_reason"') and not _is_set(raw, b'"usage"'):
+            if _empty_choices(raw):  # Azure's prompt-filter chunk
+                return None
+            if _has_content(raw):
+                self.content = True
+                return ChatChunk(raw=raw, is_content=True)
+            return ChatChunk(raw=raw)
+        obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
+        if not isinstance(obj, Mapping):
+            raise ProtocolError("stream chunk is not a JSON object", provider=self.provider, model=self.model)
+        usage = _usage_of(obj)
+        if usage is not None:
+            self.usage = usage
+        self.finish_reason = _finish_of(obj) or self.finish_reason
+        empty = not obj.get("choices")
+        if empty and usage is None:
+            return None
+        if _has_content(raw):
+            self.content = True
+        self.held.append((raw, empty))
+        return None
+
+    def finish(self) -> list[ChatChunk]:
+        """The held chunks, the last one carrying finish reason and usage; or the error for a truncated stream."""
+        if not self.done and self.finish_reason is None:
+            raise ProtocolError(
+                "stream ended before the answer was complete (no finish_reason and no [DONE])",
+                provider=self.provider,
+                model=self.model,
+                after_first_token=self.content,
+            )
+        usage = self.usage or Usage.UNKNOWN
+        if not self.held:
+            data = chunk_data(id="", model=self.model, created=int(time.time()), delta={})
+            return [ChatChunk(data=data, usage=usage)]
+        out = [ChatChunk(raw=raw, finish_reason=self.finish_reason) for raw, _ in self.held[:-1]]
+        raw, usage_only = self.held[-1]
+        out.append(ChatChunk(raw=raw, finish_reason=self.finish_reason, usage=usage, usage_only=usage_only))
+        return out
+
+
+class AzureOpenAIDriver(OpenAIDriver):
+    """Azure OpenAI: deployment URLs with `api-version` (or the v1 API with `v1: true`), `api-key` auth."""
+
+    name: ClassVar[str] = "azure"
+    options_schema: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "api_version": {"type": "string", "minLength": 1, "description": "e.g. 2024-10-21"},
+                "v1": {"type": "boolean", "description": "use the v1 API (/openai/v1, no api-version)"},
+                "auth": {"enum": ["api-key", "bearer"], "description": "api-key header (default) or Entra ID token"},
+            },
+        }
+    )
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        super().__init__(spec)
+        if not spec.base_url:
+            raise ValueError(
+                f"provider '{spec.name}' (driver azure): base_url is required (https://RESOURCE.openai.azure.com)"
+            )
+        self._v1 = bool(spec.options.get("v1"))
+        if not self._v1 and not spec.options.get("api_version"):
+            raise ValueError(f"provider '{spec.name}' (driver azure): options.api_version is required unless v1: true")
+        self._base = spec.base_url.rstrip("/")
+
+    def _chat_url(self, ctx: CallContext) -> str:
+        if self._v1:
+            return f"{self._base}/openai/v1/chat/completions"
+        return f"{self._base}/openai/deployments/{ctx.model}/chat/completions"
+
+    def _models_url(self) -> str:
+        return f"{self._base}/openai/v1/models" if self._v1 else f"{self._base}/openai/models"
+
+    def _params(self) -> Mapping[str, str] | None:
+        return None if self._v1 else {"api-version": self.spec.options["api_version"]}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
+        if self.spec.api_key:
+            if self.spec.options.get("auth") == "bearer":
+                headers["Authorization"] = f"Bearer {self.spec.api_key.reveal()}"
+            else:
+                headers["api-key"] = self.spec.api_key.reveal()
+        return headers
