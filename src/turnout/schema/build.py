@@ -1,0 +1,210 @@
+"""Valid, rendered plain data -> the frozen `turnout.config.Config` (tuples, MappingProxyType, Secret).
+
+Only called once every check passed, so shapes can be trusted here. Routes that override nothing share the
+defaults' `Policy` object, which keeps 5,000-route files cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from turnout.config import (
+    BreakerPolicy,
+    Config,
+    Limits,
+    ModelSpec,
+    Policy,
+    PoolMember,
+    PoolSpec,
+    Price,
+    ProviderSpec,
+    RetryPolicy,
+    RouteSpec,
+    Secret,
+    ServerSpec,
+)
+from turnout.errors import ErrorClass, Problem
+from turnout.schema.units import parse_duration, parse_size
+
+_POLICY_KEYS = frozenset(
+    {
+        "deadline",
+        "attempt_timeout",
+        "first_token_timeout",
+        "stall_timeout",
+        "connect_timeout",
+        "retry",
+        "on_error",
+        "mid_stream",
+    }
+)
+
+
+def build_config(data: dict[str, Any], source: str, disabled: Mapping[str, str], warnings: list[Problem]) -> Config:
+    defaults = data.get("defaults") or {}
+    policy = _policy(defaults, Policy())
+    breaker = _breaker(defaults.get("breaker"), BreakerPolicy()) or BreakerPolicy()
+    providers = {n: _provider(n, s, disabled.get(n), breaker) for n, s in data["providers"].items()}
+    return Config(
+        version=data["version"],
+        source=source,
+        defaults=policy,
+        breaker=breaker,
+        providers=_frozen(providers),
+        models=_frozen(
+            {n: _model(n, s, providers[s["provider"]].breaker or breaker) for n, s in data["models"].items()}
+        ),
+        pools=_frozen({n: _pool(n, s) for n, s in (data.get("pools") or {}).items()}),
+        routes=_frozen({n: _route(n, s, policy) for n, s in data["routes"].items()}),
+        server=_server(data.get("server") or {}),
+        warnings=tuple(warnings),
+    )
+
+
+def _frozen(mapping: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(mapping)
+
+
+def _policy(spec: dict[str, Any], base: Policy) -> Policy:
+    if not _POLICY_KEYS.intersection(spec):
+        return base
+    durations = {
+        k: parse_duration(spec[k])
+        for k in ("deadline", "attempt_timeout", "first_token_timeout", "stall_timeout", "connect_timeout")
+        if k in spec
+    }
+    actions = dict(base.on_error)
+    actions.update({ErrorClass(k): v for k, v in (spec.get("on_error") or {}).items()})
+    return Policy(
+        deadline=durations.get("deadline", base.deadline),
+        attempt_timeout=durations.get("attempt_timeout", base.attempt_timeout),
+        first_token_timeout=durations.get("first_token_timeout", base.first_token_timeout),
+        stall_timeout=durations.get("stall_timeout", base.stall_timeout),
+        connect_timeout=durations.get("connect_timeout", base.connect_timeout),
+        retry=_retry(spec.get("retry") or {}, base.retry),
+        on_error=base.on_error if actions == dict(base.on_error) else MappingProxyType(actions),
+        mid_stream=spec.get("mid_stream", base.mid_stream),
+    )
+
+
+def _retry(spec: dict[str, Any], base: RetryPolicy) -> RetryPolicy:
+    if not spec:
+        return base
+    backoff = spec.get("backoff") or {}
+    return RetryPolicy(
+        attempts=spec.get("attempts", base.attempts),
+        initial=parse_duration(backoff["initial"]) if "initial" in backoff else base.initial,
+        max=parse_duration(backoff["max"]) if "max" in backoff else base.max,
+        jitter=backoff.get("jitter", base.jitter),
+        max_retry_after=parse_duration(spec["max_retry_after"]) if "max_retry_after" in spec else base.max_retry_after,
+    )
+
+
+def _breaker(spec: dict[str, Any] | None, base: BreakerPolicy) -> BreakerPolicy | None:
+    """A partial breaker block fills its gaps from `base` (the file's defaults, else the built-in ones)."""
+    if spec is None:
+        return None
+    return BreakerPolicy(
+        failure_threshold=spec.get("failure_threshold", base.failure_threshold),
+        recovery_timeout=_dur(spec, "recovery_timeout", base.recovery_timeout),
+        half_open_probes=spec.get("half_open_probes", base.half_open_probes),
+        backoff_factor=float(spec.get("backoff_factor", base.backoff_factor)),
+        max_recovery_timeout=_dur(spec, "max_recovery_timeout", base.max_recovery_timeout),
+    )
+
+
+def _dur(spec: dict[str, Any], key: str, fallback: float) -> float:
+    return parse_duration(spec[key]) if key in spec else fallback
+
+
+def _provider(name: str, spec: dict[str, Any], disabled_reason: str | None, breaker: BreakerPolicy) -> ProviderSpec:
+    api_key = spec.get("api_key")
+    return ProviderSpec(
+        name=name,
+        driver=spec["driver"],
+        base_url=spec.get("base_url"),
+        api_key=Secret(api_key) if api_key else None,
+        headers=_frozen({k: Secret(v) for k, v in (spec.get("headers") or {}).items()}),
+        options=freeze(spec.get("options") or {}),
+        connect_timeout=_dur(spec, "connect_timeout", 0.0) or None,
+        breaker=_breaker(spec.get("breaker"), breaker),
+        disabled_reason=disabled_reason,
+    )
+
+
+def _model(name: str, spec: dict[str, Any], breaker: BreakerPolicy) -> ModelSpec:
+    price = spec.get("price")
+    limits = spec.get("limits") or {}
+    supports = spec.get("supports")
+    return ModelSpec(
+        key=name,
+        provider=spec["provider"],
+        upstream=spec.get("name", name),
+        context_window=spec.get("context_window"),
+        max_output_tokens=spec.get("max_output_tokens"),
+        supports=frozenset(supports) if supports is not None else None,
+        price=_price(price) if price is not None else None,
+        limits=Limits(rpm=limits.get("rpm"), tpm=limits.get("tpm")) if limits else Limits(),
+        options=freeze(spec.get("options") or {}),
+        breaker=_breaker(spec.get("breaker"), breaker),
+    )
+
+
+def _money(value: Any) -> Decimal:
+    """Decimal from the number as written (str() first, so 0.15 stays 0.15, not 0.1499999...)."""
+    return Decimal(str(value))
+
+
+def _price(spec: dict[str, Any]) -> Price:
+    return Price(
+        input=_money(spec["input"]),
+        output=_money(spec["output"]),
+        cached_input=_money(spec["cached_input"]) if "cached_input" in spec else None,
+        cache_write=_money(spec["cache_write"]) if "cache_write" in spec else None,
+    )
+
+
+def _pool(name: str, spec: dict[str, Any]) -> PoolSpec:
+    members = tuple(
+        PoolMember(m) if isinstance(m, str) else PoolMember(m["model"], float(m.get("weight", 1.0)))
+        for m in spec["members"]
+    )
+    return PoolSpec(name=name, strategy=spec.get("strategy", "priority"), members=members)
+
+
+def _route(name: str, spec: dict[str, Any], defaults: Policy) -> RouteSpec:
+    return RouteSpec(
+        name=name,
+        chain=tuple(spec["chain"]),
+        policy=_policy(spec, defaults),
+        requires=frozenset(spec.get("requires") or ()),
+        description=spec.get("description", ""),
+    )
+
+
+def _server(spec: dict[str, Any]) -> ServerSpec:
+    base = ServerSpec()
+    return ServerSpec(
+        host=spec.get("host", base.host),
+        port=int(spec.get("port", base.port)),
+        api_keys=tuple(Secret(k) for k in spec.get("api_keys") or () if k.strip()),
+        max_request_bytes=parse_size(spec["max_request_size"])
+        if "max_request_size" in spec
+        else base.max_request_bytes,
+        log_content=spec.get("log_content", base.log_content),
+        protect_metrics=spec.get("protect_metrics", base.protect_metrics),
+        drain_timeout=_dur(spec, "drain_timeout", base.drain_timeout),
+        watch=spec.get("watch", base.watch),
+    )
+
+
+def freeze(value: Any) -> Any:
+    """Deeply immutable copy of free-form option data: dicts -> MappingProxyType, lists -> tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value

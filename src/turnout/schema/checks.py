@@ -1,0 +1,286 @@
+"""Semantic checks the JSON Schema cannot express, run on the rendered data.
+
+Every check is defensive about shape: the data may also have failed schema validation, and all problems are
+reported together. Ranges: every timeout is > 0 and <= 1h (a deadline shorter than an attempt timeout is allowed:
+the deadline simply wins); breaker periods may reach 24h.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from turnout.schema.problems import Path, Reporter, did_you_mean
+from turnout.schema.units import parse_duration, parse_size
+
+HOUR = 3600.0
+TIMEOUT_KEYS = ("deadline", "attempt_timeout", "first_token_timeout", "stall_timeout", "connect_timeout")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def duration(
+    reporter: Reporter, value: Any, path: Path, *, low: float = 0.0, zero_ok: bool = False, high: float = HOUR
+) -> float | None:
+    """Parse and range-check a duration; report and return None when it is unusable."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        reporter.error(path, str(exc))
+        return None
+    if seconds < low or (seconds == low and not zero_ok):
+        reporter.error(path, f"must be {'>=' if zero_ok else '>'} {low:g}s, got {value}")
+        return None
+    if seconds > high:
+        reporter.error(path, f"must be at most {high / HOUR:g}h, got {value}")
+        return None
+    return seconds
+
+
+class Checker:
+    """Runs every semantic check over one file's data; `disabled` maps provider name -> reason."""
+
+    def __init__(self, data: dict[str, Any], reporter: Reporter, drivers: Iterable[str], disabled: dict[str, str]):
+        self.data = data
+        self.r = reporter
+        self.drivers = sorted(drivers)
+        self.disabled = disabled
+        self.providers = _dict(data.get("providers"))
+        self.models = _dict(data.get("models"))
+        self.pools = _dict(data.get("pools"))
+        self.routes = _dict(data.get("routes"))
+
+    def run(self) -> None:
+        self._policy(_dict(self.data.get("defaults")), ("defaults",), None)
+        self._providers()
+        self._models()
+        self._pools()
+        self._routes()
+        self._server(_dict(self.data.get("server")))
+        self._unused()
+
+    def _policy(self, policy: dict[str, Any], path: Path, base_retry: dict[str, Any] | None) -> None:
+        for key in TIMEOUT_KEYS:
+            if key in policy:
+                duration(self.r, policy[key], (*path, key))
+        retry = _dict(policy.get("retry"))
+        if "max_retry_after" in retry:
+            duration(self.r, retry["max_retry_after"], (*path, "retry", "max_retry_after"), zero_ok=True)
+        own = _dict(retry.get("backoff"))
+        merged = {**_dict(_dict(base_retry).get("backoff")), **own}
+        bpath = (*path, "retry", "backoff")
+        initial = duration(self.r, own["initial"], (*bpath, "initial"), zero_ok=True) if "initial" in own else None
+        high = duration(self.r, own["max"], (*bpath, "max"), zero_ok=True) if "max" in own else None
+        if own and ("initial" in own or "max" in own):
+            initial = initial if "initial" in own else _seconds(merged.get("initial"), 0.25)
+            high = high if "max" in own else _seconds(merged.get("max"), 8.0)
+            if initial is not None and high is not None and high < initial:
+                where = (*bpath, "max") if "max" in own else (*bpath, "initial")
+                self.r.error(where, f"backoff max ({high:g}s) must be >= initial ({initial:g}s)")
+        if "breaker" in policy:
+            self._breaker(policy["breaker"], (*path, "breaker"))
+
+    def _breaker(self, breaker: Any, path: Path) -> None:
+        breaker = _dict(breaker)
+        day = 24 * HOUR
+        rec = (
+            duration(self.r, breaker["recovery_timeout"], (*path, "recovery_timeout"), high=day)
+            if ("recovery_timeout" in breaker)
+            else 30.0
+        )
+        top_path = (*path, "max_recovery_timeout")
+        top = (
+            duration(self.r, breaker["max_recovery_timeout"], top_path, high=day)
+            if ("max_recovery_timeout" in breaker)
+            else None
+        )
+        if rec is not None and top is not None and top < rec:
+            self.r.error(top_path, f"max_recovery_timeout ({top:g}s) must be >= recovery_timeout ({rec:g}s)")
+
+    def _providers(self) -> None:
+        for name, spec in self.providers.items():
+            spec = _dict(spec)
+            path = ("providers", name)
+            driver = spec.get("driver")
+            if isinstance(driver, str) and driver and driver not in self.drivers:
+                hint = did_you_mean(driver, self.drivers) or f"; known drivers: {', '.join(self.drivers)}"
+                self.r.error((*path, "driver"), f"unknown driver '{driver}'{hint}")
+            url = spec.get("base_url")
+            if isinstance(url, str) and url and not url.startswith(("http://", "https://")):
+                self.r.error((*path, "base_url"), f"base_url must start with http:// or https://, got {url!r}")
+            if "connect_timeout" in spec:
+                duration(self.r, spec["connect_timeout"], (*path, "connect_timeout"))
+            if "breaker" in spec:
+                self._breaker(spec["breaker"], (*path, "breaker"))
+            if name in self.disabled:
+                where = (*path, "api_key") if "api_key" in spec else (*path, "headers")
+                self.r.warning(where, f"provider '{name}' is disabled: {self.disabled[name]}")
+
+    def _models(self) -> None:
+        for name, spec in self.models.items():
+            spec = _dict(spec)
+            path = ("models", name)
+            provider = spec.get("provider")
+            if isinstance(provider, str) and provider and provider not in self.providers:
+                self.r.error(
+                    (*path, "provider"), f"unknown provider '{provider}'{did_you_mean(provider, self.providers)}"
+                )
+            window, output = spec.get("context_window"), spec.get("max_output_tokens")
+            if _is_int(window) and _is_int(output) and output > window:
+                self.r.error(
+                    (*path, "max_output_tokens"), f"max_output_tokens ({output}) exceeds context_window ({window})"
+                )
+            if "breaker" in spec:
+                self._breaker(spec["breaker"], (*path, "breaker"))
+
+    def _pools(self) -> None:
+        for name, spec in self.pools.items():
+            if name in self.models:
+                self.r.error(
+                    ("pools", name),
+                    f"'{name}' names both a pool and a model; chains could not tell them apart",
+                    key=True,
+                )
+            seen: dict[str, int] = {}
+            for i, member in enumerate(_list(_dict(spec).get("members"))):
+                model, where = _member(member, ("pools", name, "members", i))
+                if model is None:
+                    continue
+                if model in seen:
+                    self.r.error(
+                        where, f"model '{model}' is listed twice in the pool (first at members[{seen[model]}])"
+                    )
+                    continue
+                seen[model] = i
+                if model in self.pools and model not in self.models:
+                    self.r.error(where, f"'{model}' is a pool; pool members must be models")
+                elif model not in self.models:
+                    self.r.error(where, f"unknown model '{model}'{did_you_mean(model, self.models)}")
+
+    def _routes(self) -> None:
+        base_retry = _dict(_dict(self.data.get("defaults")).get("retry"))
+        for name, spec in self.routes.items():
+            spec = _dict(spec)
+            path = ("routes", name)
+            self._policy({k: v for k, v in spec.items() if k != "breaker"}, path, base_retry)
+            seen: dict[str, int] = {}
+            for i, target in enumerate(_list(spec.get("chain"))):
+                if not isinstance(target, str) or not target:
+                    continue
+                if target in seen:
+                    self.r.error(
+                        (*path, "chain", i), f"'{target}' appears twice in the chain (first at chain[{seen[target]}])"
+                    )
+                    continue
+                seen[target] = i
+                if target not in self.pools and target not in self.models:
+                    known = [*self.pools, *self.models]
+                    self.r.error((*path, "chain", i), f"unknown pool or model '{target}'{did_you_mean(target, known)}")
+            self._requires(name, spec, list(seen))
+            self._all_disabled(name, list(seen))
+
+    def _requires(self, route: str, spec: dict[str, Any], chain: list[str]) -> None:
+        """A directly chained model lacking a required capability is an error; pool members are skipped."""
+        needs = [c for c in _list(spec.get("requires")) if isinstance(c, str)]
+        for i, target in enumerate(_list(spec.get("chain"))):
+            if target not in chain or not needs:
+                continue
+            members = self._expand(target)
+            lacking = {m: [c for c in needs if not _supports(self.models.get(m), c)] for m in members}
+            lacking = {m: caps for m, caps in lacking.items() if caps}
+            where = ("routes", route, "chain", i)
+            if target in self.models and lacking:
+                self.r.error(
+                    where, f"model '{target}' does not support {', '.join(lacking[target])}, which the route requires"
+                )
+            elif members and len(lacking) == len(members):
+                self.r.error(
+                    where, f"no member of pool '{target}' supports {', '.join(needs)}, which the route requires"
+                )
+            elif lacking:
+                self.r.warning(
+                    where,
+                    f"pool '{target}' members {', '.join(sorted(lacking))} lack a required "
+                    f"capability and are skipped on this route",
+                )
+
+    def _all_disabled(self, route: str, chain: list[str]) -> None:
+        deployments = [m for target in chain for m in self._expand(target)]
+        providers = [_dict(self.models.get(m)).get("provider") for m in deployments]
+        if providers and all(p in self.disabled for p in providers):
+            self.r.warning(("routes", route, "chain"), "every deployment in this chain is disabled; requests will fail")
+
+    def _expand(self, target: str) -> list[str]:
+        if target in self.models:
+            return [target]
+        members = (_member(m, ())[0] for m in _list(_dict(self.pools.get(target)).get("members")))
+        return [m for m in members if m in self.models]
+
+    def _server(self, server: dict[str, Any]) -> None:
+        port = server.get("port")
+        if isinstance(port, str) and (not port.strip().isdigit() or not 1 <= int(port) <= 65535):
+            self.r.error(("server", "port"), f"expected a port number 1-65535, got {port!r}")
+        if "max_request_size" in server:
+            try:
+                if parse_size(server["max_request_size"]) < 1:
+                    self.r.error(("server", "max_request_size"), "must be at least 1 byte")
+            except ValueError as exc:
+                self.r.error(("server", "max_request_size"), str(exc))
+        if "drain_timeout" in server:
+            duration(self.r, server["drain_timeout"], ("server", "drain_timeout"), zero_ok=True)
+        keys = _list(server.get("api_keys"))
+        if keys and all(isinstance(k, str) and not k.strip() for k in keys):
+            self.r.error(
+                ("server", "api_keys"),
+                "every client API key rendered empty; set them or remove api_keys "
+                "(an empty list means no client authentication)",
+            )
+        elif any(isinstance(k, str) and not k.strip() for k in keys):
+            self.r.warning(("server", "api_keys"), "an empty client API key is ignored")
+
+    def _unused(self) -> None:
+        used_targets = {
+            t for spec in self.routes.values() for t in _list(_dict(spec).get("chain")) if isinstance(t, str)
+        }
+        for name in self.pools:
+            if name not in used_targets:
+                self.r.warning(("pools", name), f"pool '{name}' is not used by any route", key=True)
+        used_models = {m for t in used_targets for m in self._expand(t) if isinstance(t, str)}
+        for name in self.models:
+            if name not in used_models:
+                self.r.warning(("models", name), f"model '{name}' is not used by any route", key=True)
+        used_providers = {_dict(spec).get("provider") for spec in self.models.values()}
+        for name in self.providers:
+            if name not in used_providers:
+                self.r.warning(("providers", name), f"provider '{name}' is not used by any model", key=True)
+
+
+def _member(member: Any, path: Path) -> tuple[str | None, Path]:
+    if isinstance(member, str):
+        return member, path
+    model = _dict(member).get("model")
+    return (model, (*path, "model")) if isinstance(model, str) else (None, path)
+
+
+def _supports(model: Any, capability: str) -> bool:
+    supports = _dict(model).get("supports")
+    return not isinstance(supports, list) or capability in supports
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(value: Any, fallback: float) -> float | None:
+    if value is None:
+        return fallback
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError):
+        return None
