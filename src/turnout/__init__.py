@@ -1,1 +1,75 @@
-"""turnout: a config-driven LLM request router with fallback chains."""
+"""turnout: a config-driven LLM request router with fallback chains.
+
+The public API is exactly `__all__` (sorted, checked by tests/test_public_api.py); everything else is internal.
+"""
+
+from turnout.config import Config
+from turnout.drivers.base import CallContext, CredentialCheck, Driver, ModelInfo
+from turnout.drivers.registry import DriverRegistry
+from turnout.errors import (
+    AllUpstreamsFailed,
+    ConfigError,
+    ErrorClass,
+    InvalidRequest,
+    Problem,
+    ProviderError,
+    RouteNotFound,
+    TurnoutError,
+)
+from turnout.events import (
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    BreakerClosed,
+    BreakerHalfOpened,
+    BreakerOpened,
+    Event,
+    FallbackTaken,
+    LoggingObserver,
+    Observer,
+    RequestStarted,
+    ResponseCompleted,
+)
+from turnout.router.client import Router
+from turnout.router.conversation import Conversation
+from turnout.router.graph import DispatchGraph
+from turnout.router.streaming import ChatStream
+from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, Usage
+
+__all__ = [
+    "AllUpstreamsFailed",
+    "Attempt",
+    "AttemptFailed",
+    "AttemptStarted",
+    "AttemptSucceeded",
+    "BreakerClosed",
+    "BreakerHalfOpened",
+    "BreakerOpened",
+    "CallContext",
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResponse",
+    "ChatStream",
+    "Config",
+    "ConfigError",
+    "Conversation",
+    "CredentialCheck",
+    "DispatchGraph",
+    "Driver",
+    "DriverRegistry",
+    "ErrorClass",
+    "Event",
+    "FallbackTaken",
+    "InvalidRequest",
+    "LoggingObserver",
+    "ModelInfo",
+    "Observer",
+    "Problem",
+    "ProviderError",
+    "RequestStarted",
+    "ResponseCompleted",
+    "RouteNotFound",
+    "Router",
+    "TurnoutError",
+    "Usage",
+]

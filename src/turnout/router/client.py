@@ -1,0 +1,269 @@
+"""`Router`: the library entry point. A compiled graph, its health, one HTTP session and observers.
+
+Everything about routing lives in the routing file; the Router takes a `Config` plus a few keyword-only
+runtime options (driver classes, observers, clock, sleep, rng), so tests inject time and randomness and two
+Routers in one process share nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from os import PathLike
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from turnout.config import Config
+from turnout.drivers.base import CallContext, CredentialCheck, Driver, ModelInfo
+from turnout.drivers.registry import DriverRegistry
+from turnout.errors import InvalidRequest, RouteNotFound
+from turnout.events import Event, Observer
+from turnout.router.compile import compile_graph
+from turnout.router.dispatch import Run, Runtime, dispatch_chat
+from turnout.router.graph import DispatchGraph
+from turnout.router.health import HealthTable
+from turnout.router.streaming import ChatStream
+from turnout.types import ChatRequest, ChatResponse
+
+CONNECTOR_LIMIT = 256  # concurrent upstream connections per Router (all hosts)
+CONNECTOR_LIMIT_PER_HOST = 64
+KEEPALIVE_TIMEOUT = 30.0
+DNS_CACHE_TTL = 300
+
+
+class Router:
+    """Routes chat requests through the compiled graph of a routing file.
+
+    ```python
+    async with Router.from_file("routes.yaml") as router:
+        reply = await router.chat(model="chat", messages=[{"role": "user", "content": "hi"}])
+    ```
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        drivers: Mapping[str, type[Driver]] | DriverRegistry | None = None,
+        observers: Sequence[Observer] = (),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._registry = drivers if isinstance(drivers, DriverRegistry) else DriverRegistry(drivers)
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._health = HealthTable(clock=clock, emit=self._emit)
+        self._rt = Runtime(clock=clock, sleep=sleep, rng=self._rng, health=self._health)
+        self._rt.observers.extend(observers)
+        self._graph = compile_graph(config, self._registry, rng=self._rng)
+        self._health.sync(self._graph)
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | PathLike[str], *, env: Mapping[str, str] | None = None, **options: Any) -> Router:
+        """Load, validate and compile a routing file (ConfigError lists every problem)."""
+        from turnout.schema import load_file
+
+        return cls(load_file(path, env=env), **options)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, env: Mapping[str, str] | None = None, **options: Any) -> Router:
+        """Like `from_file`, from YAML text."""
+        from turnout.schema import load_text
+
+        return cls(load_text(text, env=env), **options)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Create the Router's one HTTP session (also done lazily by the first request)."""
+        self._ensure_session()
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=CONNECTOR_LIMIT,
+                limit_per_host=CONNECTOR_LIMIT_PER_HOST,
+                keepalive_timeout=KEEPALIVE_TIMEOUT,
+                ttl_dns_cache=DNS_CACHE_TTL,
+                enable_cleanup_closed=True,
+            )
+            # Timeouts are per call (from the route's policy), so the session itself has none.
+            session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+            self._session = session
+        return session
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        return self._graph.config
+
+    @property
+    def graph(self) -> DispatchGraph:
+        return self._graph
+
+    @property
+    def health(self) -> HealthTable:
+        return self._health
+
+    def swap(self, config: Config) -> DispatchGraph:
+        """Compile `config` and switch to it atomically; on ConfigError the current graph stays.
+
+        Requests already running finish on the graph they started with; health of deployments whose key,
+        breaker policy and limits are unchanged carries over.
+        """
+        graph = compile_graph(config, self._registry, rng=self._rng)
+        self._health.sync(graph)
+        self._graph = graph
+        return graph
+
+    def add_observer(self, observer: Observer) -> None:
+        self._rt.observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._rt.observers.remove(observer)
+
+    def _emit(self, event: Event) -> None:
+        self._rt.emit(event)
+
+    def routes(self) -> list[str]:
+        return list(self._graph.routes)
+
+    # -- requests ------------------------------------------------------------------------------------
+    def _prepare(
+        self,
+        request: ChatRequest | None,
+        model: str | None,
+        messages: Sequence[Mapping[str, Any]] | None,
+        params: dict[str, Any],
+        stream: bool,
+        request_id: str | None,
+    ) -> Run:
+        if request is None:
+            if model is None or messages is None:
+                raise InvalidRequest("chat() needs a ChatRequest or model= and messages=", param="model")
+            if stream:
+                params["stream"] = True
+            request = ChatRequest.create(model=model, messages=messages, **params)
+        elif model is not None or messages is not None or params:
+            raise InvalidRequest("pass either a ChatRequest or keyword arguments, not both", param=None)
+        graph = self._graph
+        route = graph.routes.get(request.model)
+        if route is None:
+            raise RouteNotFound(request.model, list(graph.routes))
+        if request.stream != stream:
+            request = ChatRequest.from_openai({**request.body, "stream": stream})
+        return Run(self._rt, route, request, request_id or uuid.uuid4().hex, self._ensure_session())
+
+    async def chat(
+        self,
+        request: ChatRequest | None = None,
+        /,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        request_id: str | None = None,
+        **openai_params: Any,
+    ) -> ChatResponse:
+        """Answer one chat request through its route.
+
+        Raises RouteNotFound, InvalidRequest, AllUpstreamsFailed (cause: the most meaningful upstream error), or
+        the upstream ProviderError itself when the route's action for it is "fail".
+        """
+        run = self._prepare(request, model, messages, openai_params, False, request_id)
+        return await dispatch_chat(run)
+
+    def stream(
+        self,
+        request: ChatRequest | None = None,
+        /,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        request_id: str | None = None,
+        **openai_params: Any,
+    ) -> ChatStream:
+        """Stream one chat request; see `ChatStream`. RouteNotFound / InvalidRequest are raised here, at once."""
+        run = self._prepare(request, model, messages, openai_params, True, request_id)
+        return ChatStream(run)
+
+    # -- introspection -------------------------------------------------------------------------------
+    async def models(self) -> list[ModelInfo]:
+        """The routes, as models (the `id` is the route name)."""
+        created = "turnout"
+        return [
+            ModelInfo(id=name, owned_by=created, context_window=_largest_window(route.deployments))
+            for name, route in self._graph.routes.items()
+        ]
+
+    async def check_credentials(self) -> list[CredentialCheck]:
+        """One cheap authenticated call per enabled provider, concurrently; disabled ones report why."""
+        graph = self._graph
+        session = self._ensure_session()
+        policy = graph.config.defaults
+
+        async def check(name: str, driver: Driver) -> CredentialCheck:
+            ctx = CallContext(
+                session=session,
+                model="",
+                deadline=self._clock() + policy.attempt_timeout,
+                attempt_timeout=policy.attempt_timeout,
+                connect_timeout=policy.connect_timeout,
+                clock=self._clock,
+            )
+            try:
+                async with asyncio.timeout(policy.attempt_timeout):
+                    return await driver.check_credentials(ctx)
+            except TimeoutError:
+                return CredentialCheck(name, False, error_class="timeout", message="no answer in time")
+            except Exception as exc:  # a driver bug must not hide the other providers' results
+                return CredentialCheck(name, False, error_class="protocol", message=f"{type(exc).__name__}: {exc}")
+
+        results = list(await asyncio.gather(*(check(n, d) for n, d in graph.drivers.items())))
+        results += [CredentialCheck(n, False, message=f"disabled: {r}") for n, r in graph.disabled_providers.items()]
+        return results
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz reports: ready when every route has at least one deployment whose breaker admits calls."""
+        graph = self._graph
+        entries = self._health.entries
+        routes: dict[str, dict[str, int]] = {}
+        for name, route in graph.routes.items():
+            deployments = route.deployments
+            usable = sum(1 for d in deployments if entries[d.key].breaker.state != "open")
+            routes[name] = {"usable": usable, "total": len(deployments)}
+        return {
+            "ready": bool(routes) and all(r["usable"] > 0 for r in routes.values()),
+            "routes": routes,
+            "disabled_providers": dict(graph.disabled_providers),
+            "open_breakers": self._health.open_breakers(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<Router routes={len(self._graph.routes)} deployments={len(self._graph.deployments)}>"
+
+
+def _largest_window(deployments: Sequence[Any]) -> int | None:
+    windows = [d.context_window for d in deployments if d.context_window is not None]
+    return max(windows) if windows else None

@@ -1,0 +1,52 @@
+"""`Conversation`: a tiny helper that keeps the message history across turns of one chat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from turnout.types import ChatChunk, ChatResponse
+
+if TYPE_CHECKING:
+    from turnout.router.client import Router
+
+
+class Conversation:
+    """History of one chat on one route. Each `send` appends the user turn and, on success, the reply.
+
+    A failed turn leaves the history as it was, so the caller can simply send again.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        model: str,
+        system: str | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        **openai_params: Any,
+    ) -> None:
+        self.router = router
+        self.model = model
+        self.params = openai_params
+        self.messages: list[Mapping[str, Any]] = []
+        if system is not None:
+            self.messages.append({"role": "system", "content": system})
+        self.messages.extend(messages)
+
+    async def send(self, content: str, **openai_params: Any) -> ChatResponse:
+        turn = [*self.messages, {"role": "user", "content": content}]
+        response = await self.router.chat(model=self.model, messages=turn, **{**self.params, **openai_params})
+        self.messages[:] = [*turn, dict(response.message)]
+        return response
+
+    async def stream(self, content: str, **openai_params: Any) -> AsyncIterator[ChatChunk]:
+        """Stream a reply; the assistant turn joins the history once the stream completed."""
+        turn = [*self.messages, {"role": "user", "content": content}]
+        parts: list[str] = []
+        async with self.router.stream(model=self.model, messages=turn, **{**self.params, **openai_params}) as stream:
+            async for chunk in stream:
+                if chunk.is_content and chunk.content:
+                    parts.append(chunk.content)
+                yield chunk
+        self.messages[:] = [*turn, {"role": "assistant", "content": "".join(parts)}]

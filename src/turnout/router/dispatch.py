@@ -1,0 +1,370 @@
+"""The one fallback/attempt loop for non-streamed requests, and the per-request state it shares with streams.
+
+Read `dispatch_chat` top to bottom: for each step of the route, for each deployment in the strategy's order
+(skipping what cannot serve), try up to `1 + retry.attempts` times under a per-attempt timeout that never
+exceeds what is left of the request's deadline; classify each failure and act on it (retry after a backoff,
+move on, or fail now). Every try and skip lands in the trail; exhaustion raises AllUpstreamsFailed whose
+cause is the most meaningful upstream error (rule in `turnout.router.policy.most_meaningful`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from turnout.drivers.base import CallContext
+from turnout.errors import AllUpstreamsFailed, ErrorClass, ProtocolError, ProviderError, UpstreamTimeout
+from turnout.events import (
+    AttemptFailed,
+    AttemptStarted,
+    AttemptSucceeded,
+    Event,
+    FallbackTaken,
+    RequestStarted,
+    ResponseCompleted,
+)
+from turnout.router.breaker import Ticket
+from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay
+from turnout.router.pricing import request_cost
+from turnout.types import Attempt, ChatRequest, ChatResponse, Usage
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from turnout.router.graph import CompiledRoute, Deployment
+    from turnout.router.health import DeploymentHealth, HealthTable
+
+log = logging.getLogger("turnout.router")
+_DETAIL_LIMIT = 300
+
+
+class Runtime:
+    """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
+
+    __slots__ = ("clock", "health", "observers", "rng", "sleep")
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        rng: random.Random,
+        health: HealthTable,
+    ) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng
+        self.health = health
+        self.observers: list[Callable[[Event], None]] = []
+
+    def emit(self, event: Event) -> None:
+        """Deliver to every observer; an observer that raises is logged and never breaks the request."""
+        for observer in tuple(self.observers):
+            try:
+                observer(event)
+            except Exception:
+                log.exception("observer %r failed on %s", observer, type(event).__name__)
+
+
+class Run:
+    """The state of one request while it is dispatched: deadline, trail, errors, escalation constraints."""
+
+    __slots__ = (
+        "deadline",
+        "entries",
+        "errors",
+        "min_window",
+        "need_prefill",
+        "number",
+        "policy",
+        "request",
+        "request_id",
+        "route",
+        "rt",
+        "session",
+        "slept",
+        "started",
+        "trail",
+        "upstream_time",
+    )
+
+    def __init__(
+        self, rt: Runtime, route: CompiledRoute, request: ChatRequest, request_id: str, session: aiohttp.ClientSession
+    ) -> None:
+        self.rt = rt
+        self.route = route
+        self.request = request
+        self.request_id = request_id
+        self.session = session
+        self.policy = route.policy
+        self.entries: dict[str, DeploymentHealth] = rt.health.entries  # this dict survives a concurrent swap
+        self.started = rt.clock()
+        self.deadline = self.started + self.policy.deadline
+        self.trail: list[Attempt] = []
+        self.errors: list[ProviderError] = []
+        self.min_window: int | None = None
+        self.need_prefill = False
+        self.number = 0
+        self.upstream_time = 0.0
+        self.slept = 0.0
+        if rt.observers:
+            rt.emit(RequestStarted(self.started, request_id, route.name, request.stream))
+
+    # -- choosing ----------------------------------------------------------------------------------------
+    def candidates(self) -> Iterator[Deployment]:
+        """Deployments in try order across the route's steps; the ones that cannot serve are recorded as skips."""
+        request = self.request
+        entries = self.entries
+        for step in self.route.steps:
+            deployments = step.deployments
+            if len(deployments) > 1:
+                deployments = step.strategy.order(deployments, step.weights, entries, request)
+            for deployment in deployments:
+                reason = self.unfit(deployment)
+                if reason is None:
+                    yield deployment
+                else:
+                    self.skip(deployment, reason)
+
+    def unfit(self, d: Deployment) -> str | None:
+        """Why `d` cannot take this request now (capability, context window, rate limit), or None."""
+        r = self.request
+        caps = d.capabilities
+        if r.needs_tools and "tools" not in caps:
+            return "lacks tools"
+        if r.needs_vision and "vision" not in caps:
+            return "lacks vision"
+        if r.needs_json and "json" not in caps:
+            return "lacks json"
+        if r.stream and "streaming" not in caps:
+            return "lacks streaming"
+        if self.need_prefill and "prefill" not in caps:
+            return "lacks prefill (cannot continue a cut stream)"
+        window = d.context_window
+        if window is not None:
+            if window < r.estimated_total_tokens:
+                return f"context window {window} < estimated {r.estimated_total_tokens} tokens"
+            if self.min_window is not None and window <= self.min_window:
+                return f"context window {window} not larger than the {self.min_window} already exceeded"
+        limiter = self.entries[d.key].limiter
+        if limiter is not None:
+            return limiter.check(self.rt.clock(), r.estimated_total_tokens)
+        return None
+
+    def skip(self, d: Deployment, reason: str) -> None:
+        self.trail.append(Attempt(d.key, self.rt.clock(), 0.0, "skipped", detail=reason))
+
+    # -- one attempt -------------------------------------------------------------------------------------
+    def context(self, d: Deployment, budget: float | None) -> CallContext:
+        policy = self.policy
+        return CallContext(
+            session=self.session,
+            model=d.upstream,
+            deadline=self.deadline,
+            attempt_timeout=budget,
+            first_token_timeout=policy.first_token_timeout,
+            stall_timeout=policy.stall_timeout,
+            connect_timeout=d.connect_timeout or policy.connect_timeout,
+            model_options=d.model_options,
+            clock=self.rt.clock,
+        )
+
+    def begin(self, d: Deployment, h: DeploymentHealth) -> float:
+        """Count the attempt as started (in flight, rate window, event); returns its start time."""
+        now = self.rt.clock()
+        h.in_flight += 1
+        if h.limiter is not None:
+            h.limiter.record(now, self.request.estimated_total_tokens)
+        self.number += 1
+        if self.rt.observers:
+            self.rt.emit(AttemptStarted(now, self.request_id, self.route.name, d.key, self.number))
+        return now
+
+    def succeeded(
+        self, d: Deployment, h: DeploymentHealth, ticket: Ticket, started: float, usage: Usage, ttft: float | None
+    ) -> float:
+        """Record a successful attempt; returns its end time."""
+        now = self.rt.clock()
+        duration = now - started
+        self.upstream_time += duration
+        h.in_flight -= 1
+        h.observe(duration, True)
+        h.breaker.record(ticket, None)
+        cost = d.price.cost(usage) if d.price is not None else None
+        self.trail.append(Attempt(d.key, started, duration, "success", usage=usage, cost_usd=cost))
+        if self.rt.observers:
+            self.rt.emit(AttemptSucceeded(now, self.request_id, self.route.name, d.key, duration, ttft))
+        return now
+
+    def failed(self, d: Deployment, h: DeploymentHealth, ticket: Ticket, started: float, error: ProviderError) -> None:
+        """Record a failed attempt and feed the breaker (and context-window escalation)."""
+        now = self.rt.clock()
+        duration = now - started
+        self.upstream_time += duration
+        h.in_flight -= 1
+        h.observe(duration, False)
+        h.breaker.record(ticket, error)
+        cls = error.error_class
+        if cls in TRIPS_BREAKER:
+            h.breaker.trip()
+        if cls is ErrorClass.CONTEXT_WINDOW and d.context_window is not None:
+            self.min_window = max(self.min_window or 0, d.context_window)
+        # Billed nothing only when the provider answered with an error status before any output.
+        cost = 0.0 if error.status is not None and not error.after_first_token else None
+        detail = error.message[:_DETAIL_LIMIT]
+        self.trail.append(Attempt(d.key, started, duration, "error", cls.value, error.status, None, cost, detail))
+        self.errors.append(error)
+        if self.rt.observers:
+            self.rt.emit(
+                AttemptFailed(
+                    now,
+                    self.request_id,
+                    self.route.name,
+                    d.key,
+                    cls.value,
+                    error.status,
+                    duration,
+                    detail,
+                    error.after_first_token,
+                )
+            )
+
+    def abandoned(self, h: DeploymentHealth, ticket: Ticket, d: Deployment, started: float) -> None:
+        """The caller cancelled mid-attempt: free the slot, count nothing against the deployment."""
+        now = self.rt.clock()
+        h.in_flight -= 1
+        h.breaker.release(ticket)
+        self.trail.append(Attempt(d.key, started, now - started, "error", detail="cancelled by the caller"))
+
+    def decide(self, d: Deployment, error: ProviderError, n: int) -> float | None:
+        """After failure n on `d`: seconds to wait before retrying it, or None to move on. Raises on "fail"."""
+        action = action_for(self.policy, error)
+        if action == "fail":
+            self.complete(None, error_class=error.error_class.value)
+            raise error
+        if action == "retry":
+            delay = retry_delay(self.policy, error, n, self.deadline - self.rt.clock(), self.rt.rng)
+            if delay is not None:
+                self.slept += delay
+                return delay
+        self.moved_on(d, error)
+        return None
+
+    def moved_on(self, d: Deployment, error: ProviderError) -> None:
+        if self.rt.observers:
+            self.rt.emit(
+                FallbackTaken(self.rt.clock(), self.request_id, self.route.name, d.key, error.error_class.value)
+            )
+
+    def remaining(self) -> float:
+        return self.deadline - self.rt.clock()
+
+    # -- the end -----------------------------------------------------------------------------------------
+    def exhausted(self) -> AllUpstreamsFailed:
+        """The error for a request nothing could serve, with the most meaningful upstream error as cause."""
+        cause = most_meaningful(self.errors)
+        if cause is None and self.remaining() <= 0:
+            cause = UpstreamTimeout(f"deadline of {self.policy.deadline:g}s reached before any upstream answered")
+        exc = AllUpstreamsFailed(self.route.name, self.trail, cause)
+        exc.__cause__ = cause
+        exc.__suppress_context__ = True
+        self.complete(None, error_class=cause.error_class.value if cause is not None else "unavailable")
+        return exc
+
+    def complete(
+        self,
+        served_by: str | None,
+        *,
+        usage: Usage = Usage.UNKNOWN,
+        cost: float | None = None,
+        error_class: str | None = None,
+        ttft: float | None = None,
+    ) -> None:
+        rt = self.rt
+        if not rt.observers:
+            return
+        now = rt.clock()
+        latency = now - self.started
+        overhead = max(0.0, latency - self.upstream_time - self.slept)
+        rt.emit(
+            ResponseCompleted(
+                now,
+                self.request_id,
+                self.route.name,
+                served_by,
+                self.request.stream,
+                tuple(self.trail),
+                usage,
+                cost,
+                latency,
+                ttft,
+                error_class,
+                overhead,
+            )
+        )
+
+
+def driver_bug(d: Deployment, exc: Exception) -> ProviderError:
+    """A driver let a foreign exception escape: classify it (protocol) instead of crashing the request."""
+    log.error("driver for %s raised %r; drivers must raise ProviderError", d.key, exc, exc_info=exc)
+    return ProtocolError(f"driver error: {type(exc).__name__}: {exc}", provider=d.provider, model=d.upstream)
+
+
+def attempt_timeout(d: Deployment, budget: float) -> UpstreamTimeout:
+    return UpstreamTimeout(f"no answer within {budget:.3g}s", provider=d.provider, model=d.upstream)
+
+
+async def dispatch_chat(run: Run) -> ChatResponse:
+    """Serve a non-streamed request: the plain nested loop described in the module docstring."""
+    rt = run.rt
+    policy = run.policy
+    for d in run.candidates():
+        h = run.entries[d.key]
+        n = 0
+        while True:
+            ticket = h.breaker.acquire()
+            if not ticket:
+                run.skip(d, "breaker open")
+                break
+            remaining = run.remaining()
+            if remaining <= 0:
+                h.breaker.release(ticket)
+                raise run.exhausted()
+            budget = min(policy.attempt_timeout, remaining)
+            ctx = run.context(d, budget)
+            started = run.begin(d, h)
+            try:
+                async with asyncio.timeout(budget):
+                    response = await d.driver.send(run.request, ctx)
+            except ProviderError as exc:
+                error = exc
+            except TimeoutError:
+                error = attempt_timeout(d, budget)
+            except asyncio.CancelledError:
+                run.abandoned(h, ticket, d, started)
+                raise
+            except Exception as exc:
+                error = driver_bug(d, exc)
+            else:
+                return _finish(run, d, h, ticket, started, response)
+            run.failed(d, h, ticket, started, error)
+            delay = run.decide(d, error, n)
+            if delay is None:
+                break
+            if delay > 0:
+                await rt.sleep(delay)
+            n += 1
+    raise run.exhausted()
+
+
+def _finish(
+    run: Run, d: Deployment, h: DeploymentHealth, ticket: Ticket, started: float, response: ChatResponse
+) -> Any:
+    run.succeeded(d, h, ticket, started, response.usage, None)
+    cost = request_cost(run.trail)
+    run.complete(d.key, usage=response.usage, cost=cost)
+    return replace(response, route=run.route.name, served_by=d.key, attempts=tuple(run.trail), cost_usd=cost)

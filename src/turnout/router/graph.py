@@ -1,0 +1,91 @@
+"""The compiled, immutable dispatch graph: routes -> ordered steps -> deployments.
+
+Everything a request needs is precomputed here so dispatch does one dict lookup (route by name) and then
+walks tuples. Config values are frozen; the only mutable thing reachable from a graph is a step's strategy
+cursor (round-robin position, smooth-weighted credits), which is selection state, not configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from turnout.config import BreakerPolicy, Config, Limits, Policy
+from turnout.drivers.base import Driver
+from turnout.router.pricing import TokenPrice
+
+if TYPE_CHECKING:
+    from turnout.router.select import Strategy
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Deployment:
+    """One model on one provider, ready to call. `key` is "provider/model-key" (the model's name in the file)."""
+
+    key: str
+    provider: str
+    model: str
+    upstream: str
+    driver: Driver
+    capabilities: frozenset[str]
+    breaker: BreakerPolicy
+    limits: Limits = field(default_factory=Limits)
+    price: TokenPrice | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    connect_timeout: float | None = None
+    model_options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    def __repr__(self) -> str:
+        return f"Deployment({self.key!r})"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Step:
+    """One entry of a route's chain: a pool of deployments tried in the order its strategy gives."""
+
+    name: str
+    kind: str  # "pool" | "model"
+    strategy: Strategy
+    deployments: tuple[Deployment, ...]
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """A chain member that can never serve this route, and why (shown by explain and /readyz)."""
+
+    deployment: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRoute:
+    name: str
+    steps: tuple[Step, ...]
+    policy: Policy
+    requires: frozenset[str] = frozenset()
+    description: str = ""
+    excluded: tuple[Excluded, ...] = ()
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return tuple(d for step in self.steps for d in step.deployments)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DispatchGraph:
+    """The whole compiled routing file. `disabled_providers` maps provider name -> reason."""
+
+    config: Config
+    routes: Mapping[str, CompiledRoute]
+    deployments: Mapping[str, Deployment]
+    drivers: Mapping[str, Driver]
+    disabled_providers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    def route_names(self) -> list[str]:
+        return list(self.routes)

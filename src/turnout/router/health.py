@@ -1,0 +1,87 @@
+"""Mutable per-deployment state, kept apart from the immutable graph so it survives reloads.
+
+One `HealthTable` per Router, keyed by deployment key ("provider/model"). `sync(graph)` is called on every swap:
+entries whose deployment is still present with the same breaker policy and limits are kept (their breaker
+state, limiter window, latency history); changed or new deployments get fresh state; removed ones are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from turnout.config import BreakerPolicy, Limits
+from turnout.events import BreakerEvent
+from turnout.router.breaker import Breaker
+from turnout.router.limits import RateLimiter
+
+if TYPE_CHECKING:
+    from turnout.router.graph import Deployment, DispatchGraph
+
+EWMA_ALPHA = 0.3  # weight of the newest latency sample
+
+
+class DeploymentHealth:
+    """Breaker, limiter, in-flight count and latency EWMA of one deployment."""
+
+    __slots__ = ("breaker", "failures", "in_flight", "key", "latency", "limiter", "signature", "successes")
+
+    def __init__(self, key: str, breaker: Breaker, limits: Limits) -> None:
+        self.key = key
+        self.breaker = breaker
+        self.limiter = RateLimiter(limits) if limits.rpm is not None or limits.tpm is not None else None
+        self.signature: tuple[BreakerPolicy, Limits] = (breaker.policy, limits)
+        self.in_flight = 0
+        self.latency: float | None = None  # EWMA of attempt durations in seconds; None until measured
+        self.successes = 0
+        self.failures = 0
+
+    def observe(self, duration: float, ok: bool) -> None:
+        """Fold one attempt into the latency EWMA. A failure counts as at least twice the current average, so
+        a failing deployment drifts down the `lowest_latency` order instead of looking fast."""
+        if ok:
+            self.successes += 1
+        else:
+            self.failures += 1
+            if self.latency is not None:
+                duration = max(duration, 2 * self.latency)
+        self.latency = duration if self.latency is None else self.latency + EWMA_ALPHA * (duration - self.latency)
+
+
+class HealthTable:
+    """All deployments' health for one Router."""
+
+    def __init__(self, *, clock: Callable[[], float], emit: Callable[[BreakerEvent], None] | None = None) -> None:
+        self._clock = clock
+        self._emit = emit
+        self.entries: dict[str, DeploymentHealth] = {}
+
+    def __getitem__(self, key: str) -> DeploymentHealth:
+        return self.entries[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
+    def __iter__(self) -> Iterator[DeploymentHealth]:
+        return iter(list(self.entries.values()))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _new(self, deployment: Deployment) -> DeploymentHealth:
+        breaker = Breaker(deployment.key, deployment.breaker, clock=self._clock, emit=self._emit)
+        return DeploymentHealth(deployment.key, breaker, deployment.limits)
+
+    def sync(self, graph: DispatchGraph) -> None:
+        """Make the table match `graph`, keeping the state of unchanged deployments."""
+        fresh: dict[str, DeploymentHealth] = {}
+        for deployment in graph.deployments.values():
+            old = self.entries.get(deployment.key)
+            if old is not None and old.signature == (deployment.breaker, deployment.limits):
+                fresh[deployment.key] = old
+            else:
+                fresh[deployment.key] = self._new(deployment)
+        self.entries = fresh
+
+    def open_breakers(self) -> list[str]:
+        return sorted(key for key, entry in self.entries.items() if entry.breaker.state == "open")

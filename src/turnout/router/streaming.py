@@ -1,0 +1,276 @@
+"""Streamed dispatch: the same loop as `dispatch_chat`, with a commit point and mid-stream policies.
+
+Nothing reaches the caller before the first content chunk of some attempt (the commit point); until then
+every failure, including a first-token timeout, fails over invisibly exactly like a non-streamed request.
+After it a stall timeout bounds every gap and a failure is handled by the route's `mid_stream` policy:
+`error` raises a ProviderError with `after_first_token=True` (a cut stream never ends like a complete one);
+`continue` hands the text so far to the next deployment that supports `prefill` (as `assistant_prefix`) and
+streams its continuation without a second role chunk; with no such deployment left it behaves as `error`
+and reports the original failure.
+
+The generic timeouts cost almost nothing per chunk: `_Watchdog` keeps one timer per timeout period instead
+of one per chunk. Each wait only stores its limit; when the timer fires it either re-arms for the current
+limit or, if the wait really overran, cancels the waiting task, which the stream converts to UpstreamTimeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from turnout.errors import ProviderError, UpstreamTimeout, provider_error
+from turnout.router.breaker import Ticket
+from turnout.router.dispatch import Run, driver_bug
+from turnout.router.pricing import request_cost
+from turnout.types import Attempt, ChatChunk, Usage
+
+
+class _Watchdog:
+    """Cancels the task awaiting an upstream chunk once that wait passes its limit (loop time)."""
+
+    __slots__ = ("_handle", "_handle_at", "_loop", "_task", "fired", "until")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self._handle_at = 0.0
+        self._task: asyncio.Task | None = None
+        self.until: float | None = None
+        self.fired = False
+
+    def wait(self, until: float) -> None:
+        """A wait on the upstream begins and must end by `until`."""
+        self.until = until
+        self._task = asyncio.current_task()
+        if self._handle is None or self._handle_at > until:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle_at = until
+            self._handle = self._loop.call_at(until, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        until = self.until
+        if until is None or self._task is None:
+            return  # not waiting now; the next wait re-arms
+        if self._loop.time() < until:
+            self._handle_at = until
+            self._handle = self._loop.call_at(until, self._fire)
+            return
+        self.fired = True
+        self._task.cancel()
+
+    def consume(self) -> bool:
+        """True (once) when the CancelledError being handled is ours; it is then un-cancelled."""
+        if not self.fired:
+            return False
+        self.fired = False
+        if self._task is not None:
+            self._task.uncancel()
+        return True
+
+    def stop(self) -> None:
+        self.until = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class ChatStream:
+    """An async iterator of ChatChunk that is also an async context manager.
+
+    Readable at any time: `route`, `served_by` (set at the commit point), `attempts` (the trail so far),
+    `usage`, `cost_usd` (final once the stream ended) and `time_to_first_token` (seconds).
+    `aclose()` cancels the upstream call at once.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._gen: AsyncIterator[ChatChunk] | None = None
+        self.route = run.route.name
+        self.served_by: str | None = None
+        self.usage: Usage = Usage.UNKNOWN
+        self.cost_usd: float | None = None
+        self.time_to_first_token: float | None = None
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        return tuple(self._run.trail)
+
+    def __aiter__(self) -> AsyncIterator[ChatChunk]:
+        if self._gen is None:
+            self._gen = self._chunks()
+        return self._gen
+
+    async def __anext__(self) -> ChatChunk:
+        return await self.__aiter__().__anext__()
+
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _chunks(self) -> AsyncIterator[ChatChunk]:
+        run = self._run
+        rt = run.rt
+        policy = run.policy
+        loop = asyncio.get_running_loop()
+        wd = _Watchdog(loop)
+        loop_deadline = loop.time() + run.remaining()
+        text: list[str] | None = [] if policy.mid_stream == "continue" else None
+        first_wait = min(policy.first_token_timeout, policy.attempt_timeout)
+        committed = False
+        cut: ProviderError | None = None  # the original mid-stream failure
+        finished = False
+        try:
+            for d in run.candidates():
+                h = run.entries[d.key]
+                n = 0
+                while True:
+                    ticket = h.breaker.acquire()
+                    if not ticket:
+                        run.skip(d, "breaker open")
+                        break
+                    remaining = run.remaining()
+                    if remaining <= 0:
+                        h.breaker.release(ticket)
+                        raise run_failed(run, cut) if cut is not None else run.exhausted()
+                    request = run.request if not committed else run.request.with_prefix("".join(text or ()))
+                    ctx = run.context(d, None)  # a stream's length is bounded by the deadline, not attempt_timeout
+                    started = run.begin(d, h)
+                    upstream = d.driver.stream(request, ctx)
+                    seen_content = False
+                    error: ProviderError | None = None
+                    try:
+                        pending: list[ChatChunk] = []
+                        first_by = min(loop.time() + first_wait, loop_deadline)
+                        chunk: ChatChunk | None = None
+                        while True:  # until the first content chunk
+                            wd.wait(first_by)
+                            chunk = await upstream.__anext__()
+                            wd.until = None
+                            if chunk.is_content or chunk.usage is not None:
+                                break
+                            pending.append(chunk)
+                        seen_content = chunk.is_content
+                        if not committed:
+                            committed = True
+                            self.served_by = d.key
+                            self.time_to_first_token = rt.clock() - run.started
+                            for early in pending:
+                                yield early
+                        stall = policy.stall_timeout
+                        while chunk.usage is None:
+                            if text is not None and chunk.is_content:
+                                text.append(chunk.content or "")
+                            yield chunk
+                            seen_content = True
+                            wd.wait(min(loop.time() + stall, loop_deadline))
+                            chunk = await upstream.__anext__()
+                            wd.until = None
+                        # The final chunk: account before handing it over, in case the caller stops reading.
+                        self._succeeded(d, h, ticket, started, chunk.usage)
+                        finished = True
+                        yield chunk
+                        return
+                    except ProviderError as exc:
+                        error = exc
+                    except StopAsyncIteration:
+                        error = provider_error(
+                            "protocol", "stream ended without a final chunk", provider=d.provider, model=d.upstream
+                        )
+                    except asyncio.CancelledError:
+                        wd.until = None
+                        if not wd.consume():
+                            run.abandoned(h, ticket, d, started)
+                            raise
+                        error = _timeout_error(d, seen_content, policy)
+                    except GeneratorExit:
+                        if not finished:
+                            run.abandoned(h, ticket, d, started)
+                        raise
+                    except Exception as exc:
+                        error = driver_bug(d, exc)
+                    finally:
+                        wd.until = None
+                        await _close(upstream)
+                    if seen_content:
+                        error = _after_first_token(error)
+                    run.failed(d, h, ticket, started, error)
+                    if committed:  # mid-stream: never retry the same deployment, never end as a success
+                        cut = cut or _after_first_token(error)
+                        if text is None:
+                            raise run_failed(run, cut)
+                        run.need_prefill = True
+                        run.moved_on(d, error)
+                        break
+                    delay = run.decide(d, error, n)
+                    if delay is None:
+                        break
+                    if delay > 0:
+                        await rt.sleep(delay)
+                    n += 1
+            if cut is not None:
+                raise run_failed(run, cut)
+            raise run.exhausted()
+        finally:
+            wd.stop()
+            if not finished:
+                self.cost_usd = request_cost(run.trail)
+
+    def _succeeded(self, d, h, ticket: Ticket, started: float, usage: Usage) -> None:
+        run = self._run
+        run.succeeded(d, h, ticket, started, usage, self.time_to_first_token)
+        self.usage = usage
+        self.cost_usd = request_cost(run.trail)
+        run.complete(d.key, usage=usage, cost=self.cost_usd, ttft=self.time_to_first_token)
+
+
+def _timeout_error(d, after_content: bool, policy) -> UpstreamTimeout:
+    if after_content:
+        message = f"stream stalled: no chunk within {policy.stall_timeout:g}s (or the deadline passed)"
+    else:
+        message = f"no first token within {policy.first_token_timeout:g}s (or the deadline passed)"
+    return UpstreamTimeout(message, provider=d.provider, model=d.upstream)
+
+
+def _after_first_token(error: ProviderError) -> ProviderError:
+    """The same failure, marked as happening after content reached the caller (a new object, not patched)."""
+    if error.after_first_token:
+        return error
+    marked = provider_error(
+        error.error_class,
+        error.message,
+        provider=error.provider,
+        model=error.model,
+        status=error.status,
+        code=error.code,
+        retry_after=error.retry_after,
+        after_first_token=True,
+        body=error.body,
+    )
+    marked.__cause__ = error
+    return marked
+
+
+def run_failed(run: Run, error: ProviderError) -> ProviderError:
+    """End a committed stream with its (original) failure, after telling observers."""
+    run.complete(None, error_class=error.error_class.value)
+    return error
+
+
+async def _close(upstream: AsyncIterator[ChatChunk]) -> None:
+    aclose = getattr(upstream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # closing a broken upstream must not mask the real outcome
+            pass
