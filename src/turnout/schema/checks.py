@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from turnout.schema.problems import Path, Reporter, did_you_mean
+from turnout.schema.templates import is_template
 from turnout.schema.units import parse_duration, parse_size
 
 HOUR = 3600.0
@@ -29,6 +30,8 @@ def duration(
     reporter: Reporter, value: Any, path: Path, *, low: float = 0.0, zero_ok: bool = False, high: float = HOUR
 ) -> float | None:
     """Parse and range-check a duration; report and return None when it is unusable."""
+    if is_template(value):  # its template failed to render, which is already reported
+        return None
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
@@ -112,7 +115,7 @@ class Checker:
                 hint = did_you_mean(driver, self.drivers) or f"; known drivers: {', '.join(self.drivers)}"
                 self.r.error((*path, "driver"), f"unknown driver '{driver}'{hint}")
             url = spec.get("base_url")
-            if isinstance(url, str) and url and not url.startswith(("http://", "https://")):
+            if isinstance(url, str) and not is_template(url) and not url.startswith(("http://", "https://")):
                 self.r.error((*path, "base_url"), f"base_url must start with http:// or https://, got {url!r}")
             if "connect_timeout" in spec:
                 duration(self.r, spec["connect_timeout"], (*path, "connect_timeout"))
@@ -224,14 +227,15 @@ class Checker:
 
     def _server(self, server: dict[str, Any]) -> None:
         port = server.get("port")
-        if isinstance(port, str) and (not port.strip().isdigit() or not 1 <= int(port) <= 65535):
+        if (
+            isinstance(port, str)
+            and not is_template(port)
+            and (not port.strip().isdigit() or not 1 <= int(port) <= 65535)
+        ):
             self.r.error(("server", "port"), f"expected a port number 1-65535, got {port!r}")
-        if "max_request_size" in server:
-            try:
-                if parse_size(server["max_request_size"]) < 1:
-                    self.r.error(("server", "max_request_size"), "must be at least 1 byte")
-            except ValueError as exc:
-                self.r.error(("server", "max_request_size"), str(exc))
+        size = server.get("max_request_size")
+        if isinstance(size, str) and _size_or_none(size) == 0:  # the schema reports malformed sizes
+            self.r.error(("server", "max_request_size"), "must be at least 1 byte")
         if "drain_timeout" in server:
             duration(self.r, server["drain_timeout"], ("server", "drain_timeout"), zero_ok=True)
         keys = _list(server.get("api_keys"))
@@ -283,4 +287,11 @@ def _seconds(value: Any, fallback: float) -> float | None:
     try:
         return parse_duration(value)
     except (ValueError, TypeError):
+        return None
+
+
+def _size_or_none(value: str) -> int | None:
+    try:
+        return parse_size(value)
+    except ValueError:
         return None

@@ -51,6 +51,8 @@ def _report(error: ValidationError, reporter: Reporter) -> None:
         allowed = list(schema.get("properties", {}))
         for extra in sorted(set(instance) - set(allowed)):
             hint = did_you_mean(extra, allowed) or f"; allowed: {', '.join(allowed)}"
+            if extra == "breaker" and path[:1] == ("routes",):
+                hint = "; breakers guard a deployment, so set them on the provider or the model, not on a route"
             reporter.error((*path, extra), f"unknown key '{extra}'{hint}", key=True)
         return
     if validator == "propertyNames":
