@@ -17,7 +17,7 @@ provider-specific cases:
 | 404 | not_found |
 | 408, 504 | timeout |
 | 413 | bad_request (request too large) |
-| 409, other 5xx | server_error; 503 and 529 overloaded |
+| 409, other 5xx | server_error; 503, 529 and "overloaded" messages: overloaded |
 | 400, 422 | context_window / content_policy / auth (bad key phrasing) by message and code, else bad_request |
 | other 4xx | bad_request; 1xx/3xx: protocol |
 """
@@ -235,7 +235,7 @@ def _class_for(status: int, code: str, text: str, should_retry: str | None) -> E
         return ErrorClass.NOT_FOUND
     if status in (408, 504):
         return ErrorClass.TIMEOUT
-    if status in (503, 529):
+    if status in (503, 529) or (status >= 500 and "overloaded" in text):
         return ErrorClass.OVERLOADED
     if status == 409 or status >= 500:
         return ErrorClass.SERVER_ERROR

@@ -4,9 +4,10 @@ Near-passthrough: the client's body goes upstream with only `model` replaced (pl
 when streaming, and an optional `max_tokens` <-> `max_completion_tokens` rename from the model's options).
 
 Streaming forwards each upstream chunk's exact bytes as `ChatChunk(raw=...)`. Only cheap byte checks run per chunk
-(is there content? is `finish_reason`/`usage` set? is there an `error`?); a chunk is parsed only when it may carry a
-finish reason, usage or an error. Chunks from the first finish reason on are held back so the last chunk yielded can
-carry the stream's `finish_reason` and `usage`.
+(is it `{...}`? is there content? is `finish_reason`/`usage` set? is there an `error`?); a chunk is parsed only when
+it may carry a finish reason, usage or an error. So a truncated chunk is caught, but a chunk whose JSON is broken
+inside its braces is forwarded as received (full validation would cost a parse per chunk). Chunks from the first
+finish reason on are held back so the last chunk yielded can carry the stream's `finish_reason` and `usage`.
 
 End of stream: `data: [DONE]` ends it normally. A body that ends without `[DONE]` is accepted only if a finish
 reason was already seen (the answer is complete; usage may then be unknown); otherwise it is a ProtocolError, so a
@@ -326,6 +327,14 @@ class _StreamState:
             obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
             if isinstance(obj, Mapping) and obj.get("error") is not None:
                 raise stream_error(obj, raw, provider=self.provider, model=self.model, after=self.content)
+        if raw[:1] != b"{" or raw[-1:] != b"}":  # the cheap structural check every chunk gets
+            loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
+            raise ProtocolError(
+                f"stream chunk is not a JSON object: {raw[:100]!r}",
+                provider=self.provider,
+                model=self.model,
+                after_first_token=self.content,
+            )
         if self.finish_reason is None and not _is_set(raw, b'"finish_reason"') and not _is_set(raw, b'"usage"'):
             if _empty_choices(raw):  # Azure's prompt-filter chunk
                 return None

@@ -1,0 +1,284 @@
+"""OpenAIFake: canonical scenarios rendered as exact OpenAI Chat Completions wire bytes.
+
+Flavours reproduce the compatible servers' quirks: `azure` (string error codes, content_filter bodies, the
+empty-`choices` prompt-filter chunk first in streams), `xai` (errors as `{"code", "error": "text"}`), `vllm`
+(top-level `{"object": "error", ...}` bodies, context errors without a code), `groq` (usage in the final chunk's
+`x_groq.usage` instead of a usage chunk).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from turnout.errors import ErrorClass
+from turnout.testing.fake import (
+    Behaviour,
+    FakeUpstream,
+    Framing,
+    ToolCall,
+    reply_json,
+    reply_raw,
+    reply_sse,
+    sse_frame,
+)
+from turnout.types import Usage
+
+Flavor = Literal["openai", "azure", "xai", "vllm", "groq"]
+DEFAULT_USAGE = Usage(prompt_tokens=12, completion_tokens=5)
+_KEEPALIVE = b": keep-alive\n\n"
+NO_FRAMING = Framing()
+
+# class -> (status, OpenAI code, type, message)
+_ERRORS: Mapping[ErrorClass, tuple[int, str | None, str, str]] = {
+    ErrorClass.RATE_LIMIT: (
+        429,
+        "rate_limit_exceeded",
+        "requests",
+        "Rate limit reached for gpt-test on requests per min (RPM): Limit 3, Used 3. Please try again in 644ms.",
+    ),
+    ErrorClass.QUOTA_EXCEEDED: (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+    ErrorClass.OVERLOADED: (503, None, "server_error", "The engine is currently overloaded, please try again later."),
+    ErrorClass.SERVER_ERROR: (500, None, "server_error", "The server had an error while processing your request."),
+    ErrorClass.TIMEOUT: (504, None, "server_error", "Gateway timeout."),
+    ErrorClass.AUTH: (401, "invalid_api_key", "invalid_request_error", "Incorrect API key provided: sk-te**st."),
+    ErrorClass.NOT_FOUND: (
+        404,
+        "model_not_found",
+        "invalid_request_error",
+        "The model `gpt-test` does not exist or you do not have access to it.",
+    ),
+    ErrorClass.CONTEXT_WINDOW: (
+        400,
+        "context_length_exceeded",
+        "invalid_request_error",
+        "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+    ),
+    ErrorClass.CONTENT_POLICY: (
+        400,
+        "invalid_prompt",
+        "invalid_request_error",
+        "Invalid prompt: your prompt was flagged as potentially violating our usage policy.",
+    ),
+    ErrorClass.BAD_REQUEST: (
+        400,
+        "unsupported_parameter",
+        "invalid_request_error",
+        "Unsupported parameter: 'max_tokens' is not supported with this model.",
+    ),
+}
+
+
+class OpenAIFake(FakeUpstream):
+    """A loopback OpenAI-compatible server. Endpoints: "chat" (any `.../chat/completions`), "models"."""
+
+    def __init__(self, *, flavor: Flavor = "openai", model: str = "gpt-test") -> None:
+        super().__init__()
+        self.flavor = flavor
+        self.model = model
+
+    def endpoint(self, method: str, path: str) -> str:
+        if path.endswith("/chat/completions"):
+            return "chat"
+        if path.endswith("/models"):
+            return "models"
+        return path
+
+    # -- non-streaming
+
+    def completion(self, message: Mapping[str, Any], *, finish_reason: str, usage: Usage | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 1727346143,
+            "model": self.model,
+            "choices": [{"index": 0, "message": dict(message), "logprobs": None, "finish_reason": finish_reason}],
+            "system_fingerprint": "fp_fake",
+        }
+        if usage is not None:
+            body["usage"] = usage.to_openai()
+        if self.flavor == "azure":
+            body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": {}}]
+        return body
+
+    def text(self, reply: str, *, usage: Usage | None = DEFAULT_USAGE, finish_reason: str = "stop") -> Behaviour:
+        message = {"role": "assistant", "content": reply, "refusal": None}
+        return reply_json(self.completion(message, finish_reason=finish_reason, usage=usage))
+
+    def tool_calls(self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE) -> Behaviour:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id or f"call_{i}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for i, call in enumerate(calls)
+            ],
+        }
+        return reply_json(self.completion(message, finish_reason="tool_calls", usage=usage))
+
+    def models(self, ids: Sequence[str]) -> Behaviour:
+        data = [{"id": i, "object": "model", "created": 1715367049, "owned_by": "system"} for i in ids]
+        return reply_json({"object": "list", "data": data})
+
+    # -- streaming
+
+    def chunk(self, delta: Mapping[str, Any], finish_reason: str | None = None) -> bytes:
+        data = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1727346180,
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finish_reason}],
+        }
+        return sse_frame(json.dumps(data))
+
+    def _head(self) -> list[bytes]:
+        frames = []
+        if self.flavor == "azure":
+            frames.append(
+                sse_frame(
+                    json.dumps(
+                        {
+                            "id": "",
+                            "choices": [],
+                            "created": 0,
+                            "model": "",
+                            "prompt_filter_results": [{"prompt_index": 0}],
+                        }
+                    )
+                )
+            )
+        frames.append(self.chunk({"role": "assistant", "content": "", "refusal": None}))
+        return frames
+
+    def _tail(self, finish_reason: str, usage: Usage | None) -> list[bytes]:
+        finish = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1727346180,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if self.flavor == "groq" and usage is not None:
+            finish["x_groq"] = {"usage": usage.to_openai()}
+        frames = [sse_frame(json.dumps(finish))]
+        if usage is not None and self.flavor != "groq":
+            frames.append(
+                sse_frame(
+                    json.dumps(
+                        {
+                            "id": "chatcmpl-fake",
+                            "object": "chat.completion.chunk",
+                            "created": 1727346180,
+                            "model": self.model,
+                            "choices": [],
+                            "usage": usage.to_openai(),
+                        }
+                    )
+                )
+            )
+        return frames
+
+    def _send(self, frames: list[bytes], framing: Framing) -> Behaviour:
+        if framing.comments:
+            frames = [f for frame in frames for f in (_KEEPALIVE, frame)]
+        return reply_sse(frames, **framing.options())
+
+    def stream_text(
+        self,
+        pieces: Sequence[str],
+        *,
+        usage: Usage | None = DEFAULT_USAGE,
+        finish_reason: str = "stop",
+        framing: Framing = NO_FRAMING,
+    ) -> Behaviour:
+        frames = self._head() + [self.chunk({"content": p}) for p in pieces]
+        frames += [*self._tail(finish_reason, usage), b"data: [DONE]\n\n"]
+        return self._send(frames, framing)
+
+    def stream_tool_calls(
+        self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = NO_FRAMING
+    ) -> Behaviour:
+        frames = self._head()
+        for index, call in enumerate(calls):
+            start = {
+                "index": index,
+                "id": call.id or f"call_{index}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            frames.append(self.chunk({"tool_calls": [start]}))
+            args = json.dumps(call.arguments)
+            for cut in range(0, len(args), 7):  # fragments split mid-token, as OpenAI does
+                frames.append(
+                    self.chunk({"tool_calls": [{"index": index, "function": {"arguments": args[cut : cut + 7]}}]})
+                )
+        frames += [*self._tail("tool_calls", usage), b"data: [DONE]\n\n"]
+        return self._send(frames, framing)
+
+    def stream_error(self, pieces: Sequence[str], error_class: ErrorClass, *, message: str | None = None) -> Behaviour:
+        """Content, then a `data: {"error": ...}` event after the 200 (and no terminator)."""
+        _, code, kind, text = _ERRORS[ErrorClass(error_class)]
+        error = {"error": {"message": message or text, "type": kind, "param": None, "code": code}}
+        frames = self._head() + [self.chunk({"content": p}) for p in pieces] + [sse_frame(json.dumps(error))]
+        return reply_sse(frames)
+
+    def stream_malformed(self, pieces: Sequence[str]) -> Behaviour:
+        """Content, then a chunk that is not JSON."""
+        frames = self._head() + [self.chunk({"content": p}) for p in pieces] + [b'data: {"id": "chatcmpl-fa\n\n']
+        return reply_sse([*frames, b"data: [DONE]\n\n"])
+
+    def stream_unterminated(self, pieces: Sequence[str]) -> Behaviour:
+        """Content, then a clean end of body without a finish reason or `[DONE]`."""
+        return reply_sse(self._head() + [self.chunk({"content": p}) for p in pieces])
+
+    # -- errors
+
+    def error_body(self, error_class: ErrorClass, message: str | None = None) -> tuple[int, dict[str, Any]]:
+        """(status, body) for an error of `error_class` in this flavour's shape."""
+        status, code, kind, text = _ERRORS[ErrorClass(error_class)]
+        text = message or text
+        if self.flavor == "azure":
+            if error_class is ErrorClass.CONTENT_POLICY:
+                code, text = (
+                    "content_filter",
+                    (
+                        "The response was filtered due to the prompt triggering Azure OpenAI's "
+                        "content management policy."
+                    ),
+                )
+            elif error_class is ErrorClass.NOT_FOUND:
+                code, text = "DeploymentNotFound", "The API deployment for this resource does not exist."
+            elif error_class is ErrorClass.RATE_LIMIT:
+                code, text = "429", "Requests have exceeded token rate limit. Please retry after 6 seconds."
+            return status, {"error": {"code": code or str(status), "message": text, "status": status}}
+        if self.flavor == "xai":
+            if error_class is ErrorClass.AUTH:
+                status = 400
+            return status, {"code": "Client specified an invalid argument", "error": text}
+        if self.flavor == "vllm":
+            if error_class is ErrorClass.CONTEXT_WINDOW:
+                code = None
+            return status, {"object": "error", "message": text, "type": code or kind, "param": None, "code": status}
+        return status, {"error": {"message": text, "type": kind, "param": None, "code": code}}
+
+    def error(
+        self, error_class: ErrorClass, *, message: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Behaviour:
+        status, body = self.error_body(ErrorClass(error_class), message)
+        return reply_json(body, status=status, headers=headers)
+
+    def html_error(self, status: int = 502) -> Behaviour:
+        page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+        return reply_raw(page, status=status, content_type="text/html")
