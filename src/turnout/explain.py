@@ -1,0 +1,237 @@
+"""`turnout explain`: every route expanded to the deployments it may call, with effective, inherited policies.
+
+`explain(config)` returns plain data (JSON-ready) shaped routes -> steps -> deployments, so the same renderer
+can later be fed from the compiled dispatch graph; `render_text()` turns it into a readable report. Secrets are
+never included: credentials appear only as "***" or "not set".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec, RouteSpec
+from turnout.schema.units import format_duration
+
+_SECRETISH = re.compile(r"(api_?key|secret|password|passwd|credential|token$|^auth)", re.IGNORECASE)
+
+
+def summary(config: Config) -> str:
+    """'4 routes, 8 models, 3 pools, 6 providers (4 disabled)'."""
+    disabled = sum(1 for p in config.providers.values() if not p.enabled)
+    tail = f" ({disabled} disabled)" if disabled else ""
+    return (
+        f"{_count(len(config.routes), 'route')}, {_count(len(config.models), 'model')}, "
+        f"{_count(len(config.pools), 'pool')}, {_count(len(config.providers), 'provider')}{tail}"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def explain(config: Config) -> dict[str, Any]:
+    """The whole file as plain data: routes -> steps -> deployments, providers, warnings. Durations in seconds."""
+    return {
+        "source": config.source,
+        "summary": summary(config),
+        "defaults": policy_data(config.defaults),
+        "routes": [_route(config, route) for route in config.routes.values()],
+        "providers": [_provider(p) for p in config.providers.values()],
+        "warnings": [str(w) for w in config.warnings],
+    }
+
+
+def policy_data(policy: Policy) -> dict[str, Any]:
+    retry = policy.retry
+    return {
+        "deadline": policy.deadline,
+        "attempt_timeout": policy.attempt_timeout,
+        "first_token_timeout": policy.first_token_timeout,
+        "stall_timeout": policy.stall_timeout,
+        "connect_timeout": policy.connect_timeout,
+        "retry": {
+            "attempts": retry.attempts,
+            "backoff": {"initial": retry.initial, "max": retry.max, "jitter": retry.jitter},
+            "max_retry_after": retry.max_retry_after,
+        },
+        "on_error": {str(cls): action for cls, action in policy.on_error.items()},
+        "mid_stream": policy.mid_stream,
+    }
+
+
+def breaker_data(breaker: BreakerPolicy) -> dict[str, Any]:
+    return {
+        "failure_threshold": breaker.failure_threshold,
+        "recovery_timeout": breaker.recovery_timeout,
+        "half_open_probes": breaker.half_open_probes,
+        "backoff_factor": breaker.backoff_factor,
+        "max_recovery_timeout": breaker.max_recovery_timeout,
+    }
+
+
+def _route(config: Config, route: RouteSpec) -> dict[str, Any]:
+    steps = []
+    for target in route.chain:
+        pool = config.pools.get(target)
+        members = pool.members if pool else ()
+        weights = {m.model: m.weight for m in members}
+        names = [m.model for m in members] if pool else [target]
+        steps.append(
+            {
+                "target": target,
+                "kind": "pool" if pool else "model",
+                "strategy": pool.strategy if pool else "single",
+                "deployments": [_deployment(config, config.models[n], weights.get(n, 1.0), route) for n in names],
+            }
+        )
+    return {
+        "name": route.name,
+        "description": route.description,
+        "requires": sorted(route.requires),
+        "policy": policy_data(route.policy),
+        "steps": steps,
+    }
+
+
+def _deployment(config: Config, model: ModelSpec, weight: float, route: RouteSpec) -> dict[str, Any]:
+    provider = config.providers[model.provider]
+    lacking = [c for c in sorted(route.requires) if model.declares(c) is False]
+    price = model.price
+    return {
+        "key": f"{provider.name}/{model.key}",
+        "model": model.key,
+        "provider": provider.name,
+        "driver": provider.driver,
+        "upstream": model.upstream,
+        "weight": weight,
+        "enabled": provider.enabled,
+        "disabled_reason": provider.disabled_reason,
+        "eligible": not lacking,
+        "skip_reason": f"lacks {', '.join(lacking)}" if lacking else None,
+        "context_window": model.context_window,
+        "max_output_tokens": model.max_output_tokens,
+        "supports": sorted(model.supports) if model.supports is not None else None,
+        "price": None
+        if price is None
+        else {
+            "input": str(price.input),
+            "output": str(price.output),
+            "cached_input": str(price.cached_input if price.cached_input is not None else price.input),
+            "cache_write": str(price.cache_write) if price.cache_write is not None else None,
+        },
+        "limits": {"rpm": model.limits.rpm, "tpm": model.limits.tpm},
+        "breaker": breaker_data(config.breaker_for(model)),
+        "connect_timeout": provider.connect_timeout or route.policy.connect_timeout,
+    }
+
+
+def _provider(provider: ProviderSpec) -> dict[str, Any]:
+    return {
+        "name": provider.name,
+        "driver": provider.driver,
+        "base_url": provider.base_url,
+        "api_key": "***" if provider.api_key else "not set",
+        "headers": {name: "***" for name in provider.headers},
+        "options": mask_options(provider.options),
+        "enabled": provider.enabled,
+        "disabled_reason": provider.disabled_reason,
+    }
+
+
+def mask_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Driver options as plain data; values under credential-looking keys are masked."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if _SECRETISH.search(str(key)):
+            out[key] = "***"
+        elif isinstance(value, Mapping):
+            out[key] = mask_options(value)
+        elif isinstance(value, tuple):
+            out[key] = list(value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---- text rendering ---------------------------------------------------------------------------------------------
+
+
+def render_text(data: Mapping[str, Any]) -> str:
+    """A readable report of `explain()` output."""
+    lines = [f"{data['source']}: {data['summary']}", ""]
+    for route in data["routes"]:
+        lines += _route_text(route)
+    lines.append("providers:")
+    for p in data["providers"]:
+        state = "enabled" if p["enabled"] else f"DISABLED: {p['disabled_reason']}"
+        url = f", base_url {p['base_url']}" if p["base_url"] else ""
+        headers = f", headers {', '.join(f'{k}: ***' for k in p['headers'])}" if p["headers"] else ""
+        lines.append(f"  {p['name']} (driver {p['driver']}{url}), api_key {p['api_key']}{headers} — {state}")
+    if data["warnings"]:
+        lines += ["", "warnings:", *(f"  {w}" for w in data["warnings"])]
+    return "\n".join(lines) + "\n"
+
+
+def _route_text(route: Mapping[str, Any]) -> list[str]:
+    p = route["policy"]
+    title = f"route {route['name']}" + (f" — {route['description']}" if route["description"] else "")
+    lines = [title]
+    if route["requires"]:
+        lines.append(f"  requires: {', '.join(route['requires'])}")
+    lines.append(
+        f"  timeouts: deadline {_d(p['deadline'])}, attempt {_d(p['attempt_timeout'])}, first token "
+        f"{_d(p['first_token_timeout'])}, stall {_d(p['stall_timeout'])}, connect {_d(p['connect_timeout'])}; "
+        f"mid-stream failure: {p['mid_stream']}"
+    )
+    r = p["retry"]
+    b = r["backoff"]
+    lines.append(
+        f"  retry: {r['attempts']} retries per deployment, backoff {_d(b['initial'])}..{_d(b['max'])} "
+        f"({b['jitter']} jitter), Retry-After honoured up to {_d(r['max_retry_after'])}"
+    )
+    by_action: dict[str, list[str]] = {}
+    for cls, action in p["on_error"].items():
+        by_action.setdefault(action, []).append(cls)
+    lines.append("  on error: " + "; ".join(f"{a} on {', '.join(c)}" for a, c in by_action.items()))
+    for i, step in enumerate(route["steps"], 1):
+        how = f"pool {step['target']} ({step['strategy']})" if step["kind"] == "pool" else f"model {step['target']}"
+        lines.append(f"  {i}. {how}")
+        lines += [f"       {line}" for d in step["deployments"] for line in _deployment_text(d, step["kind"])]
+    lines.append("")
+    return lines
+
+
+def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
+    flags = [] if d["enabled"] else [f"disabled: {d['disabled_reason']}"]
+    if not d["eligible"]:
+        flags.append(f"skipped on this route: {d['skip_reason']}")
+    weight = f", weight {d['weight']:g}" if kind == "pool" else ""
+    head = f"{d['key']} (driver {d['driver']}, upstream {d['upstream']}{weight})"
+    facts = []
+    if d["context_window"]:
+        facts.append(f"window {d['context_window']}")
+    if d["max_output_tokens"]:
+        facts.append(f"max output {d['max_output_tokens']}")
+    facts.append(f"supports {', '.join(d['supports'])}" if d["supports"] is not None else "supports: not declared")
+    price = d["price"]
+    if price is None:
+        facts.append("price unknown")
+    else:
+        cached = f", cached ${price['cached_input']}" if price["cached_input"] != price["input"] else ""
+        facts.append(f"${price['input']} in / ${price['output']} out per 1M{cached}")
+    limits = d["limits"]
+    if limits["rpm"] or limits["tpm"]:
+        facts.append(f"limits {limits['rpm'] or '-'} rpm / {limits['tpm'] or '-'} tpm")
+    br = d["breaker"]
+    grow = f" x{br['backoff_factor']:g} up to {_d(br['max_recovery_timeout'])}" if br["backoff_factor"] > 1 else ""
+    facts.append(
+        f"breaker opens after {br['failure_threshold']} faults for {_d(br['recovery_timeout'])}{grow}, "
+        f"{br['half_open_probes']} half-open probe(s)"
+    )
+    return [head + (f"  [{'; '.join(flags)}]" if flags else ""), "  " + "; ".join(facts)]
+
+
+def _d(seconds: float) -> str:
+    return format_duration(seconds)
