@@ -41,6 +41,7 @@ ERROR_TYPES: Mapping[str, ErrorClass] = {
 }
 _CONTEXT_MARKERS = ("prompt is too long", "exceed context limit", "context window", "too many tokens")
 _QUOTA_MARKERS = ("credit balance is too low",)
+_POLICY_MARKERS = ("content filtering policy", "usage policy")
 
 
 def finish_reason(stop_reason: Any) -> str:
@@ -82,6 +83,8 @@ def tool_call(block: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_response(data: Any, *, provider: str, model: str, created: int | None = None) -> ChatResponse:
     """A Messages API response body -> ChatResponse; ProtocolError if it is not one."""
+    if isinstance(data, Mapping) and data.get("type") == "error":
+        raise stream_error(data, provider=provider, model=model, after_first_token=False)
     if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
         raise provider_error(
             ErrorClass.PROTOCOL,
@@ -143,6 +146,8 @@ def classify(status: int | None, error_type: str | None, message: str | None) ->
             return ErrorClass.CONTEXT_WINDOW
         if any(marker in text for marker in _QUOTA_MARKERS):
             return ErrorClass.QUOTA_EXCEEDED
+        if any(marker in text for marker in _POLICY_MARKERS):
+            return ErrorClass.CONTENT_POLICY
     if error_type in ERROR_TYPES:
         return ERROR_TYPES[error_type]
     if status == 529:

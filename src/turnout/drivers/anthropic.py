@@ -1,0 +1,206 @@
+"""The `anthropic` driver: the Messages API, fully translated both ways.
+
+Translation lives in `anthropic_request` (canonical -> wire), `anthropic_response` (wire -> canonical, error
+bodies) and `anthropic_stream` (the named-event SSE state machine); this module is only the HTTP glue on top of
+`_http` (one transport boundary, shared framing and status classification).
+
+Provider options: `anthropic_version` (default 2023-06-01), `anthropic_beta` (string or list, sent comma-joined
+as `anthropic-beta`), `default_max_tokens` (Anthropic requires `max_tokens`; used when the request has none).
+A model's `options.default_max_tokens` or `options.max_output_tokens` in the routing file take precedence over
+the provider's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from turnout.config import ProviderSpec
+from turnout.drivers._http import (
+    classify_status,
+    dumps,
+    iter_sse,
+    open_request,
+    parse_retry_after,
+    read_json,
+    transport_error,
+    validate_options,
+)
+from turnout.drivers._http import error_details as plain_error_details
+from turnout.drivers.anthropic_request import build_request
+from turnout.drivers.anthropic_response import classify, error_details, parse_response
+from turnout.drivers.anthropic_stream import AnthropicStream
+from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.errors import ProtocolError, ProviderError, provider_error
+from turnout.types import ChatChunk, ChatRequest, ChatResponse
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+_MAX_MODEL_PAGES = 20
+
+
+class AnthropicDriver:
+    """Anthropic Messages API over `base_url` (default https://api.anthropic.com), `x-api-key` auth."""
+
+    name: ClassVar[str] = "anthropic"
+    options_schema: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "anthropic_version": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": f"sent as anthropic-version (default {DEFAULT_VERSION})",
+                },
+                "anthropic_beta": {
+                    "oneOf": [
+                        {"type": "string", "minLength": 1},
+                        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                    ],
+                    "description": "beta feature flags, sent as anthropic-beta",
+                },
+                "default_max_tokens": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": f"max_tokens when the request sets none (default {DEFAULT_MAX_TOKENS})",
+                },
+            },
+        }
+    )
+    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "prefill", "streaming"})
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        validate_options(self.name, spec.name, self.options_schema, spec.options)
+        self.spec = spec
+        base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._base = base.removesuffix("/v1")
+        beta = spec.options.get("anthropic_beta")
+        self._beta = ",".join(beta) if isinstance(beta, list) else beta
+        self._version = spec.options.get("anthropic_version", DEFAULT_VERSION)
+        self._default_max_tokens = spec.options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
+        if self.spec.api_key:
+            headers["x-api-key"] = self.spec.api_key.reveal()
+        headers["anthropic-version"] = self._version
+        if self._beta:
+            headers["anthropic-beta"] = self._beta
+        return headers
+
+    def _max_tokens(self, ctx: CallContext) -> int:
+        for key in ("default_max_tokens", "max_output_tokens"):
+            value = ctx.model_options.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return self._default_max_tokens
+
+    def _body(self, request: ChatRequest, ctx: CallContext, *, stream: bool) -> bytes:
+        body = build_request(
+            request, model=ctx.model, provider=self.spec.name, default_max_tokens=self._max_tokens(ctx), stream=stream
+        )
+        return dumps(body)
+
+    def _errors(self, model: str) -> Callable[[int, bytes, Mapping[str, str]], ProviderError]:
+        """The error parser for `open_request`: Anthropic's error.type first, the generic status mapping else."""
+        provider = self.spec.name
+
+        def parse(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
+            message, kind = error_details(body)
+            error_class = classify(status, kind, message)
+            if error_class is None:
+                return classify_status(
+                    status, body, headers, provider=provider, model=model, message=message, code=kind
+                )
+            return provider_error(
+                error_class,
+                (message or plain_error_details(body)[0])[:1000],
+                provider=provider,
+                model=model,
+                status=status,
+                code=kind,
+                retry_after=parse_retry_after(headers),
+                body=body[:2000] if body else None,
+            )
+
+        return parse
+
+    async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
+        provider, model = self.spec.name, ctx.model
+        data = self._body(request, ctx, stream=False)
+        async with open_request(
+            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._headers(),
+            data=data, error_parser=self._errors(model),
+        ) as resp:  # fmt: skip
+            payload = await read_json(resp, provider=provider, model=model)
+        return parse_response(payload, provider=provider, model=model)
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk]:
+        provider, model = self.spec.name, ctx.model
+        data = self._body(request, ctx, stream=True)
+        async with open_request(
+            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._headers(),
+            data=data, stream=True, error_parser=self._errors(model),
+        ) as resp:  # fmt: skip
+            machine = AnthropicStream(provider=provider, model=model)
+            try:
+                async for event in iter_sse(resp.content):
+                    for chunk in machine.feed(event.event, event.data):
+                        yield chunk
+                    if machine.done:
+                        break
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise transport_error(
+                    exc, provider=provider, model=model, after_first_token=machine.emitted_content
+                ) from exc
+            for chunk in machine.finish():
+                yield chunk
+
+    async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
+        provider = self.spec.name
+        async with open_request(
+            ctx, "GET", f"{self._base}/v1/models", provider=provider, model="", headers=self._headers(),
+            params=params, error_parser=self._errors(""),
+        ) as resp:  # fmt: skip
+            data = await read_json(resp, provider=provider, model="")
+        if not isinstance(data, Mapping) or not isinstance(data.get("data"), list):
+            raise ProtocolError("model list has no 'data' array", provider=provider)
+        return data
+
+    async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
+        """GET /v1/models, following `has_more`/`last_id` pages (bounded)."""
+        models: list[ModelInfo] = []
+        params = {"limit": "1000"}
+        for _ in range(_MAX_MODEL_PAGES):
+            page = await self._models_page(ctx, params)
+            for item in page["data"]:
+                if isinstance(item, Mapping) and isinstance(item.get("id"), str):
+                    window = item.get("max_input_tokens")
+                    models.append(
+                        ModelInfo(
+                            id=item["id"],
+                            owned_by="anthropic",
+                            context_window=window if isinstance(window, int) else None,
+                            extra=MappingProxyType(dict(item)),
+                        )
+                    )
+            if not page.get("has_more") or not page.get("last_id"):
+                break
+            params = {"limit": "1000", "after_id": str(page["last_id"])}
+        return models
+
+    async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
+        """One page of one model: cheap and authenticated; a failure is reported, never raised."""
+        started = ctx.clock()
+        try:
+            await self._models_page(ctx, {"limit": "1"})
+        except ProviderError as err:
+            return CredentialCheck(
+                self.spec.name, False, err.status, err.error_class.value, err.message, ctx.clock() - started
+            )
+        return CredentialCheck(self.spec.name, True, 200, None, "ok", ctx.clock() - started)
