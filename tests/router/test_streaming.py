@@ -1,0 +1,204 @@
+"""Streaming dispatch: commit point, invisible failover, first-token and stall timeouts, mid-stream policies."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from aiohttp import web
+
+from turnout import AllUpstreamsFailed, ErrorClass, ProviderError
+from turnout.testing import Framing, hang
+
+HI = [{"role": "user", "content": "hello there"}]
+
+
+def stream_yaml(*urls: str, route: str = "", defaults: str = "") -> str:
+    providers = "\n".join(
+        f"  p{i}:\n    driver: openai\n    base_url: {url}/v1\n    api_key: sk-test" for i, url in enumerate(urls)
+    )
+    models = "\n".join(f"  m{i}: {{provider: p{i}, price: {{input: 1, output: 2}}}}" for i in range(len(urls)))
+    chain = ", ".join(f"m{i}" for i in range(len(urls)))
+    defaults = defaults or "  retry: {attempts: 0}"
+    return (
+        f"version: 1\ndefaults:\n{defaults}\nproviders:\n{providers}\nmodels:\n{models}\n"
+        f"routes:\n  r:\n    chain: [{chain}]\n{route}"
+    )
+
+
+def content_then_hang(fake, pieces):
+    """Stream the role chunk and `pieces`, then go silent (a stalled upstream)."""
+
+    async def behave(request, upstream):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(fake.chunk({"role": "assistant", "content": ""}))
+        for piece in pieces:
+            await resp.write(fake.chunk({"content": piece}))
+        await upstream.sleep(3600)
+        return resp
+
+    return behave
+
+
+async def drain(stream, got: list) -> None:
+    """Read a stream to its end, keeping each chunk's content in `got` (even if it then raises)."""
+    async with stream:
+        async for chunk in stream:
+            got.append(chunk.content)
+
+
+async def collect(stream):
+    chunks = []
+    async with stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+    return chunks
+
+
+async def test_a_stream_is_forwarded_with_usage_and_cost(fakes, build):
+    """A healthy stream yields every chunk; usage, cost, served_by and TTFT are set when it ends."""
+    a = await fakes()
+    a.script("chat", a.stream_text(["Hel", "lo"]))
+    async with build(stream_yaml(a.url)) as router:
+        stream = router.stream(model="r", messages=HI)
+        chunks = await collect(stream)
+    assert "".join(c.content or "" for c in chunks) == "Hello"
+    assert chunks[-1].usage.prompt_tokens == 12
+    assert stream.served_by == "p0/m0"
+    assert stream.cost_usd == pytest.approx((12 * 1 + 5 * 2) / 1e6)
+    assert stream.time_to_first_token is not None
+    assert [a.outcome for a in stream.attempts] == ["success"]
+
+
+async def test_failure_before_first_content_fails_over_invisibly(fakes, build):
+    """An error after the role chunk but before content is invisible: the caller sees one clean stream from b."""
+    a, b = await fakes(), await fakes()
+    a.script("chat", a.stream_error([], ErrorClass.SERVER_ERROR))
+    b.script("chat", b.stream_text(["from ", "b"]))
+    async with build(stream_yaml(a.url, b.url)) as router:
+        stream = router.stream(model="r", messages=HI)
+        chunks = await collect(stream)
+    assert "".join(c.content or "" for c in chunks) == "from b"
+    assert sum(1 for c in chunks if c.delta.get("role")) == 1
+    assert stream.served_by == "p1/m1"
+    assert [x.outcome for x in stream.attempts] == ["error", "success"]
+
+
+async def test_nothing_is_yielded_when_every_option_fails_before_content(fakes, build):
+    """If all deployments fail before content, iteration raises AllUpstreamsFailed before any chunk."""
+    a, b = await fakes(), await fakes()
+    a.default("chat", a.error(ErrorClass.SERVER_ERROR))
+    b.default("chat", b.stream_error([], ErrorClass.OVERLOADED))
+    async with build(stream_yaml(a.url, b.url)) as router:
+        got = []
+        with pytest.raises(AllUpstreamsFailed):
+            await drain(router.stream(model="r", messages=HI), got)
+    assert got == []
+
+
+async def test_first_token_timeout_fails_over(fakes, build):
+    """A deployment that sends no content within first_token_timeout is abandoned for the next one."""
+    a, b = await fakes(), await fakes()
+    a.default("chat", content_then_hang(a, []))
+    b.script("chat", b.stream_text(["b"]))
+    yaml = stream_yaml(a.url, b.url, route="    first_token_timeout: 200ms\n")
+    async with build(yaml, real_time=True) as router:
+        started = time.monotonic()
+        stream = router.stream(model="r", messages=HI)
+        chunks = await collect(stream)
+    assert "".join(c.content or "" for c in chunks) == "b"
+    assert stream.attempts[0].error_class == "timeout"
+    assert time.monotonic() - started < 1.5
+
+
+async def test_stall_after_content_ends_with_an_explicit_error(fakes, build):
+    """A stream that goes silent after content raises a timeout ProviderError marked after_first_token."""
+    a, b = await fakes(), await fakes()
+    a.default("chat", content_then_hang(a, ["partial"]))
+    b.default("chat", b.stream_text(["never used"]))
+    yaml = stream_yaml(a.url, b.url, route="    stall_timeout: 200ms\n")
+    async with build(yaml, real_time=True) as router:
+        got = []
+        started = time.monotonic()
+        with pytest.raises(ProviderError) as info:
+            await drain(router.stream(model="r", messages=HI), got)
+    assert info.value.after_first_token
+    assert info.value.error_class is ErrorClass.TIMEOUT
+    assert "partial" in got
+    assert b.requests_to("chat") == []
+    assert time.monotonic() - started < 1.5
+
+
+async def test_midstream_error_policy_never_ends_as_success(fakes, build):
+    """With mid_stream: error, a cut after content raises the upstream's error with after_first_token=True."""
+    a, b = await fakes(), await fakes()
+    a.default("chat", a.stream_error(["Hel", "lo"], ErrorClass.SERVER_ERROR))
+    b.default("chat", b.stream_text(["never"]))
+    async with build(stream_yaml(a.url, b.url, route="    mid_stream: error\n")) as router:
+        stream = router.stream(model="r", messages=HI)
+        got = []
+        with pytest.raises(ProviderError) as info:
+            await drain(stream, got)
+    assert info.value.after_first_token
+    assert info.value.error_class is ErrorClass.SERVER_ERROR
+    assert "".join(x or "" for x in got) == "Hello"
+    assert stream.served_by == "p0/m0"
+    assert b.requests_to("chat") == []
+
+
+async def test_truncated_stream_without_terminator_is_an_error(fakes, build):
+    """A body that ends after content without finish or [DONE] is a protocol error, not a success."""
+    a = await fakes()
+    a.default("chat", a.stream_unterminated(["Hel"]))
+    async with build(stream_yaml(a.url)) as router:
+        with pytest.raises(ProviderError) as info:
+            async for _ in router.stream(model="r", messages=HI):
+                pass
+    assert info.value.after_first_token
+    assert info.value.error_class is ErrorClass.PROTOCOL
+
+
+async def test_continue_without_a_prefill_deployment_reports_the_original_failure(fakes, build):
+    """mid_stream: continue with no prefill-capable deployment left behaves as error, with the first failure."""
+    a, b = await fakes(), await fakes()
+    a.default("chat", a.stream_error(["Hel"], ErrorClass.OVERLOADED))
+    b.default("chat", b.stream_text(["never"]))
+    async with build(stream_yaml(a.url, b.url, route="    mid_stream: continue\n")) as router:
+        stream = router.stream(model="r", messages=HI)
+        with pytest.raises(ProviderError) as info:
+            async for _ in stream:
+                pass
+    assert info.value.error_class is ErrorClass.OVERLOADED
+    assert info.value.after_first_token
+    assert b.requests_to("chat") == []  # the openai driver declares no prefill
+    assert stream.attempts[-1].detail.startswith("lacks prefill")
+
+
+async def test_aclose_cancels_the_upstream_at_once(fakes, build):
+    """Closing a stream mid-way disconnects from the upstream immediately and frees the in-flight slot."""
+    a = await fakes()
+    a.default("chat", a.stream_text([f"w{i} " for i in range(50)], framing=Framing(delay=0.05)))
+    async with build(stream_yaml(a.url), real_time=True) as router:
+        stream = router.stream(model="r", messages=HI)
+        async for chunk in stream:
+            if chunk.is_content:
+                break
+        await stream.aclose()
+        assert await a.wait_disconnect(within=1.0)
+        assert router.health["p0/m0"].in_flight == 0
+
+
+async def test_hanging_first_token_respects_the_deadline(fakes, build):
+    """Every deployment silent: the stream fails by its deadline, long before the first-token timeouts add up."""
+    a, b = await fakes(), await fakes()
+    a.default("chat", hang())
+    b.default("chat", hang())
+    yaml = stream_yaml(a.url, b.url, route="    deadline: 300ms\n    first_token_timeout: 10s\n")
+    async with build(yaml, real_time=True) as router:
+        started = time.monotonic()
+        with pytest.raises(AllUpstreamsFailed) as info:
+            async for _ in router.stream(model="r", messages=HI):
+                pass
+    assert time.monotonic() - started < 0.7
+    assert info.value.error_class is ErrorClass.TIMEOUT
