@@ -316,10 +316,11 @@ def test_status_body_classification(status, payload, expected, retry_after):
 
 
 def test_mid_stream_error_takes_status_from_its_code():
-    """A mid-stream error chunk (no HTTP status) is classified from error.code."""
+    """A mid-stream error chunk is classified from error.code and carries no HTTP status (the response was 200)."""
     error = error_from_status(status_body(503, "UNAVAILABLE", "overloaded"), status=None, provider="p", model="m")
     assert error.error_class is ErrorClass.OVERLOADED
-    assert error.status == 503
+    assert error.status is None
+    assert error.code == "UNAVAILABLE"
 
 
 def test_duration_parsing():

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from turnout.drivers._http import error_class_for
 from turnout.errors import ErrorClass, ProviderError, provider_error
 from turnout.types import ChatResponse, Usage
 
@@ -247,32 +248,24 @@ def error_from_status(
 ) -> ProviderError:
     """A `{"error": google.rpc.Status}` body (HTTP error or mid-stream chunk) -> classified ProviderError.
 
-    Mid-stream (status None) the HTTP status is taken from `error.code`; an unclassifiable error is a server_error.
+    Mid-stream (`status` None: the response itself was a 200) the class is judged from `error.code`, and the error
+    carries no HTTP status. RetryInfo's delay wins over a Retry-After header.
     """
     error = body["error"]
     code = error.get("code")
-    status = status if status is not None else (code if isinstance(code, int) else None)
-    error_class = classify(status, error) or _by_http(status)
+    judged = status if status is not None else (code if isinstance(code, int) and 400 <= code < 600 else 500)
+    rpc_status = error.get("status") if isinstance(error.get("status"), str) else None
+    message = str(error.get("message") or rpc_status or "upstream error")
+    error_class = classify(judged, error) or error_class_for(judged, message, rpc_status)
     delay = retry_delay(error)
-    rpc_status = error.get("status")
     return provider_error(
         error_class,
-        str(error.get("message") or rpc_status or "upstream error"),
+        message[:1000],
         provider=provider,
         model=model,
         status=status,
-        code=rpc_status if isinstance(rpc_status, str) else None,
+        code=rpc_status,
         retry_after=delay if delay is not None else retry_after,
         after_first_token=after_first_token,
         body=dict(body),
     )
-
-
-def _by_http(status: int | None) -> ErrorClass:
-    if status is None or status >= 500:
-        return {503: ErrorClass.OVERLOADED, 504: ErrorClass.TIMEOUT}.get(status or 0, ErrorClass.SERVER_ERROR)
-    if status in (401, 403):
-        return ErrorClass.AUTH
-    if status == 404:
-        return ErrorClass.NOT_FOUND
-    return ErrorClass.BAD_REQUEST

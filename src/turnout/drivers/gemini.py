@@ -1,0 +1,233 @@
+"""The `gemini` driver: Google's Gemini Developer API (generateContent / streamGenerateContent), fully translated.
+
+Translation lives in `gemini_request`, `gemini_response` and `gemini_stream`; this module is the HTTP glue on top
+of `_http`, plus fetching http(s) image URLs (Gemini only takes images inline) through the shared session.
+
+Provider options: `api_version` (default v1beta; ignored when `base_url` already ends in a version),
+`thought_signature_fallback` (default true: see `gemini_request`), `max_image_bytes` (default 20 MB, Gemini's
+inline request limit). Prefill is not supported, so "prefill" is not among the capabilities.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from turnout.config import ProviderSpec
+from turnout.drivers._http import (
+    classify_status,
+    dumps,
+    iter_sse,
+    open_request,
+    parse_retry_after,
+    read_json,
+    request_timeout,
+    transport_error,
+    validate_options,
+)
+from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.drivers.gemini_request import Images, build_request, remote_image_urls
+from turnout.drivers.gemini_response import error_from_status, parse_response
+from turnout.drivers.gemini_stream import GeminiStream
+from turnout.errors import BadRequest, ProtocolError, ProviderError
+from turnout.types import ChatChunk, ChatRequest, ChatResponse
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+DEFAULT_API_VERSION = "v1beta"
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+_VERSIONS = ("/v1beta", "/v1", "/v1alpha")
+_MAX_MODEL_PAGES = 20
+
+
+class GeminiDriver:
+    """Gemini over `base_url` (default https://generativelanguage.googleapis.com), `x-goog-api-key` auth."""
+
+    name: ClassVar[str] = "gemini"
+    options_schema: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "api_version": {
+                    "type": "string",
+                    "pattern": "^v[0-9a-z]+$",
+                    "description": f"API version path segment (default {DEFAULT_API_VERSION})",
+                },
+                "thought_signature_fallback": {
+                    "type": "boolean",
+                    "description": "send Google's placeholder signature for tool calls that have none (default true)",
+                },
+                "max_image_bytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "largest image fetched from a URL to inline (default 20 MB)",
+                },
+            },
+        }
+    )
+    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming"})
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        validate_options(self.name, spec.name, self.options_schema, spec.options)
+        self.spec = spec
+        base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+        has_version = base.endswith(_VERSIONS)
+        self._root = base if has_version else f"{base}/{spec.options.get('api_version', DEFAULT_API_VERSION)}"
+        self._signature_fallback = spec.options.get("thought_signature_fallback", True)
+        self._max_image_bytes = spec.options.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
+        if self.spec.api_key:
+            headers["x-goog-api-key"] = self.spec.api_key.reveal()
+        return headers
+
+    def _url(self, model: str, method: str) -> str:
+        return f"{self._root}/models/{model.removeprefix('models/')}:{method}"
+
+    async def _body(self, request: ChatRequest, ctx: CallContext) -> bytes:
+        images = await self._fetch_images(remote_image_urls(request), ctx)
+        body = build_request(
+            request,
+            model=ctx.model,
+            provider=self.spec.name,
+            images=images,
+            signature_fallback=self._signature_fallback,
+        )
+        return dumps(body)
+
+    def _errors(self, model: str) -> Callable[[int, bytes, Mapping[str, str]], ProviderError]:
+        """The error parser for `open_request`: google.rpc.Status bodies first, the generic mapping else."""
+        provider = self.spec.name
+
+        def parse(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
+            status_body = _status_body(body)
+            if status_body is None:
+                return classify_status(status, body, headers, provider=provider, model=model)
+            return error_from_status(
+                status_body, status=status, provider=provider, model=model, retry_after=parse_retry_after(headers)
+            )
+
+        return parse
+
+    async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
+        provider, model = self.spec.name, ctx.model
+        data = await self._body(request, ctx)
+        async with open_request(
+            ctx, "POST", self._url(model, "generateContent"), provider=provider, model=model,
+            headers=self._headers(), data=data, error_parser=self._errors(model),
+        ) as resp:  # fmt: skip
+            payload = await read_json(resp, provider=provider, model=model)
+        return parse_response(payload, provider=provider, model=model)
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk]:
+        provider, model = self.spec.name, ctx.model
+        data = await self._body(request, ctx)
+        async with open_request(
+            ctx, "POST", self._url(model, "streamGenerateContent"), provider=provider, model=model,
+            headers=self._headers(), data=data, params={"alt": "sse"}, stream=True, error_parser=self._errors(model),
+        ) as resp:  # fmt: skip
+            machine = GeminiStream(provider=provider, model=model)
+            try:
+                async for event in iter_sse(resp.content):
+                    for chunk in machine.feed(event.data):
+                        yield chunk
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise transport_error(
+                    exc, provider=provider, model=model, after_first_token=machine.emitted_content
+                ) from exc
+            for chunk in machine.finish():
+                yield chunk
+
+    async def _fetch_images(self, urls: list[str], ctx: CallContext) -> Images:
+        """Fetch each http(s) image once and return url -> (mime type, base64); failures are classified."""
+        images: dict[str, tuple[str, str]] = {}
+        for url in urls:
+            images[url] = await self._fetch_image(url, ctx)
+        return images
+
+    async def _fetch_image(self, url: str, ctx: CallContext) -> tuple[str, str]:
+        provider, model = self.spec.name, ctx.model
+        shown = url if len(url) <= 120 else url[:117] + "..."
+        try:
+            async with ctx.session.get(url, timeout=request_timeout(ctx)) as resp:
+                if resp.status != 200:
+                    raise BadRequest(
+                        f"could not fetch image {shown}: HTTP {resp.status}", provider=provider, model=model
+                    )
+                mime = resp.content_type
+                if not mime.startswith("image/"):
+                    raise BadRequest(f"{shown} is not an image ({mime})", provider=provider, model=model)
+                data = await resp.content.read(self._max_image_bytes + 1)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise transport_error(exc, provider=provider, model=model) from exc
+        if len(data) > self._max_image_bytes:
+            raise BadRequest(
+                f"image {shown} is larger than {self._max_image_bytes} bytes", provider=provider, model=model
+            )
+        return mime, base64.b64encode(data).decode("ascii")
+
+    async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
+        provider = self.spec.name
+        async with open_request(
+            ctx, "GET", f"{self._root}/models", provider=provider, model="", headers=self._headers(), params=params,
+            error_parser=self._errors(""),
+        ) as resp:  # fmt: skip
+            data = await read_json(resp, provider=provider, model="")
+        if not isinstance(data, Mapping) or not isinstance(data.get("models", []), list):
+            raise ProtocolError("model list has no 'models' array", provider=provider)
+        return data
+
+    async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
+        """GET /models, following `nextPageToken` (bounded); ids lose their `models/` prefix."""
+        models: list[ModelInfo] = []
+        params = {"pageSize": "1000"}
+        for _ in range(_MAX_MODEL_PAGES):
+            page = await self._models_page(ctx, params)
+            for item in page.get("models", []):
+                if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                    window = item.get("inputTokenLimit")
+                    models.append(
+                        ModelInfo(
+                            id=item["name"].removeprefix("models/"),
+                            owned_by="google",
+                            context_window=window if isinstance(window, int) else None,
+                            extra=MappingProxyType(dict(item)),
+                        )
+                    )
+            token = page.get("nextPageToken")
+            if not isinstance(token, str) or not token:
+                break
+            params = {"pageSize": "1000", "pageToken": token}
+        return models
+
+    async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
+        """One page of one model: cheap and authenticated; a failure is reported, never raised."""
+        started = ctx.clock()
+        try:
+            await self._models_page(ctx, {"pageSize": "1"})
+        except ProviderError as err:
+            return CredentialCheck(
+                self.spec.name, False, err.status, err.error_class.value, err.message, ctx.clock() - started
+            )
+        return CredentialCheck(self.spec.name, True, 200, None, "ok", ctx.clock() - started)
+
+
+def _status_body(body: bytes) -> Mapping[str, Any] | None:
+    """The `{"error": {...}}` google.rpc.Status body (also inside the array a non-SSE stream sends), or None."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if isinstance(data, Mapping) and isinstance(data.get("error"), Mapping):
+        return data
+    return None
