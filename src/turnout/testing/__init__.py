@@ -2,8 +2,8 @@
 
 - `FakeUpstream` (in `fake.py`): an aiohttp server on 127.0.0.1:0 that records every request and answers from a
   script of *behaviours* (`reply_json`, `reply_raw`, `reply_sse`, `reply_ndjson`, `drop`, `hang`, `slow`).
-- Per-format fakes subclass it and render *canonical scenarios* as exact wire bytes: `OpenAIFake`, `OllamaFake`
-  (and, from their own modules, the Anthropic and Gemini fakes).
+- Per-format fakes subclass it and render *canonical scenarios* as exact wire bytes: `OpenAIFake`, `OllamaFake`,
+  `AnthropicFake`, `GeminiFake`.
 - `DriverContract` (in `contract.py`, imported lazily because it needs pytest): subclass it in a test module,
   implement `make_fake()` and `make_driver(base_url)`, and every contract test runs against your driver.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from turnout.testing.anthropic_fake import AnthropicFake
 from turnout.testing.fake import (
     Behaviour,
     FakeUpstream,
@@ -51,15 +52,18 @@ from turnout.testing.fake import (
     slow,
     sse_frame,
 )
+from turnout.testing.gemini_fake import GeminiFake
 from turnout.testing.ollama_fake import OllamaFake
 from turnout.testing.openai_fake import DEFAULT_USAGE, OpenAIFake
 
 __all__ = [
     "DEFAULT_USAGE",
+    "AnthropicFake",
     "Behaviour",
     "DriverContract",
     "FakeUpstream",
     "Framing",
+    "GeminiFake",
     "OllamaFake",
     "OpenAIFake",
     "RecordedRequest",
