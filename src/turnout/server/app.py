@@ -1,0 +1,296 @@
+"""The sidecar's aiohttp application: endpoints, per-app state, and the runner that serves it.
+
+```
+POST /v1/chat/completions   chat (JSON or SSE)                     auth
+GET  /v1/models[/{id}]      the routes, OpenAI list shape          auth
+GET  /healthz               process alive                          open
+GET  /readyz                graph loaded, every route usable       open (503 when not ready or draining)
+GET  /metrics               Prometheus text                        auth when server.protect_metrics
+POST /admin/reload          reload the routing file now            auth
+```
+
+`Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader and the
+`server:` settings of the *current* config (swapped on reload). No middleware: unknown paths and methods are
+answered by a catch-all route, so the chat hot path pays for nothing it does not use.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from turnout.config import Config, ServerSpec
+from turnout.errors import RouteNotFound
+from turnout.server import errors
+from turnout.server.access_log import AccessLog
+from turnout.server.auth import UNAUTHORIZED_MESSAGE, ApiKeys
+from turnout.server.chat import ChatHandler
+from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from turnout.server.metrics import Metrics
+from turnout.server.reload import Reloader, default_loader
+from turnout.types import Attempt, Usage
+
+BODY_CEILING = 64 * 1024 * 1024  # aiohttp's own cap; the configured limit is checked per request
+KNOWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics", "/admin/reload"})
+NO_ROUTE = "(none)"  # metrics label for requests that named no route: keeps label cardinality bounded
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The `server:` section values that can change on reload (host, port and workers need a restart)."""
+
+    keys: ApiKeys
+    max_request_bytes: int
+    log_content: bool
+    protect_metrics: bool
+    drain_timeout: float
+
+    @classmethod
+    def of(cls, spec: ServerSpec) -> Settings:
+        return cls(
+            ApiKeys(spec.api_keys), spec.max_request_bytes, spec.log_content, spec.protect_metrics, spec.drain_timeout
+        )
+
+
+class Sidecar:
+    """Shared state of one app and the small endpoints; the chat endpoint lives in `ChatHandler`."""
+
+    def __init__(
+        self,
+        router: Any,
+        *,
+        config_path: str | None = None,
+        env: Mapping[str, str] | None = None,
+        access_log: TextIO | None = None,
+        watch: bool | None = None,
+        watch_interval: float = 1.0,
+        owns_router: bool = True,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.router = router
+        self.log = logger or logging.getLogger("turnout.server")
+        self.metrics = Metrics()
+        self.access = AccessLog(access_log)
+        self.settings = Settings.of(router.config.server)
+        self.in_flight = 0
+        self.draining = False
+        self.owns_router = owns_router
+        self.started_at = int(time.time())
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        self.reloader: Reloader | None = None
+        if config_path is not None:
+            self.reloader = Reloader(
+                router,
+                config_path,
+                loader=default_loader(env),
+                on_config=self._config_changed,
+                on_result=self.metrics.reload_result,
+                interval=watch_interval,
+            )
+        self.watch = (router.config.server.watch if watch is None else watch) and self.reloader is not None
+
+    # -- shared bookkeeping --------------------------------------------------------------------------------
+    def _config_changed(self, config: Config) -> None:
+        self.settings = Settings.of(config.server)
+
+    def finished(
+        self,
+        request: web.Request,
+        status: int,
+        *,
+        route: str | None,
+        started: float,
+        served_by: str | None = None,
+        attempts: tuple[Attempt, ...] = (),
+        usage: Usage | None = None,
+        cost: float | None = None,
+        ttft: float | None = None,
+        stream: bool = False,
+        error_class: str | None = None,
+        error: str | None = None,
+        content: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Count and log one answered chat request."""
+        label = route if route is not None and route in self.router.graph.routes else NO_ROUTE
+        self.metrics.request_done(label, status)
+        if self.access.enabled:
+            self.access.write(
+                method=request.method,
+                path=request.path,
+                status=status,
+                route=route if label != NO_ROUTE else None,
+                served_by=served_by,
+                stream=stream,
+                attempts=attempts,
+                latency=time.perf_counter() - started,
+                ttft=ttft,
+                usage=usage,
+                cost_usd=cost,
+                error_class=error_class,
+                error=error,
+                content=content,
+            )
+
+    def authorised(self, request: web.Request) -> bool:
+        keys = self.settings.keys
+        return not keys.enabled or keys.allows(request.headers)
+
+    # -- endpoints -----------------------------------------------------------------------------------------
+    async def models(self, request: web.Request) -> web.Response:
+        if not self.authorised(request):
+            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        data = [self._model(name, route) for name, route in self.router.graph.routes.items()]
+        return web.Response(body=errors.json_bytes({"object": "list", "data": data}), headers=JSON_HEADERS)
+
+    async def model(self, request: web.Request) -> web.Response:
+        if not self.authorised(request):
+            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        name = request.match_info["name"]
+        route = self.router.graph.routes.get(name)
+        if route is None:
+            return _failure(errors.route_not_found(RouteNotFound(name, list(self.router.graph.routes))))
+        return web.Response(body=errors.json_bytes(self._model(name, route)), headers=JSON_HEADERS)
+
+    def _model(self, name: str, route: Any) -> dict[str, Any]:
+        spec = self.router.config.routes.get(name)
+        entry: dict[str, Any] = {"id": name, "object": "model", "created": self.started_at, "owned_by": "turnout"}
+        if spec is not None and spec.description:
+            entry["description"] = spec.description
+        return entry
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', headers=JSON_HEADERS)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        detail = dict(self.router.readiness())
+        if self.reloader is not None:
+            detail.update(self.reloader.status())
+        else:
+            detail["last_reload_error"] = None
+        detail["draining"] = self.draining
+        detail["in_flight"] = self.in_flight
+        ready = bool(detail.get("ready")) and not self.draining
+        detail["ready"] = ready
+        return web.Response(status=200 if ready else 503, body=errors.json_bytes(detail), headers=JSON_HEADERS)
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        if self.settings.protect_metrics and not self.authorised(request):
+            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def admin_reload(self, request: web.Request) -> web.Response:
+        if not self.authorised(request):
+            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        if self.reloader is None:
+            return _failure(
+                errors.simple(409, "This server was not started from a file; nothing to reload.", code="no_config_file")
+            )
+        ok = await self.reloader.reload("POST /admin/reload")
+        status = self.reloader.status()
+        status["ok"] = ok
+        status["routes"] = self.router.routes()
+        return web.Response(status=200 if ok else 422, body=errors.json_bytes(status), headers=JSON_HEADERS)
+
+    async def fallback(self, request: web.Request) -> web.Response:
+        """Unknown path (404) or a known path with the wrong method (405), in OpenAI's shape."""
+        if request.path in KNOWN_PATHS or request.path.startswith("/v1/models/"):
+            fail = errors.simple(
+                405, f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed"
+            )
+            response = _failure(fail)
+            response.headers["Allow"] = (
+                "GET" if request.path != "/v1/chat/completions" and request.path != "/admin/reload" else "POST"
+            )
+            return response
+        return _failure(errors.simple(404, f"Unknown endpoint {request.method} {request.path}.", code="unknown_url"))
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def on_startup(self, app: web.Application) -> None:
+        self.router.add_observer(self.metrics)
+        if self.owns_router:
+            await self.router.start()
+        if self.watch and self.reloader is not None:
+            self.reloader.start_watching()
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self.draining = True
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
+        self.router.remove_observer(self.metrics)
+        if self.owns_router:
+            await self.router.aclose()
+        stream = self.access._stream
+        if stream is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
+
+
+def _failure(fail: errors.Failure) -> web.Response:
+    return web.Response(status=fail.status, body=fail.body(), headers={**JSON_HEADERS, **fail.headers})
+
+
+def create_app(
+    router: Any,
+    *,
+    config_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    access_log: TextIO | None = None,
+    watch: bool | None = None,
+    watch_interval: float = 1.0,
+    owns_router: bool = True,
+) -> web.Application:
+    """Build the sidecar app around `router`. With `config_path` it can reload (watch, SIGHUP, /admin/reload).
+
+    The app starts the Router's session on startup and closes it on cleanup unless `owns_router=False`.
+    `access_log` is a text stream for the JSON access lines (None: no access log).
+    """
+    sidecar = Sidecar(
+        router,
+        config_path=config_path,
+        env=env,
+        access_log=access_log,
+        watch=watch,
+        watch_interval=watch_interval,
+        owns_router=owns_router,
+    )
+    app = web.Application(client_max_size=max(BODY_CEILING, sidecar.settings.max_request_bytes + 1))
+    app[SIDECAR_KEY] = sidecar
+    chat = ChatHandler(sidecar)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", sidecar.models, allow_head=False)
+    app.router.add_get("/v1/models/{name}", sidecar.model, allow_head=False)
+    app.router.add_get("/healthz", sidecar.healthz)
+    app.router.add_get("/readyz", sidecar.readyz)
+    app.router.add_get("/metrics", sidecar.metrics_endpoint)
+    app.router.add_post("/admin/reload", sidecar.admin_reload)
+    app.router.add_route("*", "/{tail:.*}", sidecar.fallback)
+    app.on_startup.append(sidecar.on_startup)
+    app.on_shutdown.append(sidecar.on_shutdown)
+    app.on_cleanup.append(sidecar.on_cleanup)
+    return app
+
+
+def make_runner(app: web.Application, *, drain_timeout: float | None = None) -> web.AppRunner:
+    """A runner that cancels a handler when its client disconnects (so the upstream call is cancelled at once)
+    and drains in-flight requests for up to `drain_timeout` seconds on cleanup."""
+    sidecar = app[SIDECAR_KEY]
+    timeout = sidecar.settings.drain_timeout if drain_timeout is None else drain_timeout
+    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=timeout)
+
+
+def default_access_stream() -> TextIO:
+    return sys.stdout

@@ -1,0 +1,52 @@
+"""Optional client authentication: `Authorization: Bearer <key>` against `server.api_keys`.
+
+Keys come from the routing file (usually templated from the environment) as `Secret`s and are compared with
+`hmac.compare_digest` against every configured key, so timing reveals neither which key matched nor how much of
+one did. Health endpoints are always open; `/metrics` and `/admin/*` follow `server.protect_metrics` and the
+key list respectively.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping
+
+from turnout.config import Secret
+
+
+class ApiKeys:
+    """The accepted client keys; empty means authentication is off."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[Secret]) -> None:
+        self._keys: tuple[bytes, ...] = tuple(k.reveal().encode() for k in keys if k)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"ApiKeys({len(self._keys)} keys)"
+
+    def allows(self, headers: Mapping[str, str]) -> bool:
+        """True when auth is off or the request's bearer token equals one of the keys."""
+        if not self._keys:
+            return True
+        header = headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        presented = token.strip().encode()
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(presented, key)
+        return matched
+
+
+UNAUTHORIZED_MESSAGE = (
+    "Missing or invalid API key. Send 'Authorization: Bearer <key>' with one of the keys in server.api_keys."
+)

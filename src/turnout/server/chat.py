@@ -1,0 +1,232 @@
+"""`POST /v1/chat/completions`: parse and check the body, dispatch through the Router, answer OpenAI's way.
+
+The hot path is kept short: no middleware, one JSON decode of the client body (with a pre-built decoder), one
+JSON encode of the answer, headers built from plain strings. For streams the first chunk is awaited *before*
+the response is prepared, so every failure before the commit point is a proper JSON error with the right
+status, and the headers already name the deployment that serves the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from turnout.errors import InvalidRequest, ProtocolError
+from turnout.server import errors
+from turnout.server.auth import UNAUTHORIZED_MESSAGE
+from turnout.server.sse import SSE_HEADERS, relay
+from turnout.types import Attempt, ChatRequest, Usage
+
+if TYPE_CHECKING:
+    from turnout.server.app import Sidecar
+
+CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+def _tried(attempts: tuple[Attempt, ...]) -> int:
+    return sum(1 for a in attempts if a.outcome != "skipped")
+
+
+def routing_headers(
+    route: str, served_by: str | None, attempts: tuple[Attempt, ...], cost: float | None
+) -> dict[str, str]:
+    headers = {
+        "x-turnout-route": route,
+        "x-turnout-served-by": served_by or "",
+        "x-turnout-attempts": str(_tried(attempts)),
+    }
+    if cost is not None:
+        headers["x-turnout-cost-usd"] = format(cost, ".10g")
+    return headers
+
+
+def is_json_type(content_type: str | None) -> bool:
+    if content_type is None:
+        return True  # curl -d without -H, many small clients: the body decides
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class ChatHandler:
+    """The chat endpoint of one Sidecar; a class so the hot path reads its state as plain attributes."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sc = sidecar
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        sc = self.sc
+        settings = sc.settings
+        if settings.keys.enabled and not settings.keys.allows(request.headers):
+            return self._refuse(request, errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"), started)
+        chat_request = await self._parse(request, settings.max_request_bytes)
+        if not isinstance(chat_request, ChatRequest):
+            return self._refuse(request, chat_request, started)
+        sc.in_flight += 1
+        try:
+            if chat_request.stream:
+                return await self._stream(request, chat_request, started)
+            return await self._complete(request, chat_request, started)
+        finally:
+            sc.in_flight -= 1
+
+    async def _parse(self, request: web.Request, limit: int) -> ChatRequest | errors.Failure:
+        """The body as a validated ChatRequest, or the 4xx Failure that explains what is wrong with it."""
+        if not is_json_type(request.headers.get("Content-Type")):
+            return errors.simple(
+                415,
+                "Content-Type must be application/json (with curl: -H 'Content-Type: application/json').",
+                code="unsupported_media_type",
+                param=None,
+            )
+        size = request.content_length
+        if size is not None and size > limit:
+            return errors.too_large(size, limit)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return errors.too_large(None, limit)
+        if len(body) > limit:
+            return errors.too_large(len(body), limit)
+        try:
+            data = _decode(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            return errors.simple(400, "The request body is not valid UTF-8.", code="invalid_json")
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            return errors.simple(400, f"The request body is not valid JSON: {reason}", code="invalid_json")
+        try:
+            return ChatRequest.from_openai(data)
+        except InvalidRequest as exc:
+            return errors.invalid_request(exc)
+        except (TypeError, ValueError, RecursionError, AttributeError) as exc:
+            return errors.simple(400, f"The request body is malformed: {type(exc).__name__}.", code="invalid_request")
+
+    def _refuse(
+        self, request: web.Request, fail: errors.Failure, started: float, route: str | None = None
+    ) -> web.Response:
+        self.sc.finished(
+            request,
+            fail.status,
+            route=route,
+            started=started,
+            error_class=fail.error_class,
+            error=str(fail.error.get("message")),
+            attempts=fail.attempts,
+        )
+        return web.Response(
+            status=fail.status, body=fail.body(), headers={"Content-Type": "application/json", **fail.headers}
+        )
+
+    async def _complete(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
+        sc = self.sc
+        try:
+            reply = await sc.router.chat(chat, request_id=request.headers.get("x-request-id"))
+        except asyncio.CancelledError:
+            sc.finished(request, CLIENT_CLOSED, route=chat.model, started=started, error="client closed the connection")
+            raise
+        except Exception as exc:
+            fail = errors.failure(exc)
+            if fail.status >= 500 and fail.error_class is None and not fail.attempts:
+                sc.log.exception("chat request failed unexpectedly")
+            response = self._refuse(request, fail, started, route=chat.model)
+            response.headers.update(routing_headers(chat.model, None, fail.attempts, None))
+            return response
+        body = _encode(reply.to_openai()).encode()
+        headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
+        headers["Content-Type"] = "application/json"
+        content = None
+        if sc.settings.log_content:
+            content = {"request": chat.body, "response": reply.text}
+        sc.finished(
+            request,
+            200,
+            route=reply.route,
+            started=started,
+            served_by=reply.served_by,
+            attempts=reply.attempts,
+            usage=reply.usage,
+            cost=reply.cost_usd,
+            content=content,
+        )
+        return web.Response(body=body, headers=headers)
+
+    async def _stream(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
+        sc = self.sc
+        try:
+            stream = sc.router.stream(chat, request_id=request.headers.get("x-request-id"))
+        except Exception as exc:  # RouteNotFound / InvalidRequest are raised at once
+            return self._refuse(request, errors.failure(exc), started, route=chat.model)
+        chunks = stream.__aiter__()
+        status = CLIENT_CLOSED
+        outcome = None
+        try:
+            try:
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                first = None
+                exc: BaseException = ProtocolError("the upstream stream ended before any content")
+            except asyncio.CancelledError:
+                raise
+            except Exception as caught:
+                first, exc = None, caught
+            if first is None:
+                fail = errors.failure(exc)
+                response = self._refuse(request, fail, started, route=chat.model)
+                response.headers.update(routing_headers(chat.model, None, stream.attempts, None))
+                status = fail.status
+                return response
+            headers = routing_headers(stream.route, stream.served_by, stream.attempts, None)
+            response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+            await response.prepare(request)
+            status = 200
+            outcome = await relay(
+                response, chunks, first, include_usage=chat.include_usage, keep_text=sc.settings.log_content
+            )
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            await stream.aclose()
+            if status == 200 or status == CLIENT_CLOSED:
+                self._stream_done(request, chat, stream, started, status, outcome)
+
+    def _stream_done(
+        self, request: web.Request, chat: ChatRequest, stream: Any, started: float, status: int, outcome: Any
+    ) -> None:
+        content = None
+        if outcome is not None and outcome.text is not None:
+            content = {"request": chat.body, "response": outcome.text}
+        error_class = outcome.error_class if outcome is not None else None
+        error = outcome.error_message if outcome is not None and outcome.error_class else None
+        if status == CLIENT_CLOSED:
+            error = "client closed the connection"
+        self.sc.finished(
+            request,
+            status,
+            route=stream.route,
+            started=started,
+            served_by=stream.served_by,
+            attempts=stream.attempts,
+            usage=stream.usage if isinstance(stream.usage, Usage) else None,
+            cost=stream.cost_usd,
+            ttft=stream.time_to_first_token,
+            stream=True,
+            error_class=error_class,
+            error=error,
+            content=content,
+        )
