@@ -129,12 +129,21 @@ def strip_directives(body: Mapping[str, Any]) -> dict[str, Any]:
 def validate_options(driver: str, provider: str, schema: Mapping[str, Any], options: Mapping[str, Any]) -> None:
     """Check provider options against the driver's schema; ValueError naming the first problem's path."""
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(dict(options)), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(_plain_json(options)), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path)
         where = f"options.{where}" if where else "options"
         raise ValueError(f"provider '{provider}' (driver {driver}): {where}: {err.message}")
+
+
+def _plain_json(value: Any) -> Any:
+    """The loaded config freezes options (MappingProxyType, tuples); jsonschema only knows dict and list."""
+    if isinstance(value, Mapping):
+        return {key: _plain_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(item) for item in value]
+    return value
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
