@@ -202,3 +202,63 @@ async def test_hanging_first_token_respects_the_deadline(fakes, build):
                 pass
     assert time.monotonic() - started < 0.7
     assert info.value.error_class is ErrorClass.TIMEOUT
+
+
+def mock_yaml(first_options: str, *, second: str = "{reply: echo}", third: str = "", policy: str = "continue") -> str:
+    extra_provider = f"\n  m2p: {{driver: mock, options: {third}}}" if third else ""
+    extra_model = "\n  m2: {provider: m2p, price: {input: 1, output: 1}}" if third else ""
+    chain = "[m0, m1, m2]" if third else "[m0, m1]"
+    return f"""
+version: 1
+defaults:
+  retry: {{attempts: 0}}
+providers:
+  m0p: {{driver: mock, options: {first_options}}}
+  m1p: {{driver: mock, options: {second}}}{extra_provider}
+models:
+  m0: {{provider: m0p, price: {{input: 1, output: 1}}}}
+  m1: {{provider: m1p, price: {{input: 1, output: 1}}}}{extra_model}
+routes:
+  r:
+    chain: {chain}
+    mid_stream: {policy}
+"""
+
+
+LONG = [{"role": "user", "content": "one two three four five six"}]
+
+
+async def test_midstream_continue_hands_the_partial_answer_to_a_prefill_deployment(build):
+    """A cut after two chunks continues on the next deployment from the text so far: the caller sees one answer."""
+    cut = "{reply: echo, chunk_tokens: 1, faults: [{kind: cut, after_chunks: 2}]}"
+    async with build(mock_yaml(cut)) as router:
+        stream = router.stream(model="r", messages=LONG)
+        chunks = await collect(stream)
+    assert "".join(c.content or "" for c in chunks) == "one two three four five six"
+    assert sum(1 for c in chunks if c.delta.get("role")) == 1
+    assert [(a.deployment, a.outcome) for a in stream.attempts] == [("m0p/m0", "error"), ("m1p/m1", "success")]
+    assert stream.attempts[0].error_class == "connection"
+    assert stream.served_by == "m0p/m0"  # the deployment that committed the stream
+    assert stream.cost_usd is None  # the cut attempt's billing is unknown
+
+
+async def test_continue_skips_failing_continuations_and_keeps_going(build):
+    """If the first continuation fails before its content, the next prefill deployment continues instead."""
+    cut = "{reply: echo, chunk_tokens: 1, faults: [{kind: cut, after_chunks: 1}]}"
+    broken = "{faults: [{kind: status, status: 500}]}"
+    async with build(mock_yaml(cut, second=broken, third="{reply: echo}")) as router:
+        stream = router.stream(model="r", messages=LONG)
+        chunks = await collect(stream)
+    assert "".join(c.content or "" for c in chunks) == "one two three four five six"
+    assert [a.outcome for a in stream.attempts] == ["error", "error", "success"]
+
+
+async def test_continue_reports_the_original_failure_when_continuations_fail(build):
+    """When every continuation fails too, the caller gets the first mid-stream failure, not a later one."""
+    cut = "{reply: echo, chunk_tokens: 1, faults: [{kind: malformed, after_chunks: 2}]}"
+    broken = "{faults: [{kind: status, status: 503}]}"
+    async with build(mock_yaml(cut, second=broken)) as router:
+        with pytest.raises(ProviderError) as info:
+            await drain(router.stream(model="r", messages=LONG), [])
+    assert info.value.error_class is ErrorClass.PROTOCOL
+    assert info.value.after_first_token
