@@ -61,11 +61,14 @@ def _load(text: str | bytes, reporter: Reporter, env: Mapping[str, str], registr
     data = parse(text, reporter)
     if data is None or (reporter.errors and not isinstance(data, dict)):
         raise ConfigError(reporter.errors)
+    reporter.settle()
     validate.check(data, reporter)
     if not isinstance(data, dict):
         raise ConfigError(reporter.errors)
+    reporter.settle()
     renderer = Renderer(env, reporter)
     renderer.render_all(data)
+    reporter.settle()
     Checker(data, reporter, registry.names(), renderer.disabled).run()
     if reporter.errors:
         raise ConfigError(reporter.errors)

@@ -65,6 +65,9 @@ class Reporter:
         self.source = source
         self.root = root
         self.problems: list[Problem] = []
+        self.error_paths: set[tuple[PathElem, ...]] = set()
+        self.settled: set[tuple[PathElem, ...]] = set()  # error paths of finished stages: later ones stay quiet
+        self._seen: set[tuple[tuple[PathElem, ...], str]] = set()
         self._indexes: dict[int, tuple[dict[str, tuple[yaml.Node, yaml.Node]], list[yaml.Node]]] = {}
 
     def locate(self, path: Sequence[PathElem], *, key: bool = False) -> tuple[int, int]:
@@ -98,17 +101,30 @@ class Reporter:
         return None
 
     def error(self, path: Sequence[PathElem], message: str, *, key: bool = False) -> None:
-        self._add(path, message, key, "error")
+        if not self.has_error_within(path) and (tuple(path), message) not in self._seen:
+            self._seen.add((tuple(path), message))
+            self._add(path, message, key, "error")
+
+    def has_error_within(self, path: Sequence[PathElem]) -> bool:
+        """True when an earlier stage reported an error at `path` or an ancestor (later stages don't pile on)."""
+        return any(tuple(path[:n]) in self.settled for n in range(1, len(path) + 1))
+
+    def settle(self) -> None:
+        """End of a stage: its errors now silence later stages' errors at or below the same paths."""
+        self.settled |= self.error_paths
 
     def warning(self, path: Sequence[PathElem], message: str, *, key: bool = False) -> None:
         self._add(path, message, key, "warning")
 
     def at(self, line: int, col: int, path: Sequence[PathElem], message: str) -> None:
         """A problem whose location is already known (parser errors, duplicate keys)."""
+        self.error_paths.add(tuple(path))
         self.problems.append(Problem(self.source, line, col, format_path(path), message))
 
     def _add(self, path: Sequence[PathElem], message: str, key: bool, severity: str) -> None:
         line, col = self.locate(path, key=key)
+        if severity == "error":
+            self.error_paths.add(tuple(path))
         self.problems.append(Problem(self.source, line, col, format_path(path), message, severity))
 
     @property

@@ -57,6 +57,8 @@ class Renderer:
 
     def _render_or_report(self, source: str, path: Path) -> str:
         self.templated.add(path)
+        if self.reporter.has_error_within(path):  # e.g. a misspelt key: its value is not used anyway
+            return source
         try:
             return self._render(source)
         except _FAILURES as exc:
@@ -97,6 +99,8 @@ class Renderer:
                 self.disabled.setdefault(provider, f"{what} is empty")
             return source
         self.templated.add(path)
+        if self.reporter.has_error_within(path):
+            return source
         missing, empty = self._env_refs(source)
         try:
             rendered = self._render(source)

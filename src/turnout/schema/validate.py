@@ -55,7 +55,7 @@ def _report(error: ValidationError, reporter: Reporter) -> None:
                 hint = "; breakers guard a deployment, so set them on the provider or the model, not on a route"
             reporter.error((*path, extra), f"unknown key '{extra}'{hint}", key=True)
         return
-    if validator == "propertyNames":
+    if "propertyNames" in error.absolute_schema_path and isinstance(instance, str):
         reporter.error((*path, instance), f"invalid name {instance!r}: {_NAME_RULE}", key=True)
         return
     if validator in ("anyOf", "oneOf"):
