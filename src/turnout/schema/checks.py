@@ -49,11 +49,19 @@ def duration(
 class Checker:
     """Runs every semantic check over one file's data; `disabled` maps provider name -> reason."""
 
-    def __init__(self, data: dict[str, Any], reporter: Reporter, drivers: Iterable[str], disabled: dict[str, str]):
+    def __init__(
+        self,
+        data: dict[str, Any],
+        reporter: Reporter,
+        drivers: Iterable[str],
+        disabled: dict[str, str],
+        disabled_at: dict[str, Path] | None = None,
+    ):
         self.data = data
         self.r = reporter
         self.drivers = sorted(drivers)
         self.disabled = disabled
+        self.disabled_at = disabled_at or {}
         self.providers = _dict(data.get("providers"))
         self.models = _dict(data.get("models"))
         self.pools = _dict(data.get("pools"))
@@ -122,7 +130,7 @@ class Checker:
             if "breaker" in spec:
                 self._breaker(spec["breaker"], (*path, "breaker"))
             if name in self.disabled:
-                where = (*path, "api_key") if "api_key" in spec else (*path, "headers")
+                where = self.disabled_at.get(name, path)
                 self.r.warning(where, f"provider '{name}' is disabled: {self.disabled[name]}")
 
     def _models(self) -> None:

@@ -30,6 +30,7 @@ class Renderer:
         self.jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
         self.jinja.globals.clear()
         self.disabled: dict[str, str] = {}  # provider name -> reason
+        self.disabled_at: dict[str, Path] = {}  # provider name -> the credential that disabled it
         self.templated: set[Path] = set()  # paths whose value came from a template (explain says so)
         self._seen: set[int] = set()
 
@@ -96,7 +97,7 @@ class Renderer:
     def _credential(self, provider: str, source: str, path: Path, what: str) -> str:
         if not is_template(source):
             if not source.strip():
-                self.disabled.setdefault(provider, f"{what} is empty")
+                self._disable(provider, f"{what} is empty", path)
             return source
         self.templated.add(path)
         if self.reporter.has_error_within(path):
@@ -106,7 +107,7 @@ class Renderer:
             rendered = self._render(source)
         except UndefinedError as exc:
             if missing:  # `{{ env.OPENAI_API_KEY }}` with the variable unset: disabled, not broken
-                self.disabled.setdefault(provider, f"{what} is empty ({_names(missing)} {_is(missing)} not set)")
+                self._disable(provider, f"{what} is empty ({_names(missing)} {_is(missing)} not set)", path)
                 return ""
             self._report(exc, path)
             return source
@@ -116,9 +117,14 @@ class Renderer:
         if not rendered.strip():
             unset = f" ({_names(missing)} {_is(missing)} not set)" if missing else ""
             detail = unset or (f" ({_names(empty)} {_is(empty)} empty)" if empty else "")
-            self.disabled.setdefault(provider, f"{what} is empty{detail}")
+            self._disable(provider, f"{what} is empty{detail}", path)
             return ""
         return rendered
+
+    def _disable(self, provider: str, reason: str, path: Path) -> None:
+        if provider not in self.disabled:
+            self.disabled[provider] = reason
+            self.disabled_at[provider] = path
 
     def _env_refs(self, source: str) -> tuple[list[str], list[str]]:
         """Names of `env.X` / `env['X']` the template reads that are unset, and those set but empty."""

@@ -6,6 +6,7 @@ The validator is compiled once per process (it is immutable); errors are mapped 
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -49,7 +50,9 @@ def _report(error: ValidationError, reporter: Reporter) -> None:
     validator, instance, schema = error.validator, error.instance, error.schema
     if validator == "additionalProperties" and isinstance(instance, dict):
         allowed = list(schema.get("properties", {}))
-        for extra in sorted(set(instance) - set(allowed)):
+        patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
+        extras = [k for k in instance if k not in allowed and not any(p.search(k) for p in patterns)]
+        for extra in sorted(extras):
             hint = did_you_mean(extra, allowed) or f"; allowed: {', '.join(allowed)}"
             if extra == "breaker" and path[:1] == ("routes",):
                 hint = "; breakers guard a deployment, so set them on the provider or the model, not on a route"
