@@ -270,7 +270,7 @@ def create_app(
     app = web.Application(client_max_size=max(BODY_CEILING, sidecar.settings.max_request_bytes + 1))
     app[SIDECAR_KEY] = sidecar
     chat = ChatHandler(sidecar)
-    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/chat/completions", chat.__call__)
     app.router.add_get("/v1/models", sidecar.models, allow_head=False)
     app.router.add_get("/v1/models/{name}", sidecar.model, allow_head=False)
     app.router.add_get("/healthz", sidecar.healthz)

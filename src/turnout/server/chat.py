@@ -189,7 +189,10 @@ class ChatHandler:
                 response.headers.update(routing_headers(chat.model, None, stream.attempts, None))
                 status = fail.status
                 return response
-            headers = routing_headers(stream.route, stream.served_by, stream.attempts, None)
+            trail = stream.attempts
+            headers = routing_headers(stream.route, stream.served_by, trail, None)
+            if not any(a.outcome == "success" for a in trail):  # the serving attempt is still in progress
+                headers["x-turnout-attempts"] = str(_tried(trail) + 1)
             response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
             await response.prepare(request)
             status = 200

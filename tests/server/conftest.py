@@ -1,0 +1,142 @@
+"""Fixtures for the sidecar tests: loopback OpenAI fakes as upstreams and the real app served on 127.0.0.1:0.
+
+`serve(yaml_text)` writes the routing file to a temp dir, builds the Router from it exactly as `turnout serve`
+does, and serves `create_app(...)` with `make_runner` (handler cancellation on, as in production). Retries are
+off and breakers lenient in the default file so no test ever waits on a backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+
+from turnout.router import Router
+from turnout.schema import load_file
+from turnout.server.app import SIDECAR_KEY, Sidecar, create_app, make_runner
+from turnout.testing import OpenAIFake
+
+PRIMARY_KEY = "sk-primary-SECRET-0001"
+BACKUP_KEY = "sk-backup-SECRET-0002"
+CLIENT_KEY = "client-key-SECRET-0003"
+
+ROUTES = """\
+version: 1
+defaults:
+  retry: {attempts: 0}
+  breaker: {failure_threshold: 50}
+  first_token_timeout: 5s
+  stall_timeout: 5s
+providers:
+  primary: {driver: openai, base_url: "@PRIMARY@/v1", api_key: "@PRIMARY_KEY@"}
+  backup: {driver: openai, base_url: "@BACKUP@/v1", api_key: "@BACKUP_KEY@"}
+  nokey: {driver: openai, api_key: "{{ env.TURNOUT_TEST_MISSING_KEY | default('') }}"}
+models:
+  p1:
+    provider: primary
+    name: gpt-test
+    price: {input: 1.0, output: 2.0}
+  b1:
+    provider: backup
+    name: gpt-backup
+    price: {input: 1.0, output: 2.0}
+  dead: {provider: nokey, name: gpt-none}
+routes:
+  chat:
+    description: primary then backup
+    chain: [p1, b1]
+  solo:
+    chain: [p1]
+  strict:
+    chain: [p1, b1]
+    on_error: {content_policy: fail}
+@EXTRA_ROUTES@
+server:
+  watch: false
+@SERVER@
+"""
+
+
+def routes_yaml(primary: str, backup: str, *, extra_routes: str = "", server: str = "") -> str:
+    """The default test routing file, pointing at two fakes; `extra_routes`/`server` are raw indented YAML."""
+    return (
+        ROUTES.replace("@PRIMARY@", primary)
+        .replace("@BACKUP@", backup)
+        .replace("@PRIMARY_KEY@", PRIMARY_KEY)
+        .replace("@BACKUP_KEY@", BACKUP_KEY)
+        .replace("@EXTRA_ROUTES@", extra_routes)
+        .replace("@SERVER@", server)
+    )
+
+
+@dataclass
+class Served:
+    """A running sidecar: base URL, its shared state, the routing file and the captured access log."""
+
+    url: str
+    sidecar: Sidecar
+    path: Path
+    access: io.StringIO
+    app: web.Application
+
+    def client(self, api_key: str = "unused", **options: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=10, **options)
+
+    def access_lines(self) -> list[str]:
+        return [line for line in self.access.getvalue().splitlines() if line]
+
+
+@contextlib.asynccontextmanager
+async def serving(path: Path, **app_options: Any) -> AsyncIterator[Served]:
+    access = io.StringIO()
+    router = Router(load_file(path))
+    app = create_app(router, config_path=str(path), access_log=access, **app_options)
+    runner = make_runner(app, drain_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield Served(f"http://127.0.0.1:{port}", app[SIDECAR_KEY], path, access, app)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def primary() -> AsyncIterator[OpenAIFake]:
+    async with OpenAIFake(model="gpt-test") as fake:
+        yield fake
+
+
+@pytest.fixture
+async def backup() -> AsyncIterator[OpenAIFake]:
+    async with OpenAIFake(model="gpt-backup") as fake:
+        yield fake
+
+
+@pytest.fixture
+def serve(
+    tmp_path: Path, primary: OpenAIFake, backup: OpenAIFake
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Served]]:
+    """`async with serve(extra_routes=..., server=..., **app_options) as s:` runs the sidecar on the two fakes."""
+
+    def start(*, extra_routes: str = "", server: str = "", **app_options: Any) -> Any:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes_yaml(primary.url, backup.url, extra_routes=extra_routes, server=server))
+        return serving(path, **app_options)
+
+    return start
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
