@@ -194,7 +194,7 @@ def _scan_messages(messages: list[Any]) -> tuple[int, int]:
         if not isinstance(message, Mapping):
             raise InvalidRequest(f"messages[{i}] must be an object.", param=f"messages[{i}]")
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:  # a list role must be a 400, not a TypeError
             raise InvalidRequest(
                 f"messages[{i}].role must be one of {sorted(_ROLES)}, got {role!r}.", param=f"messages[{i}].role"
             )
