@@ -140,3 +140,33 @@ def serve(
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@dataclass(frozen=True)
+class Keys:
+    primary: str = PRIMARY_KEY
+    backup: str = BACKUP_KEY
+    client: str = CLIENT_KEY
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """The credentials the test files use (to check they never leak)."""
+    return Keys()
+
+
+def assert_openai_error(payload: Any, status: int) -> dict[str, Any]:
+    """`payload` is OpenAI's error shape; returns the inner error object."""
+    assert isinstance(payload, dict) and set(payload) == {"error"}, payload
+    error = payload["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str) and error["type"]
+    assert "param" in error and "code" in error
+    if status >= 500:
+        assert error["type"] == "server_error"
+    return error
+
+
+@pytest.fixture
+def openai_error() -> Callable[[Any, int], dict[str, Any]]:
+    return assert_openai_error

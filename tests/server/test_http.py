@@ -1,0 +1,290 @@
+"""The sidecar over plain HTTP: every 4xx path, auth, health/readiness, metrics, access log, client disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from turnout.errors import ErrorClass
+from turnout.testing import Framing, hang
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+CHAT = "/v1/chat/completions"
+JSON = {"Content-Type": "application/json"}
+
+
+async def post_raw(http, url, data, headers=JSON):
+    async with http.post(url + CHAT, data=data, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None), resp.headers
+
+
+async def test_malformed_json_is_400(serve, http, openai_error):
+    """A body that is not JSON is a 400 `invalid_json` in OpenAI's shape."""
+    async with serve() as s:
+        status, payload, _ = await post_raw(http, s.url, b'{"model": "chat", "messages": [')
+    assert status == 400
+    assert openai_error(payload, 400)["code"] == "invalid_json"
+
+
+async def test_invalid_utf8_is_400(serve, http, openai_error):
+    """A body that is not UTF-8 is a 400, never a 500."""
+    async with serve() as s:
+        status, payload, _ = await post_raw(http, s.url, b'{"model": "chat\xff\xfe", "messages": []}')
+    assert status == 400
+    assert "UTF-8" in openai_error(payload, 400)["message"]
+
+
+async def test_deep_nesting_is_400(serve, http, openai_error):
+    """Absurdly deep JSON nesting is rejected as 400 instead of crashing the parser."""
+    async with serve() as s:
+        status, payload, _ = await post_raw(http, s.url, b"[" * 200_000 + b"]" * 200_000)
+    assert status == 400
+    openai_error(payload, 400)
+
+
+async def test_nan_is_400(serve, http, openai_error):
+    """Non-standard JSON constants (NaN, Infinity) are rejected rather than forwarded upstream."""
+    async with serve() as s:
+        status, payload, _ = await post_raw(
+            http, s.url, b'{"model":"chat","messages":[{"role":"user","content":"x"}],"temperature":NaN}'
+        )
+    assert status == 400
+    openai_error(payload, 400)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": MESSAGES}, "model"),
+        ({"model": "chat", "messages": "hi"}, "messages"),
+        ({"model": "chat", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": "chat", "messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),
+        ({"model": "chat", "messages": MESSAGES, "stream": "yes"}, "stream"),
+        ({"model": "chat", "messages": MESSAGES, "max_tokens": -3}, "max_tokens"),
+        ({"model": "chat", "messages": MESSAGES, "tools": {"a": 1}}, "tools"),
+        ([1, 2, 3], None),
+    ],
+)
+async def test_invalid_fields_are_400_naming_the_field(serve, http, primary, openai_error, body, param):
+    """Each missing or wrong-typed field is a 400 whose `param` names it; nothing is sent upstream."""
+    async with serve() as s:
+        status, payload, _ = await post_raw(http, s.url, json.dumps(body).encode())
+    assert status == 400
+    assert openai_error(payload, 400)["param"] == param
+    assert primary.requests == []
+
+
+async def test_body_over_limit_is_413(serve, http, openai_error):
+    """A body over server.max_request_size is 413, whether it declares its length or is chunked."""
+    big = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
+
+    async def chunked():
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    async with serve(server="  max_request_size: 2KB\n") as s:
+        declared = await post_raw(http, s.url, big)
+        streamed = await post_raw(http, s.url, chunked())
+    for status, payload, _ in (declared, streamed):
+        assert status == 413
+        assert openai_error(payload, 413)["code"] == "request_too_large"
+
+
+async def test_wrong_content_type_is_415(serve, http, openai_error):
+    """A non-JSON content type is refused with 415 in OpenAI's shape."""
+    async with serve() as s:
+        status, payload, _ = await post_raw(
+            http, s.url, b"model=chat", {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+    assert status == 415
+    openai_error(payload, 415)
+
+
+async def test_unknown_path_and_wrong_method(serve, http, openai_error):
+    """Unknown paths are 404 and known paths with the wrong method 405, both in OpenAI's shape."""
+    async with serve() as s:
+        async with http.get(f"{s.url}/v1/embeddings") as resp:
+            assert resp.status == 404
+            openai_error(await resp.json(), 404)
+        async with http.get(f"{s.url}{CHAT}") as resp:
+            assert resp.status == 405
+            assert resp.headers["Allow"] == "POST"
+            openai_error(await resp.json(), 405)
+
+
+async def test_client_auth(serve, http, primary, keys, openai_error):
+    """With server.api_keys, chat and models need a matching Bearer key; health endpoints stay open."""
+    primary.default("chat", primary.text("ok"))
+    body = {"model": "chat", "messages": MESSAGES}
+    async with serve(server=f'  api_keys: ["{keys.client}", "second-key"]\n') as s:
+        results = {}
+        for name, headers in {
+            "none": {},
+            "wrong": {"Authorization": "Bearer nope"},
+            "basic": {"Authorization": f"Basic {keys.client}"},
+            "right": {"Authorization": f"Bearer {keys.client}"},
+            "second": {"Authorization": "bearer second-key"},
+        }.items():
+            async with http.post(s.url + CHAT, json=body, headers=headers) as resp:
+                results[name] = (resp.status, await resp.json())
+        async with http.get(f"{s.url}/v1/models") as resp:
+            models_status = resp.status
+        async with http.get(f"{s.url}/healthz") as resp:
+            health_status = resp.status
+        async with http.get(f"{s.url}/readyz") as resp:
+            ready_status = resp.status
+        async with http.get(f"{s.url}/metrics") as resp:
+            metrics_status = resp.status
+    for name in ("none", "wrong", "basic"):
+        assert results[name][0] == 401
+        assert openai_error(results[name][1], 401)["code"] == "invalid_api_key"
+    assert results["right"][0] == 200
+    assert results["second"][0] == 200
+    assert models_status == 401
+    assert (health_status, ready_status, metrics_status) == (200, 200, 200)
+    assert keys.client not in json.dumps(results)
+
+
+async def test_metrics_can_be_protected(serve, http, keys):
+    """With server.protect_metrics the metrics endpoint needs the client key too."""
+    async with serve(server=f'  api_keys: ["{keys.client}"]\n  protect_metrics: true\n') as s:
+        async with http.get(f"{s.url}/metrics") as resp:
+            anonymous = resp.status
+        async with http.get(f"{s.url}/metrics", headers={"Authorization": f"Bearer {keys.client}"}) as resp:
+            allowed = resp.status
+    assert (anonymous, allowed) == (401, 200)
+
+
+async def test_readyz_reports_detail(serve, http):
+    """/readyz is 200 with route and provider detail when every route has a usable deployment."""
+    async with serve() as s:
+        async with http.get(f"{s.url}/readyz") as resp:
+            status, detail = resp.status, await resp.json()
+        async with http.get(f"{s.url}/healthz") as resp:
+            health = await resp.json()
+    assert status == 200
+    assert detail["ready"] is True
+    assert detail["routes"]["chat"] == {"usable": 2, "total": 2}
+    assert "nokey" in detail["disabled_providers"]
+    assert detail["last_reload_error"] is None
+    assert health == {"status": "ok"}
+
+
+async def test_readyz_503_when_a_route_has_nothing_usable(serve, http):
+    """A route with no usable deployment makes /readyz answer 503."""
+    async with serve(extra_routes="  nothing:\n    chain: [dead]\n") as s, http.get(f"{s.url}/readyz") as resp:
+        status, detail = resp.status, await resp.json()
+    assert status == 503
+    assert detail["ready"] is False
+    assert detail["routes"]["nothing"]["usable"] == 0
+
+
+async def test_metrics_count_requests_attempts_fallbacks_tokens(serve, http, primary, backup):
+    """After a fallback, /metrics shows the request, both attempts, the fallback, tokens, cost and latency."""
+    primary.script("chat", primary.error(ErrorClass.SERVER_ERROR))
+    backup.script("chat", backup.text("fine"))
+    async with serve() as s:
+        async with http.post(s.url + CHAT, json={"model": "chat", "messages": MESSAGES}) as resp:
+            assert resp.status == 200
+        async with http.post(s.url + CHAT, json={"model": "who-knows", "messages": MESSAGES}) as resp:
+            assert resp.status == 404
+        async with http.get(f"{s.url}/metrics") as resp:
+            text = await resp.text()
+    assert 'turnout_requests_total{route="chat",status="200"} 1.0' in text
+    assert 'turnout_requests_total{route="(none)",status="404"} 1.0' in text  # client-chosen names never become labels
+    assert 'outcome="error"' in text and 'error_class="server_error"' in text
+    assert 'turnout_fallbacks_total{error_class="server_error"' in text
+    assert 'turnout_tokens_total{deployment="backup/' in text
+    assert "turnout_cost_usd_total" in text
+    assert 'turnout_request_duration_seconds_count{route="chat",stream="false"} 1.0' in text
+    assert "turnout_in_flight_requests 0.0" in text
+
+
+async def test_access_log_has_one_line_per_request_without_content(serve, http, primary, keys):
+    """Each chat request writes one JSON line with routing and accounting, and no prompt text or secrets."""
+    primary.script("chat", primary.text("the answer is 42"))
+    async with serve() as s:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "my secret question"}]}
+        async with http.post(s.url + CHAT, json=body) as resp:
+            assert resp.status == 200
+        lines = s.access_lines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["status"] == 200 and entry["route"] == "chat"
+    assert entry["served_by"].startswith("primary/")
+    assert entry["attempts"][0]["outcome"] == "success"
+    assert entry["prompt_tokens"] == 12 and entry["completion_tokens"] == 5
+    assert entry["latency_ms"] > 0
+    assert "secret question" not in lines[0] and "42" not in lines[0]
+    assert keys.primary not in lines[0]
+
+
+async def test_access_log_content_when_enabled(serve, http, primary):
+    """With server.log_content the access line carries the request and the answer text."""
+    primary.script("chat", primary.stream_text(["the ", "answer"]))
+    async with serve(server="  log_content: true\n") as s:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "question?"}], "stream": True}
+        async with http.post(s.url + CHAT, json=body) as resp:
+            await resp.read()
+        entry = json.loads(s.access_lines()[-1])
+    assert entry["content"]["response"] == "the answer"
+    assert entry["content"]["request"]["messages"][0]["content"] == "question?"
+    assert entry["stream"] is True and entry["ttft_ms"] is not None
+
+
+async def test_secrets_never_leak(serve, http, primary, backup, keys):
+    """Provider keys appear in no response body, error, readiness detail, metric or log line."""
+    primary.script("chat", primary.error(ErrorClass.AUTH))
+    backup.script("chat", backup.error(ErrorClass.AUTH))
+    seen = []
+    async with serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+        auth = {"Authorization": f"Bearer {keys.client}"}
+        async with http.post(s.url + CHAT, json={"model": "chat", "messages": MESSAGES}, headers=auth) as resp:
+            seen.append(await resp.text())
+        for path in ("/readyz", "/metrics", "/v1/models"):
+            async with http.get(s.url + path, headers=auth) as resp:
+                seen.append(await resp.text())
+        seen.append(s.access.getvalue())
+    # the upstreams did receive the keys, so the test would notice if they were echoed
+    assert primary.last.header("Authorization") == f"Bearer {keys.primary}"
+    for text in seen:
+        assert keys.primary not in text and keys.backup not in text and keys.client not in text
+
+
+async def test_client_disconnect_cancels_upstream(serve, http, primary):
+    """A client that gives up on a non-streamed request makes the sidecar drop the upstream call at once."""
+    primary.script("chat", hang())
+    async with serve() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            await http.post(
+                s.url + CHAT, json={"model": "solo", "messages": MESSAGES}, timeout=aiohttp.ClientTimeout(total=0.3)
+            )
+        assert await primary.wait_disconnect(within=2.0)
+        for _ in range(50):
+            if s.sidecar.in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert s.sidecar.in_flight == 0
+        assert json.loads(s.access_lines()[-1])["status"] == 499
+
+
+async def test_client_disconnect_mid_stream_cancels_upstream(serve, http, primary):
+    """Closing a stream after the first chunk cancels the upstream stream promptly, leaking no tasks."""
+    primary.script("chat", primary.stream_text([f"w{i} " for i in range(200)], framing=Framing(delay=0.05)))
+    async with serve() as s:
+        tasks_before = len(asyncio.all_tasks())
+        resp = await http.post(s.url + CHAT, json={"model": "solo", "messages": MESSAGES, "stream": True})
+        assert resp.status == 200
+        await resp.content.readline()
+        resp.close()
+        assert await primary.wait_disconnect(within=1.0)
+        for _ in range(50):
+            if s.sidecar.in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert s.sidecar.in_flight == 0
+        assert len(asyncio.all_tasks()) <= tasks_before
+        assert json.loads(s.access_lines()[-1])["status"] == 499
