@@ -167,7 +167,9 @@ def test_sampling_parameters_stop_and_temperature_clamp():
     assert out["metadata"] == {"user_id": "u-1"}
     assert body(msgs, temperature=0.3, stop=["a", "b"])["stop_sequences"] == ["a", "b"]
     assert body(msgs, temperature=0.3)["temperature"] == 0.3
-    for dropped in ("frequency_penalty", "seed", "logprobs", "n"):
+    assert "stop_sequences" not in body(msgs, stop=7)
+    assert "stop_sequences" not in body(msgs, stop=[""])
+    for dropped in ("frequency_penalty", "seed", "logprobs"):
         assert dropped not in body(msgs, frequency_penalty=0.5, seed=3, logprobs=True)
 
 

@@ -172,6 +172,7 @@ def test_generation_config():
         "responseMimeType": "application/json"
     }
     assert "generationConfig" not in body(msgs, turnout_fault="x")
+    assert "generationConfig" not in body(msgs, stop=7)
 
 
 def test_prefill_is_refused():

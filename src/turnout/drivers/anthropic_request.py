@@ -294,8 +294,9 @@ def _add_sampling(out: dict[str, Any], body: Mapping[str, Any]) -> None:
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    if stop:
-        out["stop_sequences"] = [s for s in stop if isinstance(s, str) and s]
+    sequences = [s for s in stop if isinstance(s, str) and s] if isinstance(stop, list) else []
+    if sequences:
+        out["stop_sequences"] = sequences
     if isinstance(body.get("user"), str) and body["user"]:
         out["metadata"] = {"user_id": body["user"]}
     if isinstance(body.get("thinking"), Mapping):  # Anthropic-native extended thinking, passed through

@@ -299,8 +299,9 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    if stop:
-        config["stopSequences"] = [s for s in stop if isinstance(s, str) and s]
+    sequences = [s for s in stop if isinstance(s, str) and s] if isinstance(stop, list) else []
+    if sequences:
+        config["stopSequences"] = sequences
     n = body.get("n")
     if isinstance(n, int) and n > 1:
         config["candidateCount"] = n
