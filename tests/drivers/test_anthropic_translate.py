@@ -158,7 +158,7 @@ def test_unsupported_images_are_refused_before_sending(url, match):
 
 
 def test_sampling_parameters_stop_and_temperature_clamp():
-    """temperature is clamped to 0..1, top_p passes, stop (string or list) becomes stop_sequences."""
+    """temperature is clamped to 0..1, top_p passes, stop becomes stop_sequences minus whitespace-only ones."""
     msgs = [{"role": "user", "content": "x"}]
     out = body(msgs, temperature=1.7, top_p=0.9, stop="END", user="u-1")
     assert out["temperature"] == 1.0
@@ -169,6 +169,7 @@ def test_sampling_parameters_stop_and_temperature_clamp():
     assert body(msgs, temperature=0.3)["temperature"] == 0.3
     assert "stop_sequences" not in body(msgs, stop=7)
     assert "stop_sequences" not in body(msgs, stop=[""])
+    assert body(msgs, stop=["\n\n", " ", "END"])["stop_sequences"] == ["END"]
     for dropped in ("frequency_penalty", "seed", "logprobs"):
         assert dropped not in body(msgs, frequency_penalty=0.5, seed=3, logprobs=True)
 

@@ -6,7 +6,8 @@ What changes shape on the way (wire-formats.md sections 3 and 10):
 - Consecutive same-role turns are merged into one; in a merged user turn the `tool_result` blocks come first
   (Anthropic rejects a turn after `tool_use` that does not begin with its results). All results of one round of
   parallel tool calls therefore travel in a single user message.
-- `temperature` is clamped to Anthropic's 0..1; `max_tokens` is required, so a default is always sent.
+- `temperature` is clamped to Anthropic's 0..1; `max_tokens` is required, so a default is always sent;
+  whitespace-only stop sequences (which Anthropic rejects with a 400) are dropped.
 - `response_format: json_object` has no Anthropic equivalent: it becomes a system instruction (lossy);
   `json_schema` becomes `output_config.format`.
 - `request.assistant_prefix` becomes a final assistant message (prefill). Anthropic rejects a final assistant
@@ -294,7 +295,8 @@ def _add_sampling(out: dict[str, Any], body: Mapping[str, Any]) -> None:
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    sequences = [s for s in stop if isinstance(s, str) and s] if isinstance(stop, list) else []
+    # Anthropic rejects whitespace-only stop sequences ("each stop sequence must contain non-whitespace")
+    sequences = [s for s in stop if isinstance(s, str) and s.strip()] if isinstance(stop, list) else []
     if sequences:
         out["stop_sequences"] = sequences
     if isinstance(body.get("user"), str) and body["user"]:
