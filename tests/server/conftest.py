@@ -123,15 +123,23 @@ async def backup() -> AsyncIterator[OpenAIFake]:
 
 
 @pytest.fixture
-def serve(
-    tmp_path: Path, primary: OpenAIFake, backup: OpenAIFake
-) -> Callable[..., contextlib.AbstractAsyncContextManager[Served]]:
+def write_routes(tmp_path: Path, primary: OpenAIFake, backup: OpenAIFake) -> Callable[..., Path]:
+    """`write_routes(extra_routes=..., server=...)` writes the default routing file on the two fakes."""
+
+    def write(*, extra_routes: str = "", server: str = "") -> Path:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes_yaml(primary.url, backup.url, extra_routes=extra_routes, server=server))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def serve(write_routes: Callable[..., Path]) -> Callable[..., contextlib.AbstractAsyncContextManager[Served]]:
     """`async with serve(extra_routes=..., server=..., **app_options) as s:` runs the sidecar on the two fakes."""
 
     def start(*, extra_routes: str = "", server: str = "", **app_options: Any) -> Any:
-        path = tmp_path / "routes.yaml"
-        path.write_text(routes_yaml(primary.url, backup.url, extra_routes=extra_routes, server=server))
-        return serving(path, **app_options)
+        return serving(write_routes(extra_routes=extra_routes, server=server), **app_options)
 
     return start
 
