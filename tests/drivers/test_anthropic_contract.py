@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from turnout.config import ProviderSpec, Secret
 from turnout.drivers.anthropic import AnthropicDriver
-from turnout.testing import DriverContract
-from turnout.testing.anthropic_fake import AnthropicFake
+from turnout.testing import AnthropicFake, DriverContract
 
 
 class TestAnthropicContract(DriverContract):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from turnout.config import ProviderSpec, Secret
 from turnout.drivers.gemini import GeminiDriver
-from turnout.testing import DriverContract
-from turnout.testing.gemini_fake import GeminiFake
+from turnout.testing import DriverContract, GeminiFake
 
 
 class TestGeminiContract(DriverContract):
