@@ -95,7 +95,7 @@ def _retry(spec: dict[str, Any], base: RetryPolicy) -> RetryPolicy:
         return base
     backoff = spec.get("backoff") or {}
     return RetryPolicy(
-        attempts=spec.get("attempts", base.attempts),
+        attempts=int(spec.get("attempts", base.attempts)),
         initial=parse_duration(backoff["initial"]) if "initial" in backoff else base.initial,
         max=parse_duration(backoff["max"]) if "max" in backoff else base.max,
         jitter=backoff.get("jitter", base.jitter),
@@ -108,9 +108,9 @@ def _breaker(spec: dict[str, Any] | None, base: BreakerPolicy) -> BreakerPolicy 
     if spec is None:
         return None
     return BreakerPolicy(
-        failure_threshold=spec.get("failure_threshold", base.failure_threshold),
+        failure_threshold=int(spec.get("failure_threshold", base.failure_threshold)),
         recovery_timeout=_dur(spec, "recovery_timeout", base.recovery_timeout),
-        half_open_probes=spec.get("half_open_probes", base.half_open_probes),
+        half_open_probes=int(spec.get("half_open_probes", base.half_open_probes)),
         backoff_factor=float(spec.get("backoff_factor", base.backoff_factor)),
         max_recovery_timeout=_dur(spec, "max_recovery_timeout", base.max_recovery_timeout),
     )
@@ -143,14 +143,19 @@ def _model(name: str, spec: dict[str, Any], breaker: BreakerPolicy) -> ModelSpec
         key=name,
         provider=spec["provider"],
         upstream=spec.get("name", name),
-        context_window=spec.get("context_window"),
-        max_output_tokens=spec.get("max_output_tokens"),
+        context_window=_int(spec.get("context_window")),
+        max_output_tokens=_int(spec.get("max_output_tokens")),
         supports=frozenset(supports) if supports is not None else None,
         price=_price(price) if price is not None else None,
-        limits=Limits(rpm=limits.get("rpm"), tpm=limits.get("tpm")) if limits else Limits(),
+        limits=Limits(rpm=_int(limits.get("rpm")), tpm=_int(limits.get("tpm"))) if limits else Limits(),
         options=freeze(spec.get("options") or {}),
         breaker=_breaker(spec.get("breaker"), breaker),
     )
+
+
+def _int(value: Any) -> int | None:
+    """JSON Schema's "integer" admits 8.0; the config model holds real ints."""
+    return None if value is None else int(value)
 
 
 def _money(value: Any) -> Decimal:

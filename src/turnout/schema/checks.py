@@ -68,13 +68,23 @@ class Checker:
         self.routes = _dict(data.get("routes"))
 
     def run(self) -> None:
-        self._policy(_dict(self.data.get("defaults")), ("defaults",), None)
-        self._providers()
-        self._models()
-        self._pools()
-        self._routes()
-        self._server(_dict(self.data.get("server")))
-        self._unused()
+        steps = (
+            lambda: self._policy(_dict(self.data.get("defaults")), ("defaults",), None),
+            self._providers,
+            self._models,
+            self._pools,
+            self._routes,
+            lambda: self._server(_dict(self.data.get("server"))),
+            self._unused,
+        )
+        for step in steps:
+            try:
+                step()
+            except (TypeError, ValueError, AttributeError, KeyError):
+                # Best effort on data the schema already rejected (e.g. a list where a name belongs); on
+                # schema-valid data this would be a bug, so it must surface.
+                if not self.r.errors:
+                    raise
 
     def _policy(self, policy: dict[str, Any], path: Path, base_retry: dict[str, Any] | None) -> None:
         for key in TIMEOUT_KEYS:
@@ -224,7 +234,7 @@ class Checker:
     def _all_disabled(self, route: str, chain: list[str]) -> None:
         deployments = [m for target in chain for m in self._expand(target)]
         providers = [_dict(self.models.get(m)).get("provider") for m in deployments]
-        if providers and all(p in self.disabled for p in providers):
+        if providers and all(isinstance(p, str) and p in self.disabled for p in providers):
             self.r.warning(("routes", route, "chain"), "every deployment in this chain is disabled; requests will fail")
 
     def _expand(self, target: str) -> list[str]:
@@ -267,7 +277,7 @@ class Checker:
         for name in self.models:
             if name not in used_models:
                 self.r.warning(("models", name), f"model '{name}' is not used by any route", key=True)
-        used_providers = {_dict(spec).get("provider") for spec in self.models.values()}
+        used_providers = {p for spec in self.models.values() if isinstance(p := _dict(spec).get("provider"), str)}
         for name in self.providers:
             if name not in used_providers:
                 self.r.warning(("providers", name), f"provider '{name}' is not used by any model", key=True)

@@ -24,8 +24,8 @@ def parse_duration(value: object) -> float:
 
 def parse_size(value: object) -> int:
     """Bytes as an int; KB/MB/GB are binary (1024-based), as request-size limits conventionally are."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)  # JSON Schema's "integer" also admits 8.0
     match = _SIZE.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"expected a size such as 512KB, 8MB or a number of bytes, got {value!r}")
