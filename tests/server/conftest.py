@@ -178,3 +178,11 @@ def assert_openai_error(payload: Any, status: int) -> dict[str, Any]:
 @pytest.fixture
 def openai_error() -> Callable[[Any, int], dict[str, Any]]:
     return assert_openai_error
+
+
+@pytest.fixture(scope="session")
+def server_kit() -> Any:
+    """The helpers above for module-scoped fixtures (test modules cannot import conftest under importlib mode)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(serving=serving, routes_yaml=routes_yaml, assert_openai_error=assert_openai_error)
