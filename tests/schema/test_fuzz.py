@@ -68,10 +68,12 @@ def _mutate(data: Any, path: tuple, op: str, value: Any) -> Any:
 
 def _assert_located(text: str | bytes) -> None:
     try:
-        result = load_text(text, source="fuzz.yaml", env={"OPENAI_API_KEY": "sk-fuzz"})
+        result: object = load_text(text, source="fuzz.yaml", env={"OPENAI_API_KEY": "sk-fuzz"})
     except ConfigError as exc:
-        assert exc.problems, "ConfigError without problems"
-        for problem in exc.problems:
+        result = exc
+    if isinstance(result, ConfigError):
+        assert result.problems, "ConfigError without problems"
+        for problem in result.problems:
             assert problem.file == "fuzz.yaml"
             assert problem.line >= 1 and problem.col >= 1, str(problem)
             assert problem.message

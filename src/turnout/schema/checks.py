@@ -7,6 +7,7 @@ the deadline simply wins); breaker periods may reach 24h.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from turnout.schema.templates import is_template
 from turnout.schema.units import parse_duration, parse_size
 
 HOUR = 3600.0
+CREDENTIAL_KEY = re.compile(r"(api_?key|secret|password|passwd|token)$", re.IGNORECASE)
 TIMEOUT_KEYS = ("deadline", "attempt_timeout", "first_token_timeout", "stall_timeout", "connect_timeout")
 
 
@@ -139,6 +141,7 @@ class Checker:
                 duration(self.r, spec["connect_timeout"], (*path, "connect_timeout"))
             if "breaker" in spec:
                 self._breaker(spec["breaker"], (*path, "breaker"))
+            self._credential_options(spec.get("options"), (*path, "options"))
             if name in self.disabled:
                 where = self.disabled_at.get(name, path)
                 self.r.warning(where, f"provider '{name}' is disabled: {self.disabled[name]}")
@@ -159,6 +162,19 @@ class Checker:
                 )
             if "breaker" in spec:
                 self._breaker(spec["breaker"], (*path, "breaker"))
+            self._credential_options(spec.get("options"), (*path, "options"))
+
+    def _credential_options(self, options: Any, path: Path) -> None:
+        """Options are not masked like api_key/headers are, so credentials must not hide in them."""
+        for key, value in _dict(options).items():
+            if CREDENTIAL_KEY.search(key):
+                self.r.error(
+                    (*path, key),
+                    f"'{key}' looks like a credential; put it in the provider's api_key or headers, which are masked",
+                    key=True,
+                )
+            elif isinstance(value, dict):
+                self._credential_options(value, (*path, key))
 
     def _pools(self) -> None:
         for name, spec in self.pools.items():

@@ -100,6 +100,13 @@ class Reporter:
                 return found
         return None
 
+    def scalar_text(self, path: Sequence[PathElem]) -> str | None:
+        """The scalar at `path` exactly as written (e.g. `off`, which YAML 1.1 reads as false)."""
+        node = self.root
+        for elem in path:
+            node = self._child(node, elem, False) if node is not None else None
+        return node.value if isinstance(node, yaml.ScalarNode) else None
+
     def error(self, path: Sequence[PathElem], message: str, *, key: bool = False) -> None:
         if not self.has_error_within(path) and (tuple(path), message) not in self._seen:
             self._seen.add((tuple(path), message))

@@ -64,7 +64,12 @@ def _report(error: ValidationError, reporter: Reporter) -> None:
     if validator in ("anyOf", "oneOf"):
         _report_choice(error, reporter, path)
         return
-    reporter.error(path, _message(error, path))
+    message = _message(error, path)
+    if validator == "type" and isinstance(instance, bool | None) and "string" in error.validator_value:
+        written = reporter.scalar_text(path)
+        if written:  # `provider: off` or `name: null`: YAML 1.1 reads these words as non-strings
+            message += f"; YAML reads {written} as {kind(instance)}: quote it ('{written}') to mean the name"
+    reporter.error(path, message)
 
 
 _NAME_RULE = "names start with a letter or digit and use only letters, digits and . _ : / @ + -"

@@ -1,0 +1,92 @@
+"""No credential value ever shows: not in explain (text or JSON), errors, warnings or reprs."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from turnout.errors import ConfigError
+from turnout.explain import explain, render_text
+from turnout.schema import load_text
+
+LITERAL = "sk-literal-SECRET-1111"
+FROM_ENV = "sk-env-SECRET-2222"
+HEADER = "hdr-SECRET-3333"
+CLIENT = "client-SECRET-4444"
+ENV = {"OPENAI_API_KEY": FROM_ENV, "PARTNER": HEADER, "TURNOUT_KEY": CLIENT}
+SECRETS = (LITERAL, FROM_ENV, HEADER, CLIENT)
+
+FILE = f"""\
+version: 1
+providers:
+  literal: {{driver: openai, api_key: {LITERAL}}}
+  templated: {{driver: anthropic, api_key: "{{{{ env.OPENAI_API_KEY }}}}"}}
+  partner:
+    driver: openai
+    base_url: https://partner.example/v1
+    headers: {{x-partner-key: "{{{{ env.PARTNER }}}}"}}
+    options: {{organization: org-1}}
+  dead: {{driver: gemini, api_key: "{{{{ env.MISSING }}}}"}}
+models:
+  a: {{provider: literal}}
+  b: {{provider: templated}}
+  c: {{provider: partner}}
+  d: {{provider: dead}}
+routes:
+  chat: {{chain: [a, b, c, d]}}
+server:
+  api_keys: ["{{{{ env.TURNOUT_KEY }}}}", {LITERAL}]
+"""
+
+
+def _assert_clean(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+
+
+def test_explain_text_and_json_mask_every_credential():
+    """Explain shows that keys are set without showing them, in both renderings."""
+    config = load_text(FILE, env=ENV)
+    data = explain(config)
+    _assert_clean(json.dumps(data))
+    _assert_clean(render_text(data))
+    providers = {p["name"]: p for p in data["providers"]}
+    assert providers["literal"]["api_key"] == "***"
+    assert providers["partner"]["headers"] == {"x-partner-key": "***"}
+    assert providers["partner"]["options"] == {"organization": "org-1"}
+    assert providers["dead"]["api_key"] == "not set"
+
+
+def test_reprs_and_warnings_hide_credentials():
+    """The Config's repr, its specs' reprs and its warnings never contain a credential."""
+    config = load_text(FILE, env=ENV)
+    _assert_clean(repr(config))
+    _assert_clean(str(config.server))
+    _assert_clean("\n".join(str(w) for w in config.warnings))
+    assert config.providers["templated"].api_key.reveal() == FROM_ENV  # the value is there, only hidden
+    with pytest.raises(TypeError):
+        pickle.dumps(config.providers["literal"].api_key)
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        ("api_key: " + LITERAL, "api-key: " + LITERAL),  # misspelt key holding a secret
+        ("{organization: org-1}", "{auth: {client_secret: " + LITERAL + "}}"),  # a credential in options
+        ("api_key: " + LITERAL, "api_key: [" + LITERAL + "]"),  # wrong type
+        ('"{{ env.OPENAI_API_KEY }}"', '"{{ env.OPENAI_API_KEY | attr(env.OPENAI_API_KEY) }}"'),  # echoing error
+        ('"{{ env.PARTNER }}"', '"{{ env.PARTNER ~ nope }}"'),  # undefined name next to a secret
+        ('api_keys: ["{{ env.TURNOUT_KEY }}", ' + LITERAL + "]", "api_keys: " + LITERAL),  # list expected
+    ],
+    ids=["misspelt-key", "options", "wrong-type", "attr-error", "undefined", "api-keys-not-list"],
+)
+def test_error_messages_never_echo_credentials(mutation: tuple[str, str]):
+    """A broken credential is reported with its location but without its value."""
+    old, new = mutation
+    assert old in FILE
+    with pytest.raises(ConfigError) as info:
+        load_text(FILE.replace(old, new), env=ENV)
+    assert info.value.problems
+    _assert_clean(str(info.value))
