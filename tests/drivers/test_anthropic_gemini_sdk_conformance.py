@@ -2,9 +2,13 @@
 
 The drivers are tested against the fakes; these tests check the fakes against the vendors' own parsers
 (`pip install anthropic google-genai` to run them), so a fake that drifted from the real wire format shows up here.
+The golden request bodies are checked against the SDKs' own request types the same way.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +75,34 @@ async def test_genai_sdk_reads_the_fake():
 
         fake.script("models", fake.models(["gemini-a"]))
         assert [m.name async for m in await client.aio.models.list()] == ["models/gemini-a"]
+
+
+GOLDEN = Path(__file__).parent / "golden"
+GEMINI_FIELDS = {
+    "contents": "Content",
+    "systemInstruction": "Content",
+    "tools": "Tool",
+    "toolConfig": "ToolConfig",
+    "generationConfig": "GenerationConfig",
+}
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("gemini/*.json")), ids=lambda p: p.stem)
+def test_gemini_golden_bodies_match_the_sdk_models(path: Path):
+    """Every golden Gemini body validates against google-genai's models (which forbid unknown fields)."""
+    types = pytest.importorskip("google.genai.types")
+    body = json.loads(path.read_text())["body"]
+    assert set(body) <= set(GEMINI_FIELDS)
+    for field, value in body.items():
+        model = getattr(types, GEMINI_FIELDS[field])
+        for item in value if isinstance(value, list) else [value]:
+            model.model_validate(item)
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("anthropic/*.json")), ids=lambda p: p.stem)
+def test_anthropic_golden_bodies_match_the_sdk_params(path: Path):
+    """Every golden Anthropic body validates against anthropic-sdk-python's MessageCreateParams types."""
+    params = pytest.importorskip("anthropic.types.message_create_params")
+    pydantic = pytest.importorskip("pydantic")
+    adapter = pydantic.TypeAdapter(params.MessageCreateParamsStreaming | params.MessageCreateParamsNonStreaming)
+    adapter.validate_python(json.loads(path.read_text())["body"])
