@@ -11,6 +11,7 @@ import pytest
 from turnout.config import ProviderSpec, Secret
 from turnout.drivers.base import CallContext
 from turnout.drivers.gemini import GeminiDriver
+from turnout.drivers.gemini_images import refusal
 from turnout.errors import BadRequest, ContentPolicyError, ErrorClass, ProviderError
 from turnout.testing import GeminiFake, ToolCall, reply_json, reply_raw
 from turnout.types import ChatRequest
@@ -82,7 +83,8 @@ async def test_image_urls_are_fetched_and_inlined(fake, session):
     fake.script("chat", fake.text("a cat"))
     url = f"{fake.url}/cat.png"
     parts = [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": url}}]
-    response = await driver(fake.url).send(ask([*parts, {"type": "image_url", "image_url": url}]), ctx(session))
+    gemini = driver(fake.url, image_urls="any")
+    response = await gemini.send(ask([*parts, {"type": "image_url", "image_url": url}]), ctx(session))
     assert response.text == "a cat"
     assert len(fake.requests_to("/cat.png")) == 1
     inline = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG).decode()}}
@@ -92,18 +94,36 @@ async def test_image_urls_are_fetched_and_inlined(fake, session):
 @pytest.mark.parametrize(
     ("behaviour", "options", "match"),
     [
-        (reply_raw(b"nope", status=404, content_type="text/plain"), {}, "HTTP 404"),
-        (reply_raw(b"<html/>", content_type="text/html"), {}, "not an image"),
-        (reply_raw(PNG, content_type="image/png"), {"max_image_bytes": 10}, "larger than 10 bytes"),
+        (reply_raw(b"nope", status=404, content_type="text/plain"), {"image_urls": "any"}, "HTTP 404"),
+        (reply_raw(b"<html/>", content_type="text/html"), {"image_urls": "any"}, "not an image"),
+        (reply_raw(PNG, content_type="image/png"), {"image_urls": "any", "max_image_bytes": 10}, "larger than 10"),
+        (reply_raw(PNG, content_type="image/png"), {}, "must be https"),
+        (reply_raw(PNG, content_type="image/png"), {"image_urls": "off"}, "disabled"),
+        (reply_raw(b"", status=302, headers={"Location": "/x.png"}), {"image_urls": "any"}, "too many redirects"),
     ],
 )
 async def test_unusable_images_are_bad_requests(fake, session, behaviour, options, match):
-    """A missing, non-image or oversized image URL fails as bad_request and nothing is sent to Gemini."""
+    """A missing, non-image, oversized, forbidden or endlessly redirecting image URL is refused; nothing is sent."""
     fake.default("/x.png", behaviour)
     parts = [{"type": "image_url", "image_url": {"url": f"{fake.url}/x.png"}}]
     with pytest.raises(BadRequest, match=match):
         await driver(fake.url, **options).send(ask(parts), ctx(session))
     assert fake.requests_to("chat") == []
+
+
+async def test_redirects_are_followed_and_policed(fake, session):
+    """A redirect is followed to the image; a redirect to a host the policy forbids is refused before fetching it."""
+    fake.default("/moved.png", reply_raw(b"", status=301, headers={"Location": "/cat.png"}))
+    fake.default("/cat.png", reply_raw(PNG, content_type="image/png"))
+    fake.script("chat", fake.text("a cat"))
+    parts = [{"type": "image_url", "image_url": {"url": f"{fake.url}/moved.png"}}]
+    await driver(fake.url, image_urls="any").send(ask(parts), ctx(session))
+    assert fake.last.json["contents"][0]["parts"][0]["inlineData"]["data"] == base64.b64encode(PNG).decode()
+    assert refusal("https://cdn.example.com/a.png", "public") is None
+    for url in ("https://localhost/a.png", "https://127.0.0.1/a.png", "https://10.0.0.8/a", "https://[::1]/a"):
+        assert refusal(url, "public"), url
+    assert refusal("https://169.254.169.254/latest/meta-data", "public")
+    assert refusal("ftp://example.com/a.png", "any")
 
 
 async def test_blocked_prompt_is_content_policy(fake, session):

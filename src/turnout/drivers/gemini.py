@@ -1,16 +1,16 @@
 """The `gemini` driver: Google's Gemini Developer API (generateContent / streamGenerateContent), fully translated.
 
-Translation lives in `gemini_request`, `gemini_response` and `gemini_stream`; this module is the HTTP glue on top
-of `_http`, plus fetching http(s) image URLs (Gemini only takes images inline) through the shared session.
+Translation lives in `gemini_request`, `gemini_response` and `gemini_stream`, image fetching (Gemini only takes
+images inline) in `gemini_images`; this module is the HTTP glue on top of `_http`.
 
 Provider options: `api_version` (default v1beta; ignored when `base_url` already ends in a version),
-`thought_signature_fallback` (default true: see `gemini_request`), `max_image_bytes` (default 20 MB, Gemini's
-inline request limit). Prefill is not supported, so "prefill" is not among the capabilities.
+`thought_signature_fallback` (default true: see `gemini_request`), `image_urls` (which image URLs may be fetched:
+see `gemini_images`), `max_image_bytes` (default 20 MB, Gemini's inline request limit). Prefill is not supported,
+so "prefill" is not among the capabilities.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
@@ -24,15 +24,15 @@ from turnout.drivers._http import (
     open_request,
     parse_retry_after,
     read_json,
-    request_timeout,
     transport_error,
     validate_options,
 )
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
-from turnout.drivers.gemini_request import Images, build_request, remote_image_urls
+from turnout.drivers.gemini_images import IMAGE_POLICIES, fetch_images
+from turnout.drivers.gemini_request import build_request, remote_image_urls
 from turnout.drivers.gemini_response import error_from_status, parse_response
 from turnout.drivers.gemini_stream import GeminiStream
-from turnout.errors import BadRequest, ProtocolError, ProviderError
+from turnout.errors import ProtocolError, ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -60,6 +60,11 @@ class GeminiDriver:
                     "type": "boolean",
                     "description": "send Google's placeholder signature for tool calls that have none (default true)",
                 },
+                "image_urls": {
+                    "enum": list(IMAGE_POLICIES),
+                    "description": "which image URLs may be fetched and inlined: public (https, no private hosts; "
+                    "default), any, off",
+                },
                 "max_image_bytes": {
                     "type": "integer",
                     "minimum": 1,
@@ -78,6 +83,7 @@ class GeminiDriver:
         self._root = base if has_version else f"{base}/{spec.options.get('api_version', DEFAULT_API_VERSION)}"
         self._signature_fallback = spec.options.get("thought_signature_fallback", True)
         self._max_image_bytes = spec.options.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
+        self._image_urls = spec.options.get("image_urls", "public")
 
     def _headers(self) -> dict[str, str]:
         headers = {name: value.reveal() for name, value in self.spec.headers.items()}
@@ -89,7 +95,13 @@ class GeminiDriver:
         return f"{self._root}/models/{model.removeprefix('models/')}:{method}"
 
     async def _body(self, request: ChatRequest, ctx: CallContext) -> bytes:
-        images = await self._fetch_images(remote_image_urls(request), ctx)
+        images = await fetch_images(
+            remote_image_urls(request),
+            ctx,
+            provider=self.spec.name,
+            policy=self._image_urls,
+            max_bytes=self._max_image_bytes,
+        )
         body = build_request(
             request,
             model=ctx.model,
@@ -143,36 +155,6 @@ class GeminiDriver:
                 ) from exc
             for chunk in machine.finish():
                 yield chunk
-
-    async def _fetch_images(self, urls: list[str], ctx: CallContext) -> Images:
-        """Fetch each http(s) image once and return url -> (mime type, base64); failures are classified."""
-        images: dict[str, tuple[str, str]] = {}
-        for url in urls:
-            images[url] = await self._fetch_image(url, ctx)
-        return images
-
-    async def _fetch_image(self, url: str, ctx: CallContext) -> tuple[str, str]:
-        provider, model = self.spec.name, ctx.model
-        shown = url if len(url) <= 120 else url[:117] + "..."
-        try:
-            async with ctx.session.get(url, timeout=request_timeout(ctx)) as resp:
-                if resp.status != 200:
-                    raise BadRequest(
-                        f"could not fetch image {shown}: HTTP {resp.status}", provider=provider, model=model
-                    )
-                mime = resp.content_type
-                if not mime.startswith("image/"):
-                    raise BadRequest(f"{shown} is not an image ({mime})", provider=provider, model=model)
-                data = await resp.content.read(self._max_image_bytes + 1)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise transport_error(exc, provider=provider, model=model) from exc
-        if len(data) > self._max_image_bytes:
-            raise BadRequest(
-                f"image {shown} is larger than {self._max_image_bytes} bytes", provider=provider, model=model
-            )
-        return mime, base64.b64encode(data).decode("ascii")
 
     async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
         provider = self.spec.name

@@ -1,0 +1,101 @@
+"""Fetching image URLs for Gemini, which only takes images inline (`inlineData`), through the shared session.
+
+Fetching a URL a client sent is a server-side request made on the client's behalf, so it is policed (the
+`image_urls` provider option):
+- `public` (default): https only, and never a host that is `localhost` or an IP literal in a loopback, private,
+  link-local or otherwise non-global range (names that *resolve* to such addresses are not caught: put the sidecar
+  behind an egress policy if clients are untrusted);
+- `any`: any http(s) URL (local development, tests);
+- `off`: image URLs are refused; only `data:` URLs are accepted.
+A refused, missing, non-image or oversized image is the client's problem (bad_request); transport failures are
+classified like any other (connection, timeout). Redirects are followed by hand (at most 3), each target checked
+against the policy, so a public URL cannot bounce the fetch to an internal one.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from collections.abc import Sequence
+from typing import Literal
+from urllib.parse import urljoin, urlsplit
+
+from turnout.drivers._http import request_timeout, transport_error
+from turnout.drivers.base import CallContext
+from turnout.errors import BadRequest, ProviderError
+
+ImagePolicy = Literal["public", "any", "off"]
+IMAGE_POLICIES: tuple[str, ...] = ("public", "any", "off")
+_MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _shown(url: str) -> str:
+    return url if len(url) <= 120 else url[:117] + "..."
+
+
+def refusal(url: str, policy: ImagePolicy) -> str | None:
+    """Why `policy` forbids fetching `url`, or None when it may be fetched."""
+    if policy == "off":
+        return "image URLs are disabled for this provider (image_urls: off); send a data: URL"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "image URL must be http(s)"
+    if policy == "any":
+        return None
+    if parts.scheme != "https":
+        return "image URL must be https (image_urls: public)"
+    host = parts.hostname.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "image URL must not point at localhost (image_urls: public)"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not address.is_global:
+        return "image URL must not point at a non-public address (image_urls: public)"
+    return None
+
+
+async def fetch_images(
+    urls: Sequence[str], ctx: CallContext, *, provider: str, policy: ImagePolicy, max_bytes: int
+) -> dict[str, tuple[str, str]]:
+    """url -> (mime type, base64 data) for each URL, fetched once each, in order."""
+    images: dict[str, tuple[str, str]] = {}
+    for url in urls:
+        images[url] = await _fetch(url, ctx, provider=provider, policy=policy, max_bytes=max_bytes)
+    return images
+
+
+async def _fetch(url: str, ctx: CallContext, *, provider: str, policy: ImagePolicy, max_bytes: int) -> tuple[str, str]:
+    """GET the image, following up to `_MAX_REDIRECTS` redirects, each target checked against the policy."""
+    model = ctx.model
+    target = url
+    try:
+        for _ in range(_MAX_REDIRECTS + 1):
+            reason = refusal(target, policy)
+            if reason is not None:
+                raise BadRequest(f"{reason}: {_shown(target)}", provider=provider, model=model)
+            async with ctx.session.get(target, timeout=request_timeout(ctx), allow_redirects=False) as resp:
+                location = resp.headers.get("Location")
+                if resp.status in _REDIRECTS and location:
+                    target = urljoin(target, location)
+                    continue
+                if resp.status != 200:
+                    raise BadRequest(
+                        f"could not fetch image {_shown(url)}: HTTP {resp.status}", provider=provider, model=model
+                    )
+                mime = resp.content_type
+                if not mime.startswith("image/"):
+                    raise BadRequest(f"{_shown(url)} is not an image ({mime})", provider=provider, model=model)
+                data = await resp.content.read(max_bytes + 1)
+                break
+        else:
+            raise BadRequest(f"too many redirects fetching image {_shown(url)}", provider=provider, model=model)
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise transport_error(exc, provider=provider, model=model) from exc
+    if len(data) > max_bytes:
+        raise BadRequest(f"image {_shown(url)} is larger than {max_bytes} bytes", provider=provider, model=model)
+    return mime, base64.b64encode(data).decode("ascii")
