@@ -87,9 +87,7 @@ def _rows(node: dict[str, Any], prefix: str, defs: dict[str, Any]) -> list[str]:
     for name, prop in node.get("properties", {}).items():
         path = f"{prefix}{name}"
         need = " (required)" if name in required else ""
-        desc = _resolve(prop, defs).get("description", "") if "$ref" in prop and "description" not in prop else prop.get(
-            "description", ""
-        )
+        desc = _resolve(prop, defs).get("description", "")
         rows.append(f"| `{path}`{need} | {_type(prop, defs)} | {desc} |")
         resolved = _resolve(prop, defs)
         if "properties" in resolved and not prop.get("$ref", "").endswith("/breaker"):
