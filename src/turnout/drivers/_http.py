@@ -31,9 +31,8 @@ import math
 import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import jsonschema
@@ -73,6 +72,7 @@ __all__ = [
 ErrorParser = Callable[[int, bytes, Mapping[str, str]], ProviderError]
 
 _MAX_MESSAGE = 200
+_NEVER_ROUND = 1e9
 _TAG = re.compile(rb"<[^>]*>")
 _SPACE = re.compile(rb"\s+")
 
@@ -344,7 +344,10 @@ def request_timeout(ctx: CallContext, *, stream: bool = False) -> aiohttp.Client
     if stream:
         limits = [t for t in (ctx.first_token_timeout, ctx.stall_timeout) if t is not None]
         sock_read = max(limits) if limits else None
-    return aiohttp.ClientTimeout(total=remaining, sock_connect=ctx.connect_timeout, sock_read=sock_read)
+    # aiohttp rounds timeouts >= ceil_threshold up to whole seconds; a deadline must not grow, so never round.
+    return aiohttp.ClientTimeout(
+        total=remaining, sock_connect=ctx.connect_timeout, sock_read=sock_read, ceil_threshold=_NEVER_ROUND
+    )
 
 
 def _default_parser(provider: str, model: str) -> ErrorParser:
@@ -418,9 +421,11 @@ async def read_json(resp: aiohttp.ClientResponse, *, provider: str, model: str) 
 # ---------------------------------------------------------------------------------------------------- framing
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
-    """One server-sent event: `event` is the `event:` field (None when absent), `data` the joined data lines."""
+class SSEEvent(NamedTuple):
+    """One server-sent event: `event` is the `event:` field (None when absent), `data` the joined data lines.
+
+    A named tuple rather than a frozen dataclass: one is built per streamed event, and tuples build fastest.
+    """
 
     event: str | None
     data: bytes
@@ -443,7 +448,14 @@ async def iter_sse(stream: Any) -> AsyncIterator[SSEEvent]:
     event: str | None = None
     data: list[bytes] = []
     async for piece in _chunks(stream):
-        buf += piece
+        if buf:
+            piece, buf = buf + piece, b""
+        # Fast path: the read holds exactly one plain `data: ...` event (the common case for token streams).
+        if piece[:6] == b"data: " and piece[-2:] == b"\n\n" and piece.count(b"\n") == 2 and not data:
+            yield SSEEvent(event, piece[6:-2])
+            event = None
+            continue
+        buf = piece
         if b"\n" not in piece:
             continue
         lines = buf.split(b"\n")

@@ -42,43 +42,47 @@ from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage, chunk_dat
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _RESPONSE_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
 _NULL = b"null"
-_SKIP = b": \t"
+_COLON_NULL = (b":null", b": null")
+_STRING_START = (b'"', b' "')
+_EMPTY_STRING = (b'""', b' ""')
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 # ---------------------------------------------------------------------------------------------- byte-level checks
 
 
-def _value_at(raw: bytes, key: bytes) -> int:
-    """Index of the first byte of `key`'s value in `raw`, or -1 when the key is absent.
+def _is_set(raw: bytes, key: bytes) -> bool:
+    """True when `key` is present with a non-null value.
 
     Safe on chunk JSON: inside a JSON string every `"` is escaped, so `"key"` followed by `"` only matches keys.
     """
     at = raw.find(key)
     if at < 0:
-        return -1
-    at += len(key)
-    while at < len(raw) and raw[at] in _SKIP:
-        at += 1
-    return at
+        return False
+    return not raw[at + len(key) : at + len(key) + 8].lstrip(b": \t").startswith(_NULL)
 
 
-def _is_set(raw: bytes, key: bytes) -> bool:
-    at = _value_at(raw, key)
-    return at >= 0 and raw[at : at + 4] != _NULL
+def _unset(raw: bytes, key: bytes) -> bool:
+    """True when `key` is absent or null. The per-chunk hot path: one find and one startswith, no slicing;
+    unusual spacing is answered by the exact (slower) check."""
+    at = raw.find(key)
+    if at < 0:
+        return True
+    return raw.startswith(_COLON_NULL, at + len(key)) or not _is_set(raw, key)
 
 
 def _has_content(raw: bytes) -> bool:
     """True when the chunk carries non-empty content, tool calls or a refusal (the streaming commit point)."""
-    at = _value_at(raw, b'"content"')
-    if at >= 0 and raw[at : at + 1] == b'"' and raw[at + 1 : at + 2] != b'"':
+    at = raw.find(b'"content":')
+    if at >= 0 and raw.startswith(_STRING_START, at + 10) and not raw.startswith(_EMPTY_STRING, at + 10):
         return True
-    return _is_set(raw, b'"tool_calls"') or _is_set(raw, b'"refusal"')
+    return (b'"tool_calls"' in raw and _is_set(raw, b'"tool_calls"')) or (
+        b'"refusal"' in raw and _is_set(raw, b'"refusal"')
+    )
 
 
 def _empty_choices(raw: bytes) -> bool:
-    at = _value_at(raw, b'"choices"')
-    return at >= 0 and raw[at : at + 2] == b"[]"
+    return b'"choices":[]' in raw or b'"choices": []' in raw
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -335,12 +339,12 @@ class _StreamState:
                 model=self.model,
                 after_first_token=self.content,
             )
-        if self.finish_reason is None and not _is_set(raw, b'"finish_reason"') and not _is_set(raw, b'"usage"'):
-            if _empty_choices(raw):  # Azure's prompt-filter chunk
-                return None
+        if self.finish_reason is None and _unset(raw, b'"finish_reason"') and _unset(raw, b'"usage"'):
             if _has_content(raw):
                 self.content = True
                 return ChatChunk(raw=raw, is_content=True)
+            if _empty_choices(raw):  # Azure's prompt-filter chunk
+                return None
             return ChatChunk(raw=raw)
         obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
         if not isinstance(obj, Mapping):
