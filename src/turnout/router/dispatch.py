@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from turnout.drivers.base import CallContext
@@ -367,4 +366,16 @@ def _finish(
     run.succeeded(d, h, ticket, started, response.usage, None)
     cost = request_cost(run.trail)
     run.complete(d.key, usage=response.usage, cost=cost)
-    return replace(response, route=run.route.name, served_by=d.key, attempts=tuple(run.trail), cost_usd=cost)
+    # The constructor directly: dataclasses.replace() introspects the fields on every call.
+    return ChatResponse(
+        id=response.id,
+        model=response.model,
+        choices=response.choices,
+        usage=response.usage,
+        created=response.created,
+        extra=response.extra,
+        route=run.route.name,
+        served_by=d.key,
+        attempts=tuple(run.trail),
+        cost_usd=cost,
+    )

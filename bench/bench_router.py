@@ -1,0 +1,306 @@
+"""Router overhead in library mode: CPU per call above a plain aiohttp call to the same loopback upstream.
+
+Run: `python bench/bench_router.py` (about a minute on 2 cores; `--quick` for a smoke run).
+
+The upstream runs in a separate process, so `time.process_time()` in this process measures only the client
+side: a plain aiohttp call (post JSON, read and parse the body / iterate the SSE lines) versus the same call
+through `Router.chat` / `Router.stream` with the openai driver. Printed numbers:
+
+- chat: CPU us per call, plain vs router, and the difference (target <= 50 us);
+- stream: CPU us per extra chunk, from the slope between short and long streams, plain vs router (target <= 3 us);
+- failover: wall us a request that fails over after a fast 500 (action "next") adds beyond the failed call
+  itself, i.e. t(fail->ok) - t(ok) - t(plain 500 call) (target < 1000 us);
+- mock: CPU us per call through the in-process mock driver (the router's own cost plus a trivial driver);
+- memory: RSS after warm-up and after N mock calls (target: growth within 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from turnout import ChatRequest, Router
+from turnout.drivers.base import CallContext
+from turnout.schema import load_text
+
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1727346143,
+        "model": "bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
+).encode()
+ERROR = json.dumps({"error": {"message": "boom", "type": "server_error", "code": None}}).encode()
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1727346180,
+        "model": "bench",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _stream_body(chunks: int) -> bytes:
+    usage = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench", "choices": []}
+    usage["usage"] = {"prompt_tokens": 10, "completion_tokens": chunks, "total_tokens": 10 + chunks}
+    frames = [_chunk({"role": "assistant", "content": ""})]
+    frames += [_chunk({"content": "tok "}) for _ in range(chunks)]
+    frames += [_chunk({}, "stop"), b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"]
+    return b"".join(frames)
+
+
+def _serve(conn: Any) -> None:
+    """The upstream process: /ok answers a completion, /fail a fast 500, /s/<n> streams n content chunks."""
+    bodies: dict[int, bytes] = {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        kind = request.match_info["kind"]
+        if kind == "fail":
+            return web.Response(body=ERROR, status=500, content_type="application/json")
+        if kind == "ok":
+            return web.Response(body=COMPLETION, content_type="application/json")
+        n = int(kind[1:])
+        body = bodies.get(n) or bodies.setdefault(n, _stream_body(n))
+        return web.Response(body=body, content_type="text/event-stream")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/{kind}/v1/chat/completions", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        conn.send(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def routes_yaml(port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return f"""
+version: 1
+defaults:
+  retry: {{attempts: 0}}
+  breaker: {{failure_threshold: 1000000}}  # keep the failing deployment in play for the failover measurement
+providers:
+  ok: {{driver: openai, base_url: "{base}/ok/v1", api_key: sk-bench}}
+  bad: {{driver: openai, base_url: "{base}/fail/v1", api_key: sk-bench}}
+  s10: {{driver: openai, base_url: "{base}/s10/v1", api_key: sk-bench}}
+  s210: {{driver: openai, base_url: "{base}/s210/v1", api_key: sk-bench}}
+  mock: {{driver: mock}}
+models:
+  good: {{provider: ok, price: {{input: 1, output: 1}}}}
+  broken: {{provider: bad, price: {{input: 1, output: 1}}}}
+  short: {{provider: s10, price: {{input: 1, output: 1}}}}
+  long: {{provider: s210, price: {{input: 1, output: 1}}}}
+  echo: {{provider: mock, price: {{input: 0, output: 0}}}}
+routes:
+  chat: {{chain: [good]}}
+  failover: {{chain: [broken, good], on_error: {{server_error: next}}}}
+  short: {{chain: [short]}}
+  long: {{chain: [long]}}
+  mock: {{chain: [echo]}}
+"""
+
+
+MESSAGES = [{"role": "user", "content": "hello, how are you today?"}]
+
+
+async def cpu_per_call(call: Any, n: int) -> float:
+    """Median-of-3 CPU seconds per call over n sequential calls."""
+    samples = []
+    for _ in range(3):
+        gc.collect()
+        start = time.process_time()
+        for _ in range(n):
+            await call()
+        samples.append((time.process_time() - start) / n)
+    return statistics.median(samples)
+
+
+async def wall_per_call(call: Any, n: int) -> float:
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(n):
+            await call()
+        samples.append((time.perf_counter() - start) / n)
+    return statistics.median(samples)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def run(port: int, n: int, mem_calls: int, mem_seconds: float) -> None:
+    base = f"http://127.0.0.1:{port}"
+    body = {"model": "bench", "messages": MESSAGES}
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def plain_chat() -> None:
+            async with session.post(
+                f"{base}/ok/v1/chat/completions",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "Authorization": "Bearer x"},
+            ) as r:
+                json.loads(await r.read())
+
+        async def plain_fail() -> None:
+            async with session.post(
+                f"{base}/fail/v1/chat/completions",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            ) as r:
+                json.loads(await r.read())
+
+        def plain_stream(path: str) -> Any:
+            async def call() -> None:
+                async with session.post(
+                    f"{base}/{path}/v1/chat/completions",
+                    data=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                ) as r:
+                    async for line in r.content:
+                        if line.startswith(b"data: [DONE]"):
+                            break
+
+            return call
+
+        router = Router(load_text(routes_yaml(port)), rng=random.Random(1))
+        async with router:
+
+            async def routed_chat() -> None:
+                await router.chat(model="chat", messages=MESSAGES)
+
+            async def routed_failover() -> None:
+                await router.chat(model="failover", messages=MESSAGES)
+
+            def routed_stream(route: str) -> Any:
+                async def call() -> None:
+                    async for _ in router.stream(model=route, messages=MESSAGES):
+                        pass
+
+                return call
+
+            async def mock_chat() -> None:
+                await router.chat(model="mock", messages=MESSAGES)
+
+            for warm in (plain_chat, routed_chat, routed_failover, plain_fail, mock_chat):
+                for _ in range(200):
+                    await warm()
+
+            deployment = router.graph.deployments["ok/good"]
+            request = ChatRequest.create(model="chat", messages=MESSAGES)
+
+            async def driver_alone() -> None:
+                ctx = CallContext(
+                    session=router._ensure_session(),
+                    model="bench",
+                    deadline=time.monotonic() + 60,
+                    attempt_timeout=30,
+                    connect_timeout=5,
+                )
+                await deployment.driver.send(request, ctx)
+
+            for _ in range(200):
+                await driver_alone()
+            plain = await cpu_per_call(plain_chat, n)
+            driver = await cpu_per_call(driver_alone, n)
+            routed = await cpu_per_call(routed_chat, n)
+            print(
+                f"chat    CPU/call: plain aiohttp {plain * 1e6:7.1f} us | openai driver alone {driver * 1e6:7.1f} us"
+                f" | router {routed * 1e6:7.1f} us | overhead {(routed - plain) * 1e6:6.1f} us (target <= 50; "
+                f"router above its driver {(routed - driver) * 1e6:5.1f} us)"
+            )
+
+            m = max(50, n // 10)
+            p10, p210 = await cpu_per_call(plain_stream("s10"), m), await cpu_per_call(plain_stream("s210"), m)
+            r10 = await cpu_per_call(routed_stream("short"), m)
+            r210 = await cpu_per_call(routed_stream("long"), m)
+            plain_chunk, routed_chunk = (p210 - p10) / 200, (r210 - r10) / 200
+            print(
+                f"stream  CPU/chunk: plain iteration {plain_chunk * 1e6:5.2f} us | router {routed_chunk * 1e6:5.2f} us"
+                f" | overhead {(routed_chunk - plain_chunk) * 1e6:5.2f} us (target <= 3)"
+            )
+            print(f"stream  CPU/request (10 chunks): plain {p10 * 1e6:7.1f} us | router {r10 * 1e6:7.1f} us")
+
+            t_ok = await wall_per_call(routed_chat, n)
+            t_fo = await wall_per_call(routed_failover, n)
+            t_fail = await wall_per_call(plain_fail, n)
+            c_fo = await cpu_per_call(routed_failover, n)
+            added = t_fo - t_ok - t_fail
+            print(
+                f"failover wall: ok {t_ok * 1e6:7.1f} us | fail->ok {t_fo * 1e6:7.1f} us | plain 500 "
+                f"{t_fail * 1e6:7.1f} us | added {added * 1e6:6.1f} us (target < 1000); "
+                f"CPU fail->ok {c_fo * 1e6:.1f} us"
+            )
+
+            mock = await cpu_per_call(mock_chat, n)
+            print(f"mock    CPU/call through the router: {mock * 1e6:7.1f} us")
+
+            for _ in range(10_000):
+                await mock_chat()
+            gc.collect()
+            before = rss_bytes()
+            deadline = time.monotonic() + mem_seconds
+            done = 0
+            while done < mem_calls and time.monotonic() < deadline:
+                for _ in range(1000):
+                    await mock_chat()
+                # The mock answers without ever suspending, so this loop alone would never let the event loop
+                # run; asyncio purges cancelled timer handles (one per attempt timeout) only when it does.
+                await asyncio.sleep(0)
+                done += 1000
+            gc.collect()
+            after = rss_bytes()
+            print(
+                f"memory  RSS after warm-up {before / 2**20:.1f} MiB, after {done:,} more calls "
+                f"{after / 2**20:.1f} MiB ({(after - before) / before * 100:+.1f}%, target within 10%)"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls per measurement")
+    parser.add_argument("--mem-calls", type=int, default=200_000)
+    parser.add_argument("--mem-seconds", type=float, default=90.0, help="time bound for the memory run")
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.mem_calls = 300, 5000
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=_serve, args=(child,), daemon=True)
+    server.start()
+    try:
+        port = parent.recv()
+        asyncio.run(run(port, args.calls, args.mem_calls, args.mem_seconds))
+    finally:
+        server.terminate()
+        server.join()
+
+
+if __name__ == "__main__":
+    main()
