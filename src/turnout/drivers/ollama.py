@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
 from turnout.drivers._http import (
-    classify_status,
     dumps,
     error_class_for,
     iter_ndjson,
@@ -266,8 +265,10 @@ class OllamaDriver:
         provider = self.spec.name
         if not isinstance(data, Mapping):
             raise ProtocolError("upstream answered with a non-object JSON body", provider=provider, model=ctx.model)
-        if data.get("error") is not None:
-            raise classify_status(500, dumps(data), None, provider=provider, model=ctx.model)
+        if data.get("error") is not None:  # an error object inside a 200
+            message = str(data["error"])
+            error_class = error_class_for(_stream_status(message), message)
+            raise provider_error(error_class, message, provider=provider, model=ctx.model)
         message = data.get("message")
         if not isinstance(message, Mapping):
             raise ProtocolError("upstream response has no 'message'", provider=provider, model=ctx.model)

@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
 from turnout.drivers._http import (
-    classify_status,
     dumps,
     error_class_for,
     error_details,
@@ -136,7 +135,9 @@ _STATUS_HINTS = (
 
 
 def stream_error(obj: Mapping[str, Any], raw: bytes, *, provider: str, model: str, after: bool) -> ProviderError:
-    """Classify a `data: {"error": ...}` event received after the 200 (the class guessed from its status/code/type).
+    """Classify an error object that came with a 200: a `data: {"error": ...}` stream event or an error body.
+
+    The class is guessed from its own status/code/type.
 
     The error carries no HTTP `status`: the response itself was a 200.
     """
@@ -162,8 +163,8 @@ def response_from(data: Any, *, provider: str, model: str) -> ChatResponse:
     """A non-streamed OpenAI body -> ChatResponse (`choices` kept as sent; unknown top-level fields in `extra`)."""
     if not isinstance(data, Mapping):
         raise ProtocolError("upstream answered with a non-object JSON body", provider=provider, model=model)
-    if data.get("error") is not None:
-        raise classify_status(500, dumps(data), None, provider=provider, model=model)
+    if data.get("error") is not None:  # an error object inside a 200
+        raise stream_error(data, dumps(data), provider=provider, model=model, after=False)
     choices = data.get("choices")
     if not isinstance(choices, list):
         raise ProtocolError("upstream response has no 'choices'", provider=provider, model=model)
