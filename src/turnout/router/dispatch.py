@@ -29,6 +29,7 @@ from turnout.events import (
 from turnout.router.breaker import Ticket
 from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay
 from turnout.router.pricing import request_cost
+from turnout.router.timeouts import TimeoutMonitor
 from turnout.types import Attempt, ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ _DETAIL_LIMIT = 300
 class Runtime:
     """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
 
-    __slots__ = ("clock", "health", "observers", "rng", "sleep")
+    __slots__ = ("clock", "health", "observers", "rng", "sleep", "timeouts")
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class Runtime:
         self.rng = rng
         self.health = health
         self.observers: list[Callable[[Event], None]] = []
+        self.timeouts = TimeoutMonitor()
 
     def emit(self, event: Event) -> None:
         """Deliver to every observer; an observer that raises is logged and never breaks the request."""
@@ -321,6 +323,8 @@ async def dispatch_chat(run: Run) -> ChatResponse:
     """Serve a non-streamed request: the plain nested loop described in the module docstring."""
     rt = run.rt
     policy = run.policy
+    monitor = rt.timeouts
+    loop_time = asyncio.get_running_loop().time
     for d in run.candidates():
         h = run.entries[d.key]
         n = 0
@@ -336,20 +340,24 @@ async def dispatch_chat(run: Run) -> ChatResponse:
             budget = min(policy.attempt_timeout, remaining)
             ctx = run.context(d, budget)
             started = run.begin(d, h)
+            guard = monitor.guard(loop_time() + budget)  # the generic timeout, on top of the driver's own
             try:
-                async with asyncio.timeout(budget):
-                    response = await d.driver.send(run.request, ctx)
+                response = await d.driver.send(run.request, ctx)
             except ProviderError as exc:
                 error = exc
-            except TimeoutError:
-                error = attempt_timeout(d, budget)
             except asyncio.CancelledError:
-                run.abandoned(h, ticket, d, started)
-                raise
+                if not guard.expired():
+                    run.abandoned(h, ticket, d, started)
+                    raise
+                error = attempt_timeout(d, budget)
             except Exception as exc:
                 error = driver_bug(d, exc)
             else:
                 return _finish(run, d, h, ticket, started, response)
+            finally:
+                monitor.release(guard)
+                if guard.fired:  # the driver turned our cancellation into something else: undo it
+                    guard.expired()
             run.failed(d, h, ticket, started, error)
             delay = run.decide(d, error, n)
             if delay is None:

@@ -8,9 +8,9 @@ After it a stall timeout bounds every gap and a failure is handled by the route'
 streams its continuation without a second role chunk; with no such deployment left it behaves as `error`
 and reports the original failure.
 
-The generic timeouts cost almost nothing per chunk: `_Watchdog` keeps one timer per timeout period instead
-of one per chunk. Each wait only stores its limit; when the timer fires it either re-arms for the current
-limit or, if the wait really overran, cancels the waiting task, which the stream converts to UpstreamTimeout.
+The generic timeouts cost almost nothing per chunk: each wait only stores its limit in the attempt's Guard
+(`turnout.router.timeouts`), whose Router-wide timer cancels a wait that overran; the stream turns that into
+an UpstreamTimeout.
 """
 
 from __future__ import annotations
@@ -24,57 +24,6 @@ from turnout.router.breaker import Ticket
 from turnout.router.dispatch import Run, driver_bug
 from turnout.router.pricing import request_cost
 from turnout.types import Attempt, ChatChunk, Usage
-
-
-class _Watchdog:
-    """Cancels the task awaiting an upstream chunk once that wait passes its limit (loop time)."""
-
-    __slots__ = ("_handle", "_handle_at", "_loop", "_task", "fired", "until")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._handle: asyncio.TimerHandle | None = None
-        self._handle_at = 0.0
-        self._task: asyncio.Task | None = None
-        self.until: float | None = None
-        self.fired = False
-
-    def wait(self, until: float) -> None:
-        """A wait on the upstream begins and must end by `until`."""
-        self.until = until
-        self._task = asyncio.current_task()
-        if self._handle is None or self._handle_at > until:
-            if self._handle is not None:
-                self._handle.cancel()
-            self._handle_at = until
-            self._handle = self._loop.call_at(until, self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        until = self.until
-        if until is None or self._task is None:
-            return  # not waiting now; the next wait re-arms
-        if self._loop.time() < until:
-            self._handle_at = until
-            self._handle = self._loop.call_at(until, self._fire)
-            return
-        self.fired = True
-        self._task.cancel()
-
-    def consume(self) -> bool:
-        """True (once) when the CancelledError being handled is ours; it is then un-cancelled."""
-        if not self.fired:
-            return False
-        self.fired = False
-        if self._task is not None:
-            self._task.uncancel()
-        return True
-
-    def stop(self) -> None:
-        self.until = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 class ChatStream:
@@ -123,7 +72,7 @@ class ChatStream:
         rt = run.rt
         policy = run.policy
         loop = asyncio.get_running_loop()
-        wd = _Watchdog(loop)
+        monitor = rt.timeouts
         loop_deadline = loop.time() + run.remaining()
         text: list[str] | None = [] if policy.mid_stream == "continue" else None
         first_wait = min(policy.first_token_timeout, policy.attempt_timeout)
@@ -147,6 +96,7 @@ class ChatStream:
                     ctx = run.context(d, None)  # a stream's length is bounded by the deadline, not attempt_timeout
                     started = run.begin(d, h)
                     upstream = d.driver.stream(request, ctx)
+                    guard = monitor.guard()
                     seen_content = False
                     error: ProviderError | None = None
                     try:
@@ -154,9 +104,9 @@ class ChatStream:
                         first_by = min(loop.time() + first_wait, loop_deadline)
                         chunk: ChatChunk | None = None
                         while True:  # until the first content chunk
-                            wd.wait(first_by)
+                            guard.wait_until(first_by)
                             chunk = await upstream.__anext__()
-                            wd.until = None
+                            guard.until = None
                             if chunk.is_content or chunk.usage is not None:
                                 break
                             pending.append(chunk)
@@ -173,9 +123,9 @@ class ChatStream:
                                 text.append(chunk.content or "")
                             yield chunk
                             seen_content = True
-                            wd.wait(min(loop.time() + stall, loop_deadline))
+                            guard.wait_until(min(loop.time() + stall, loop_deadline))
                             chunk = await upstream.__anext__()
-                            wd.until = None
+                            guard.until = None
                         # The final chunk: account before handing it over, in case the caller stops reading.
                         self._succeeded(d, h, ticket, started, chunk.usage)
                         finished = True
@@ -188,8 +138,7 @@ class ChatStream:
                             "protocol", "stream ended without a final chunk", provider=d.provider, model=d.upstream
                         )
                     except asyncio.CancelledError:
-                        wd.until = None
-                        if not wd.consume():
+                        if not guard.expired():
                             run.abandoned(h, ticket, d, started)
                             raise
                         error = _timeout_error(d, seen_content, policy)
@@ -200,7 +149,9 @@ class ChatStream:
                     except Exception as exc:
                         error = driver_bug(d, exc)
                     finally:
-                        wd.until = None
+                        monitor.release(guard)
+                        if guard.fired:  # the driver turned our cancellation into something else: undo it
+                            guard.expired()
                         await _close(upstream)
                     if seen_content:
                         error = _after_first_token(error)
@@ -222,7 +173,6 @@ class ChatStream:
                 raise run_failed(run, cut)
             raise run.exhausted()
         finally:
-            wd.stop()
             if not finished:
                 self.cost_usd = request_cost(run.trail)
 
