@@ -131,3 +131,30 @@ def test_schema_prints_the_shipped_schema():
     result = run("schema")
     assert result.returncode == 0
     assert json.loads(result.stdout) == schema_json()
+
+
+def test_validate_reports_driver_option_errors_with_their_location(tmp_path: Path):
+    """When the router is installed, options a driver rejects at compile time fail validate, located."""
+    pytest.importorskip("turnout.router.compile")
+    bad = tmp_path / "opts.yaml"
+    bad.write_text(
+        "version: 1\nproviders:\n  echo: {driver: mock, options: {bogus: 1}}\nmodels:\n  echo: {provider: echo}\n"
+        "routes:\n  chat: {chain: [echo]}\n",
+        encoding="utf-8",
+    )
+    result = run("validate", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:3:9: providers.echo:" in result.stderr
+    assert "bogus" in result.stderr
+
+
+def test_serve_is_registered_when_the_sidecar_provides_it():
+    """`turnout --help` lists serve exactly when turnout.server.cli offers add_serve_parser."""
+    result = run("--help")
+    assert result.returncode == 0
+    try:
+        from turnout.server.cli import add_serve_parser  # noqa: F401
+    except ImportError:
+        assert "serve" not in result.stdout
+    else:
+        assert "serve" in result.stdout

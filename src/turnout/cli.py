@@ -136,8 +136,12 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 
 
 def _load(path: str) -> Config | int:
-    """The Config, or the exit code after reporting why there is none (2: unreadable, 1: invalid)."""
-    from turnout.schema import load_text
+    """The Config, or the exit code after reporting why there is none (2: unreadable, 1: invalid).
+
+    When the router is installed the config is also compiled, because drivers validate their own options
+    there; its problems are located in the file like the loader's.
+    """
+    from turnout.schema import load_text, locate_problems
 
     try:
         with open(path, "rb") as fh:
@@ -146,13 +150,25 @@ def _load(path: str) -> Config | int:
         print(f"turnout: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return load_text(raw, source=path)
+        config = load_text(raw, source=path)
+        _compile(config)
+        return config
     except ConfigError as exc:
-        for problem in exc.problems:
+        problems = locate_problems(raw, exc.problems)
+        for problem in problems:
             print(problem, file=sys.stderr)
-        count = len(exc.problems)
+        count = len(problems)
         print(f"{path}: invalid — {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
         return EXIT_INVALID
+
+
+def _compile(config: Config) -> None:
+    """Build the dispatch graph (pure, no I/O) if the router is installed; raises ConfigError."""
+    try:
+        from turnout.router.compile import compile_graph
+    except ImportError:
+        return
+    compile_graph(config)
 
 
 def _silence_stdout() -> None:

@@ -205,3 +205,21 @@ def test_on_error_covers_every_error_class():
     """defaults.on_error names exactly the twelve ErrorClass values."""
     props = schema_json()["properties"]["defaults"]["properties"]["on_error"]["properties"]
     assert set(props) == {c.value for c in ErrorClass}
+
+
+def test_locate_problems_fills_in_positions_from_paths():
+    """Problems reported without a position (e.g. by compile) get one from their path, even with dotted names."""
+    text = BASE.replace("  mock: {driver: mock}", '  "my.mock": {driver: mock, options: {x: 1}}').replace(
+        "{provider: mock}", '{provider: "my.mock"}'
+    )
+    from turnout.errors import Problem
+    from turnout.schema import locate_problems
+
+    raw = [
+        Problem("t.yaml", 0, 0, "providers.my.mock.options", "rejected"),
+        Problem("t.yaml", 0, 0, "routes.chat.chain[0]", "no deployment"),
+        Problem("t.yaml", 0, 0, "routes.nope", "absent: nearest ancestor"),
+        Problem("t.yaml", 4, 2, "kept", "already located"),
+    ]
+    located = locate_problems(text, raw)
+    assert [(p.line, p.col) for p in located] == [(3, 38), (7, 18), (7, 3), (4, 2)]

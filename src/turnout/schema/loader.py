@@ -75,6 +75,27 @@ def _load(text: str | bytes, reporter: Reporter, env: Mapping[str, str], registr
     return build_config(data, reporter.source, renderer.disabled, reporter.warnings)
 
 
+def locate_problems(text: str | bytes, problems: tuple[Problem, ...] | list[Problem]) -> tuple[Problem, ...]:
+    """Fill in line/col for problems reported without them (e.g. by the router's compile step) from their path."""
+    if all(p.line for p in problems):
+        return tuple(problems)
+    reporter = Reporter("")
+    try:
+        source = text.decode("utf-8-sig") if isinstance(text, bytes) else text
+        parse(source, reporter)
+    except (UnicodeDecodeError, RecursionError):
+        return tuple(problems)
+    if reporter.root is None:
+        return tuple(problems)
+    located = []
+    for p in problems:
+        if p.line == 0 and p.path:
+            line, col = reporter.locate_text_path(p.path)
+            p = Problem(p.file, line, col, p.path, p.message, p.severity)
+        located.append(p)
+    return tuple(located)
+
+
 def _decode(raw: bytes, reporter: Reporter) -> str:
     try:
         return raw.decode("utf-8-sig")

@@ -19,6 +19,7 @@ PathElem = str | int
 Path = tuple[PathElem, ...]
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_PATH_TOKEN = re.compile(r'\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?([^.\[]+)')
 _SECRET_KEYS = frozenset({"api_key", "api_keys", "headers"})
 
 
@@ -33,6 +34,14 @@ def format_path(path: Sequence[PathElem]) -> str:
         else:
             out.append(f"[{elem!r}]".replace("'", '"'))
     return "".join(out)
+
+
+def split_path(text: str) -> list[PathElem]:
+    """Inverse of `format_path`, leniently: `routes.chat.chain[1]` -> ["routes", "chat", "chain", 1]."""
+    out: list[PathElem] = []
+    for index, quoted, plain in _PATH_TOKEN.findall(text):
+        out.append(int(index) if index else quoted if quoted else plain)
+    return out
 
 
 def is_secret_path(path: Sequence[PathElem]) -> bool:
@@ -99,6 +108,25 @@ class Reporter:
             if found is not None:
                 return found
         return None
+
+    def locate_text_path(self, text: str) -> tuple[int, int]:
+        """Locate a path written as text by someone else (e.g. `providers.my.provider.options`, unquoted).
+
+        Dots inside names are ambiguous there, so at each mapping the longest run of segments that names a key
+        wins. Falls back to the nearest ancestor found.
+        """
+        parts = split_path(text)
+        node, i = self.root, 0
+        while node is not None and i < len(parts):
+            for j in range(len(parts), i, -1):
+                elem = parts[i] if j == i + 1 else ".".join(str(p) for p in parts[i:j])
+                child = self._child(node, elem, False)
+                if child is not None:
+                    node, i = child, j
+                    break
+            else:
+                break
+        return (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None else (1, 1)
 
     def scalar_text(self, path: Sequence[PathElem]) -> str | None:
         """The scalar at `path` exactly as written (e.g. `off`, which YAML 1.1 reads as false)."""
