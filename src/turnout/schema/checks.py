@@ -8,7 +8,7 @@ the deadline simply wins); breaker periods may reach 24h.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from turnout.schema.problems import Path, Reporter, did_you_mean
@@ -68,27 +68,35 @@ class Checker:
         self.models = _dict(data.get("models"))
         self.pools = _dict(data.get("pools"))
         self.routes = _dict(data.get("routes"))
+        self._default_breaker = _dict(_dict(data.get("defaults")).get("breaker"))
 
     def run(self) -> None:
-        steps = (
-            lambda: self._policy(_dict(self.data.get("defaults")), ("defaults",), None),
-            self._providers,
-            self._models,
-            self._pools,
-            self._routes,
-            lambda: self._server(_dict(self.data.get("server"))),
-            self._unused,
-        )
-        for step in steps:
-            try:
-                step()
-            except (TypeError, ValueError, AttributeError, KeyError):
-                # Best effort on data the schema already rejected (e.g. a list where a name belongs); on
-                # schema-valid data this would be a bug, so it must surface.
-                if not self.r.errors:
-                    raise
+        self._guarded(self._defaults)
+        self._guarded(self._providers)
+        self._guarded(self._models)
+        self._guarded(self._pools)
+        self._guarded(self._routes)
+        self._guarded(self._server)
+        self._guarded(self._unused)
 
-    def _policy(self, policy: dict[str, Any], path: Path, base_retry: dict[str, Any] | None) -> None:
+    def _guarded(self, check: Callable[[], None]) -> None:
+        """Run one check as best effort on data the schema already rejected (e.g. a list where a name belongs).
+
+        On schema-valid data a failure here would be a bug, so it surfaces.
+        """
+        try:
+            check()
+        except (TypeError, ValueError, AttributeError, KeyError):
+            if not self.r.errors:
+                raise
+
+    def _defaults(self) -> None:
+        defaults = _dict(self.data.get("defaults"))
+        self._policy(defaults, ("defaults",), {})
+        if "breaker" in defaults:
+            self._breaker(defaults["breaker"], ("defaults", "breaker"), {})
+
+    def _policy(self, policy: dict[str, Any], path: Path, inherited_retry: dict[str, Any]) -> None:
         for key in TIMEOUT_KEYS:
             if key in policy:
                 duration(self.r, policy[key], (*path, key))
@@ -96,35 +104,35 @@ class Checker:
         if "max_retry_after" in retry:
             duration(self.r, retry["max_retry_after"], (*path, "retry", "max_retry_after"), zero_ok=True)
         own = _dict(retry.get("backoff"))
-        merged = {**_dict(_dict(base_retry).get("backoff")), **own}
-        bpath = (*path, "retry", "backoff")
-        initial = duration(self.r, own["initial"], (*bpath, "initial"), zero_ok=True) if "initial" in own else None
-        high = duration(self.r, own["max"], (*bpath, "max"), zero_ok=True) if "max" in own else None
-        if own and ("initial" in own or "max" in own):
-            initial = initial if "initial" in own else _seconds(merged.get("initial"), 0.25)
-            high = high if "max" in own else _seconds(merged.get("max"), 8.0)
-            if initial is not None and high is not None and high < initial:
-                where = (*bpath, "max") if "max" in own else (*bpath, "initial")
-                self.r.error(where, f"backoff max ({high:g}s) must be >= initial ({initial:g}s)")
-        if "breaker" in policy:
-            self._breaker(policy["breaker"], (*path, "breaker"))
+        if own:
+            self._backoff(own, _dict(inherited_retry.get("backoff")), (*path, "retry", "backoff"))
 
-    def _breaker(self, breaker: Any, path: Path) -> None:
+    def _backoff(self, own: dict[str, Any], inherited: dict[str, Any], path: Path) -> None:
+        """initial <= max, comparing this level's values with the ones it inherits (built-in: 250ms, 8s)."""
+        values: dict[str, float | None] = {}
+        for key, builtin in (("initial", 0.25), ("max", 8.0)):
+            if key in own:
+                values[key] = duration(self.r, own[key], (*path, key), zero_ok=True)
+            else:
+                values[key] = _seconds(inherited.get(key), builtin)
+        initial, high = values["initial"], values["max"]
+        if initial is not None and high is not None and high < initial:
+            where = (*path, "max") if "max" in own else (*path, "initial")
+            self.r.error(where, f"backoff max ({high:g}s) must be >= initial ({initial:g}s)")
+
+    def _breaker(self, breaker: Any, path: Path, inherited: dict[str, Any]) -> None:
+        """Periods up to 24h; recovery_timeout <= max_recovery_timeout (each may be inherited)."""
         breaker = _dict(breaker)
-        day = 24 * HOUR
-        rec = (
-            duration(self.r, breaker["recovery_timeout"], (*path, "recovery_timeout"), high=day)
-            if ("recovery_timeout" in breaker)
-            else 30.0
-        )
-        top_path = (*path, "max_recovery_timeout")
-        top = (
-            duration(self.r, breaker["max_recovery_timeout"], top_path, high=day)
-            if ("max_recovery_timeout" in breaker)
-            else None
-        )
+        values: dict[str, float | None] = {}
+        for key, builtin in (("recovery_timeout", 30.0), ("max_recovery_timeout", 600.0)):
+            if key in breaker:
+                values[key] = duration(self.r, breaker[key], (*path, key), high=24 * HOUR)
+            else:
+                values[key] = _seconds(inherited.get(key), builtin)
+        rec, top = values["recovery_timeout"], values["max_recovery_timeout"]
         if rec is not None and top is not None and top < rec:
-            self.r.error(top_path, f"max_recovery_timeout ({top:g}s) must be >= recovery_timeout ({rec:g}s)")
+            key = "max_recovery_timeout" if "max_recovery_timeout" in breaker else "recovery_timeout"
+            self.r.error((*path, key), f"max_recovery_timeout ({top:g}s) must be >= recovery_timeout ({rec:g}s)")
 
     def _providers(self) -> None:
         for name, spec in self.providers.items():
@@ -140,7 +148,7 @@ class Checker:
             if "connect_timeout" in spec:
                 duration(self.r, spec["connect_timeout"], (*path, "connect_timeout"))
             if "breaker" in spec:
-                self._breaker(spec["breaker"], (*path, "breaker"))
+                self._breaker(spec["breaker"], (*path, "breaker"), self._default_breaker)
             self._credential_options(spec.get("options"), (*path, "options"))
             if name in self.disabled:
                 where = self.disabled_at.get(name, path)
@@ -161,7 +169,8 @@ class Checker:
                     (*path, "max_output_tokens"), f"max_output_tokens ({output}) exceeds context_window ({window})"
                 )
             if "breaker" in spec:
-                self._breaker(spec["breaker"], (*path, "breaker"))
+                provider_breaker = _dict(_dict(self.providers.get(provider)).get("breaker"))
+                self._breaker(spec["breaker"], (*path, "breaker"), {**self._default_breaker, **provider_breaker})
             self._credential_options(spec.get("options"), (*path, "options"))
 
     def _credential_options(self, options: Any, path: Path) -> None:
@@ -205,7 +214,7 @@ class Checker:
         for name, spec in self.routes.items():
             spec = _dict(spec)
             path = ("routes", name)
-            self._policy({k: v for k, v in spec.items() if k != "breaker"}, path, base_retry)
+            self._policy(spec, path, base_retry)
             seen: dict[str, int] = {}
             for i, target in enumerate(_list(spec.get("chain"))):
                 if not isinstance(target, str) or not target:
@@ -259,7 +268,8 @@ class Checker:
         members = (_member(m, ())[0] for m in _list(_dict(self.pools.get(target)).get("members")))
         return [m for m in members if m in self.models]
 
-    def _server(self, server: dict[str, Any]) -> None:
+    def _server(self) -> None:
+        server = _dict(self.data.get("server"))
         port = server.get("port")
         if (
             isinstance(port, str)
