@@ -1,0 +1,80 @@
+"""`turnout.explain`: routes -> steps -> deployments with effective, inherited policies."""
+
+from __future__ import annotations
+
+from turnout.explain import explain, render_text, summary
+from turnout.schema import load_text
+
+FILE = """\
+version: 1
+defaults:
+  deadline: 45s
+  breaker: {failure_threshold: 4}
+providers:
+  mock: {driver: mock, breaker: {recovery_timeout: 10s}}
+  gated: {driver: openai, api_key: "{{ env.GATED_KEY }}"}
+models:
+  smart: {provider: mock, supports: [tools], price: {input: 1.5, output: 6}, breaker: {half_open_probes: 2}}
+  plain: {provider: mock, supports: [json], limits: {rpm: 60}}
+  locked: {provider: gated}
+pools:
+  mixed: {strategy: lowest_cost, members: [{model: smart, weight: 2}, plain]}
+routes:
+  tools:
+    description: Tool calls.
+    chain: [mixed, locked]
+    requires: [tools]
+    stall_timeout: 3s
+    on_error: {timeout: retry}
+"""
+
+
+def _data() -> dict:
+    return explain(load_text(FILE, source="x.yaml", env={}))
+
+
+def test_steps_expand_pools_and_models_into_deployments():
+    """A pool step lists its members with weights; a model step is a single deployment."""
+    steps = _data()["routes"][0]["steps"]
+    assert [(s["target"], s["kind"], s["strategy"]) for s in steps] == [
+        ("mixed", "pool", "lowest_cost"),
+        ("locked", "model", "single"),
+    ]
+    assert [(d["key"], d["weight"]) for d in steps[0]["deployments"]] == [("mock/smart", 2.0), ("mock/plain", 1.0)]
+
+
+def test_members_lacking_a_required_capability_are_marked_skipped():
+    """On a route that requires tools, a member declaring only json is shown as skipped, with why."""
+    plain = _data()["routes"][0]["steps"][0]["deployments"][1]
+    assert plain["eligible"] is False and plain["skip_reason"] == "lacks tools"
+    assert "skipped on this route: lacks tools" in render_text(_data())
+
+
+def test_effective_policy_and_breaker_are_inherited():
+    """Route overrides merge over defaults; breakers merge model over provider over defaults."""
+    route = _data()["routes"][0]
+    assert route["policy"]["deadline"] == 45.0 and route["policy"]["stall_timeout"] == 3.0
+    assert route["policy"]["on_error"]["timeout"] == "retry"
+    assert route["policy"]["on_error"]["bad_request"] == "fail"
+    smart = route["steps"][0]["deployments"][0]
+    assert smart["breaker"]["failure_threshold"] == 4
+    assert smart["breaker"]["recovery_timeout"] == 10.0
+    assert smart["breaker"]["half_open_probes"] == 2
+
+
+def test_prices_and_disabled_providers_are_explicit():
+    """Prices are decimal strings (cached input defaults to input); disabled deployments say why."""
+    data = _data()
+    smart, plain = data["routes"][0]["steps"][0]["deployments"]
+    assert smart["price"] == {"input": "1.5", "output": "6", "cached_input": "1.5", "cache_write": None}
+    assert plain["price"] is None and plain["limits"] == {"rpm": 60, "tpm": None}
+    locked = data["routes"][0]["steps"][1]["deployments"][0]
+    assert locked["enabled"] is False and locked["disabled_reason"] == "api_key is empty (GATED_KEY is not set)"
+    assert "price unknown" in render_text(data)
+
+
+def test_summary_counts_disabled_providers():
+    """The one-line summary counts each section and the disabled providers."""
+    config = load_text(FILE, env={})
+    assert summary(config) == "1 route, 3 models, 1 pool, 2 providers (1 disabled)"
+    assert summary(load_text(FILE, env={"GATED_KEY": "k"})) == "1 route, 3 models, 1 pool, 2 providers"
