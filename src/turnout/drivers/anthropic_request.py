@@ -290,7 +290,9 @@ def _add_sampling(out: dict[str, Any], body: Mapping[str, Any]) -> None:
         out["temperature"] = min(max(float(temperature), 0.0), 1.0)
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
-    if isinstance(body.get("top_k"), int):  # not OpenAI, but Anthropic-native and commonly sent
+    if isinstance(body.get("top_k"), int) and not isinstance(
+        body["top_k"], bool
+    ):  # not OpenAI, but Anthropic-native and commonly sent
         out["top_k"] = body["top_k"]
     stop = body.get("stop")
     if isinstance(stop, str):

@@ -55,12 +55,13 @@ class AnthropicStream:
             raise self._protocol(f"malformed JSON in '{event or 'message'}' event") from None
         if not isinstance(payload, dict):
             raise self._protocol(f"'{event or 'message'}' event data is not an object")
-        kind = payload.get("type") or event
+        kind = payload.get("type")
+        kind = kind if isinstance(kind, str) and kind else event
         if kind == "error":
             raise stream_error(
                 payload, provider=self.provider, model=self.model, after_first_token=self.emitted_content
             )
-        handler = self._handlers.get(kind)
+        handler = self._handlers.get(kind) if kind else None
         if handler is None:
             return []  # ping, content_block_stop, and event types added after this was written
         if not self.started and kind != "message_start":
@@ -89,13 +90,16 @@ class AnthropicStream:
         if not isinstance(block, dict):
             raise self._protocol("content_block_start without a content_block")
         if block.get("type") == "text":
-            return [self._content({"content": block["text"]})] if block.get("text") else []
+            text = block.get("text")
+            return [self._content({"content": text})] if isinstance(text, str) and text else []
         if block.get("type") != "tool_use":
             return []  # thinking, redacted_thinking, server tools: nothing OpenAI chat can show
+        if not isinstance(payload.get("index"), int):
+            raise self._protocol("content_block_start without an integer index")
         index = len(self._tool_index)
-        self._tool_index[payload.get("index")] = index
-        first = {"index": index, "id": block.get("id", ""), "type": "function"}
-        first["function"] = {"name": block.get("name", ""), "arguments": ""}
+        self._tool_index[payload["index"]] = index
+        first = {"index": index, "id": str(block.get("id") or ""), "type": "function"}
+        first["function"] = {"name": str(block.get("name") or ""), "arguments": ""}
         chunks = [self._content({"tool_calls": [first]})]
         if block.get("input"):  # normally {} with the input streamed as fragments; honour a pre-filled one
             chunks.append(self._arguments(index, json.dumps(block["input"])))
@@ -110,7 +114,8 @@ class AnthropicStream:
             text = delta.get("text")
             return [self._content({"content": text})] if isinstance(text, str) and text else []
         if kind == "input_json_delta":
-            index = self._tool_index.get(payload.get("index"))
+            block_index = payload.get("index")
+            index = self._tool_index.get(block_index) if isinstance(block_index, int) else None
             if index is None:
                 raise self._protocol("input_json_delta for a block that is not a started tool_use")
             fragment = delta.get("partial_json")

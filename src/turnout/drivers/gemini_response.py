@@ -211,14 +211,14 @@ def classify(status: int | None, error: Mapping[str, Any]) -> ErrorClass | None:
     """The class a google.rpc.Status body says, or None to fall back to status-based classification."""
     rpc_status = error.get("status")
     message = str(error.get("message") or "").lower()
-    reasons = {d.get("reason") for d in _details(error, "google.rpc.ErrorInfo")}
+    reasons = {str(d.get("reason")) for d in _details(error, "google.rpc.ErrorInfo")}
     if reasons & _BAD_KEY_REASONS or "api key not valid" in message or "api key expired" in message:
         return ErrorClass.AUTH
     if status == 429 or rpc_status == "RESOURCE_EXHAUSTED":
         quota_ids = [
             str(v.get("quotaId", ""))
             for d in _details(error, "google.rpc.QuotaFailure")
-            for v in d.get("violations") or ()
+            for v in (d.get("violations") if isinstance(d.get("violations"), list) else ())
             if isinstance(v, Mapping)
         ]
         return ErrorClass.QUOTA_EXCEEDED if any("PerDay" in q for q in quota_ids) else ErrorClass.RATE_LIMIT
