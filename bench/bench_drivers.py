@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from turnout.config import ProviderSpec, Secret
+from turnout.drivers import _http
 from turnout.drivers.base import CallContext, Driver
 from turnout.drivers.mock import MockDriver
 from turnout.drivers.ollama import OllamaDriver
@@ -166,7 +167,11 @@ async def bench(name: str, entry: Entry) -> None:
 
 
 async def main(names: list[str]) -> None:
-    print(f"python {sys.version.split()[0]}; send: {SEND_CALLS} calls; stream: {STREAM_CALLS} x {STREAM_CHUNKS} chunks")
+    backend = "stdlib json" if _http._orjson is None else "orjson"
+    print(
+        f"python {sys.version.split()[0]}, {backend}; send: {SEND_CALLS} calls; "
+        f"stream: {STREAM_CALLS} x {STREAM_CHUNKS} chunks"
+    )
     for name in names or list(ENTRIES):
         await bench(name, ENTRIES[name])
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
+import json
+import math
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
@@ -15,9 +17,11 @@ from hypothesis import strategies as st
 from turnout.drivers._http import (
     SSEEvent,
     classify_status,
+    dumps,
     error_details,
     iter_ndjson,
     iter_sse,
+    json_dumps,
     loads,
     open_request,
     parse_retry_after,
@@ -135,6 +139,15 @@ def test_loads_raises_protocol_error_with_excerpt() -> None:
     assert "upstream sent invalid JSON" in info.value.message
     assert len(info.value.message) < 300
     assert info.value.deployment == "p/m"
+
+
+def test_json_round_trips_what_orjson_refuses() -> None:
+    """dumps handles non-string keys and huge integers; loads accepts NaN; both agree with the stdlib."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "Grüße 🚀"}], "logit_bias": {50256: -100}}
+    assert json.loads(dumps(body)) == json.loads(json_dumps(body))
+    assert json.loads(dumps({"n": 2**70})) == {"n": 2**70}
+    assert b"\u00fc" not in dumps({"t": "ü"})
+    assert math.isnan(loads(b'{"x": NaN}', provider="p", model="m")["x"])
 
 
 def test_strip_directives() -> None:

