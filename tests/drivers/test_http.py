@@ -7,6 +7,8 @@ import email.utils
 import itertools
 import json
 import math
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
@@ -342,3 +344,16 @@ async def test_open_request_no_time_left() -> None:
             async with open_request(ctx, "GET", f"{fake.url}/x", provider="p", model="m"):
                 pass
         assert fake.requests == []
+
+
+def test_works_without_orjson() -> None:
+    """Without orjson installed the stdlib encoder and decoder are used, with the same results."""
+    code = (
+        "import sys; sys.modules['orjson'] = None\n"
+        "from turnout.drivers import _http\n"
+        "assert _http._orjson is None\n"
+        "assert _http.loads(_http.dumps({'a': [1, 'ü']}), provider='p', model='m') == {'a': [1, 'ü']}\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr
