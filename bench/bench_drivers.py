@@ -25,11 +25,13 @@ import aiohttp
 
 from turnout.config import ProviderSpec, Secret
 from turnout.drivers import _http
+from turnout.drivers.anthropic import AnthropicDriver
 from turnout.drivers.base import CallContext, Driver
+from turnout.drivers.gemini import GeminiDriver
 from turnout.drivers.mock import MockDriver
 from turnout.drivers.ollama import OllamaDriver
 from turnout.drivers.openai import OpenAIDriver
-from turnout.testing import FakeUpstream, OllamaFake, OpenAIFake
+from turnout.testing import AnthropicFake, FakeUpstream, GeminiFake, OllamaFake, OpenAIFake
 from turnout.types import ChatRequest, Usage
 
 STREAM_CHUNKS = 1000
@@ -51,6 +53,8 @@ def _spec(driver: str, base_url: str | None, **fields: Any) -> ProviderSpec:
 ENTRIES: dict[str, Entry] = {
     "openai": Entry(lambda url: OpenAIDriver(_spec("openai", f"{url}/v1")), OpenAIFake, "gpt-test"),
     "ollama": Entry(lambda url: OllamaDriver(_spec("ollama", url)), OllamaFake, "llama-test"),
+    "anthropic": Entry(lambda url: AnthropicDriver(_spec("anthropic", url)), AnthropicFake, "claude-test"),
+    "gemini": Entry(lambda url: GeminiDriver(_spec("gemini", url)), GeminiFake, "gemini-test"),
     "mock": Entry(lambda url: MockDriver(_spec("mock", None, options={"reply": "tok " * STREAM_CHUNKS})), None, "m"),
 }
 
