@@ -223,3 +223,31 @@ def test_locate_problems_fills_in_positions_from_paths():
     ]
     located = locate_problems(text, raw)
     assert [(p.line, p.col) for p in located] == [(3, 38), (7, 18), (7, 3), (4, 2)]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'x' * 10**10 }}",
+        "{{ 2 ** 99999999 }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{{ 'x'.ljust(10**9) }}",
+        "{{ '%0999999999d' % 1 }}",
+        "{{ '%999999999d'|format(1) }}",
+        "{{ 'x'|center(999999999) }}",
+        "{{ ''.__class__.__mro__ }}",
+    ],
+)
+def test_templates_cannot_allocate_gigabytes_or_escape(template: str):
+    """Huge repetitions, powers, widths and dunder access are located sandbox errors, not MemoryError."""
+    text = BASE.replace("{driver: mock}", '{driver: mock, options: {reply: "' + template + '"}}')
+    problems = _problems(text)
+    assert len(problems) == 1 and problems[0].startswith("t.yaml:3:")
+    assert "template not allowed in the sandbox" in problems[0]
+
+
+def test_ordinary_template_expressions_still_work():
+    """Filters, formatting, small arithmetic and string methods render normally."""
+    template = "{{ 'ok'|upper }} {{ '%s-%d'|format('a', 3) }} {{ 2**10 }} {{ '{}!'.format('hi') }} {{ 'ab' * 3 }}"
+    text = BASE.replace("{driver: mock}", '{driver: mock, options: {reply: "' + template + '"}}')
+    assert load_text(text, env={}).providers["mock"].options["reply"] == "OK a-3 1024 hi! ababab"

@@ -7,6 +7,7 @@ nothing for locations.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ def format_path(path: Sequence[PathElem]) -> str:
         elif _PLAIN_KEY.match(elem):
             out.append(f".{elem}" if out else elem)
         else:
-            out.append(f"[{elem!r}]".replace("'", '"'))
+            out.append(f"[{json.dumps(elem, ensure_ascii=False)}]")
     return "".join(out)
 
 

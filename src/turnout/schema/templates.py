@@ -8,6 +8,8 @@ undefined name, sandbox violation) is a located config error.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +29,7 @@ class Renderer:
     def __init__(self, env: Mapping[str, str], reporter: Reporter) -> None:
         self.env = dict(env)
         self.reporter = reporter
-        self.jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        self.jinja = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
         self.jinja.globals.clear()
         self.disabled: dict[str, str] = {}  # provider name -> reason
         self.disabled_at: dict[str, Path] = {}  # provider name -> the credential that disabled it
@@ -152,7 +154,77 @@ class Renderer:
         return message
 
 
-_FAILURES = (TemplateError, ArithmeticError, TypeError, ValueError, LookupError, AttributeError, RecursionError)
+_FAILURES = (
+    TemplateError,
+    ArithmeticError,
+    TypeError,
+    ValueError,
+    LookupError,
+    AttributeError,
+    RecursionError,
+    MemoryError,
+)
+_MAX_RESULT = 100_000  # characters/items a template may ask for (config values are short)
+_HUGE_SPEC = re.compile(r"%[-+ #0]*\d{6,}|%[-+ #0]*\d*\.\d{6,}|\{[^{}]*:[^{}]*\d{6,}[^{}]*\}")
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The Jinja2 sandbox plus size limits, so a template cannot make the loader allocate gigabytes.
+
+    Guards: `*` on strings/lists, `**`, `%`-formatting and str.format widths, padding methods and filters with
+    huge width arguments. Anything past the limits is a SecurityError, reported like any sandbox violation.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        for name in ("center", "indent", "format", "truncate", "wordwrap"):
+            self.filters[name] = _bounded(self.filters[name])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _too_big_power(left, right):
+            raise SecurityError("exponent too large")
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > _MAX_RESULT:
+                    raise SecurityError("result too large")
+        if operator == "%" and isinstance(left, str) and _HUGE_SPEC.search(left):
+            raise SecurityError("format width too large")
+        return super().call_binop(context, operator, left, right)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, str) and attribute in ("format", "format_map") and _HUGE_SPEC.search(obj):
+            raise SecurityError("format width too large")
+        return super().getattr(obj, attribute)
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_sizes(args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _check_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_RESULT:
+            raise SecurityError("argument too large")
+
+
+def _bounded(filter_func: Any) -> Any:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_sizes(args[1:], kwargs)
+        if args and isinstance(args[0], str) and filter_func.__name__ == "do_format" and _HUGE_SPEC.search(args[0]):
+            raise SecurityError("format width too large")
+        return filter_func(*args, **kwargs)
+
+    return bounded
+
+
+def _too_big_power(base: Any, exponent: Any) -> bool:
+    if not isinstance(base, int | float) or not isinstance(exponent, int | float):
+        return False
+    if abs(base) <= 1:
+        return False
+    return exponent * math.log10(abs(base)) > 15
 
 
 def _is_credential(path: Path) -> bool:
