@@ -18,6 +18,7 @@ import json
 import time
 from typing import Any
 
+from turnout.drivers._http import loads
 from turnout.drivers.anthropic_response import finish_reason, stream_error, usage_from
 from turnout.errors import ErrorClass, ProviderError, provider_error
 from turnout.types import ChatChunk, chunk_data, usage_chunk_data
@@ -49,10 +50,7 @@ class AnthropicStream:
         """One SSE event -> the chunks it produces (often none)."""
         if self.done or event == "ping" or not data.strip():
             return []
-        try:
-            payload = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise self._protocol(f"malformed JSON in '{event or 'message'}' event") from None
+        payload = loads(data, provider=self.provider, model=self.model, after_first_token=self.emitted_content)
         if not isinstance(payload, dict):
             raise self._protocol(f"'{event or 'message'}' event data is not an object")
         kind = payload.get("type")

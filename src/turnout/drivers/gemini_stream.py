@@ -14,10 +14,10 @@ With `n > 1` each candidate keeps its own choice index.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from turnout.drivers._http import loads
 from turnout.drivers.gemini_response import (
     FAILED_FINISH,
     error_from_status,
@@ -50,10 +50,7 @@ class GeminiStream:
         """One `data:` payload -> the chunks it produces."""
         if not data.strip():
             return []
-        try:
-            payload = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise self._protocol("malformed JSON in stream chunk") from None
+        payload = loads(data, provider=self.provider, model=self.model, after_first_token=self.emitted_content)
         if not isinstance(payload, dict):
             raise self._protocol("stream chunk is not a JSON object")
         if isinstance(payload.get("error"), dict):
