@@ -28,10 +28,13 @@ _TYPE_NAMES = {
 
 
 @cache
+def _schema_text() -> str:
+    return files("turnout.schema").joinpath("routes.schema.json").read_text(encoding="utf-8")
+
+
 def schema_json() -> dict[str, Any]:
-    """The routing file's JSON Schema (Draft 2020-12), as shipped inside the package."""
-    text = files("turnout.schema").joinpath("routes.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    """The routing file's JSON Schema (Draft 2020-12), as shipped inside the package (a fresh copy each call)."""
+    return json.loads(_schema_text())
 
 
 @cache
