@@ -109,6 +109,14 @@ async def test_overloaded_529_with_retry_after(fake, session):
     assert (info.value.status, info.value.retry_after, info.value.code) == (529, 4.0, "overloaded_error")
 
 
+async def test_rate_limit_that_should_not_be_retried_is_quota(fake, session):
+    """A 429 with `x-should-retry: false` is quota_exceeded: waiting will not help."""
+    fake.script("chat", fake.error(ErrorClass.RATE_LIMIT, headers={"x-should-retry": "false", "retry-after": "60"}))
+    with pytest.raises(ProviderError) as info:
+        await driver(fake.url).send(hello(), ctx(session))
+    assert info.value.error_class is ErrorClass.QUOTA_EXCEEDED
+
+
 async def test_low_credit_balance_is_quota(fake, session):
     """The 400 'credit balance is too low' answer is quota_exceeded, not a bad request."""
     message = "Your credit balance is too low to access the Anthropic API."

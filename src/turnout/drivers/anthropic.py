@@ -32,7 +32,7 @@ from turnout.drivers.anthropic_request import build_request
 from turnout.drivers.anthropic_response import classify, error_details, parse_response
 from turnout.drivers.anthropic_stream import AnthropicStream
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
-from turnout.errors import ProtocolError, ProviderError, provider_error
+from turnout.errors import ErrorClass, ProtocolError, ProviderError, provider_error
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -111,6 +111,8 @@ class AnthropicDriver:
         def parse(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
             message, kind = error_details(body)
             error_class = classify(status, kind, message)
+            if error_class is ErrorClass.RATE_LIMIT and (headers.get("x-should-retry") or "").lower() == "false":
+                error_class = ErrorClass.QUOTA_EXCEEDED  # Anthropic says waiting will not help
             if error_class is None:
                 return classify_status(
                     status, body, headers, provider=provider, model=model, message=message, code=kind
