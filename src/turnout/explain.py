@@ -1,8 +1,10 @@
 """`turnout explain`: every route expanded to the deployments it may call, with effective, inherited policies.
 
-`explain(config)` returns plain data (JSON-ready) shaped routes -> steps -> deployments, so the same renderer
-can later be fed from the compiled dispatch graph; `render_text()` turns it into a readable report. Secrets are
-never included: credentials appear only as "***" or "not set".
+`explain(config_or_graph)` renders the compiled `DispatchGraph` (a Config is compiled first, purely) as plain
+data (JSON-ready) shaped routes -> steps -> deployments: exactly what the router dispatches over, including each
+deployment's effective capabilities (declared `supports`, else the driver's) and why a member never serves a
+route. `render_text()` turns it into a readable report. Secrets are never included: credentials appear only as
+"***" or "not set".
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec, RouteSpec
+from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec
+from turnout.router.compile import compile_graph
+from turnout.router.graph import CompiledRoute, DispatchGraph, PlannedMember
 from turnout.schema.units import format_duration
 
 _SECRETISH = re.compile(r"(api_?key|secret|password|passwd|credential|token$|^auth)", re.IGNORECASE)
@@ -31,13 +35,18 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def explain(config: Config) -> dict[str, Any]:
-    """The whole file as plain data: routes -> steps -> deployments, providers, warnings. Durations in seconds."""
+def explain(source: Config | DispatchGraph) -> dict[str, Any]:
+    """The compiled graph as plain data: routes -> steps -> deployments, providers, warnings. Durations in seconds.
+
+    Given a Config it compiles it first (pure, no I/O; raises ConfigError when a driver rejects its options).
+    """
+    graph = source if isinstance(source, DispatchGraph) else compile_graph(source)
+    config = graph.config
     return {
         "source": config.source,
         "summary": summary(config),
         "defaults": policy_data(config.defaults),
-        "routes": [_route(config, route) for route in config.routes.values()],
+        "routes": [_route(config, route) for route in graph.routes.values()],
         "providers": [_provider(p) for p in config.providers.values()],
         "warnings": [str(w) for w in config.warnings],
     }
@@ -71,21 +80,16 @@ def breaker_data(breaker: BreakerPolicy) -> dict[str, Any]:
     }
 
 
-def _route(config: Config, route: RouteSpec) -> dict[str, Any]:
-    steps = []
-    for target in route.chain:
-        pool = config.pools.get(target)
-        members = pool.members if pool else ()
-        weights = {m.model: m.weight for m in members}
-        names = [m.model for m in members] if pool else [target]
-        steps.append(
-            {
-                "target": target,
-                "kind": "pool" if pool else "model",
-                "strategy": pool.strategy if pool else "single",
-                "deployments": [_deployment(config, config.models[n], weights.get(n, 1.0), route) for n in names],
-            }
-        )
+def _route(config: Config, route: CompiledRoute) -> dict[str, Any]:
+    steps = [
+        {
+            "target": step.name,
+            "kind": step.kind,
+            "strategy": step.strategy if step.kind == "pool" else "single",
+            "deployments": [_deployment(config, config.models[m.model], m, route) for m in step.members],
+        }
+        for step in route.plan
+    ]
     return {
         "name": route.name,
         "description": route.description,
@@ -95,17 +99,23 @@ def _route(config: Config, route: RouteSpec) -> dict[str, Any]:
     }
 
 
-def _deployment(config: Config, model: ModelSpec, weight: float, route: RouteSpec) -> dict[str, Any]:
+def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: CompiledRoute) -> dict[str, Any]:
     provider = config.providers[model.provider]
-    lacking = [c for c in sorted(route.requires) if model.declares(c) is False]
+    deployment = member.deployment
+    if deployment is not None:  # compiled: the effective capabilities decide
+        capabilities: list[str] | None = sorted(deployment.capabilities)
+        lacking = sorted(route.requires - deployment.capabilities)
+    else:  # a disabled provider has no driver: judge by what the file declares
+        capabilities = sorted(model.supports) if model.supports is not None else None
+        lacking = [c for c in sorted(route.requires) if model.declares(c) is False]
     price = model.price
     return {
-        "key": f"{provider.name}/{model.key}",
+        "key": member.key,
         "model": model.key,
         "provider": provider.name,
         "driver": provider.driver,
         "upstream": model.upstream,
-        "weight": weight,
+        "weight": member.weight,
         "enabled": provider.enabled,
         "disabled_reason": provider.disabled_reason,
         "eligible": not lacking,
@@ -113,6 +123,7 @@ def _deployment(config: Config, model: ModelSpec, weight: float, route: RouteSpe
         "context_window": model.context_window,
         "max_output_tokens": model.max_output_tokens,
         "supports": sorted(model.supports) if model.supports is not None else None,
+        "capabilities": capabilities,
         "price": None
         if price is None
         else {
@@ -214,7 +225,12 @@ def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
         facts.append(f"window {d['context_window']}")
     if d["max_output_tokens"]:
         facts.append(f"max output {d['max_output_tokens']}")
-    facts.append(f"supports {', '.join(d['supports'])}" if d["supports"] is not None else "supports: not declared")
+    if d["supports"] is not None:
+        facts.append(f"supports {', '.join(d['supports'])}")
+    elif d["capabilities"] is not None:
+        facts.append(f"supports: not declared (driver offers {', '.join(d['capabilities'])})")
+    else:
+        facts.append("supports: not declared")
     price = d["price"]
     if price is None:
         facts.append("price unknown")

@@ -16,7 +16,7 @@ from turnout.config import CAPABILITIES, Config, ModelSpec, ProviderSpec, RouteS
 from turnout.drivers.base import Driver
 from turnout.drivers.registry import DriverRegistry, UnknownDriver
 from turnout.errors import ConfigError, Problem
-from turnout.router.graph import CompiledRoute, Deployment, DispatchGraph, Excluded, Step
+from turnout.router.graph import CompiledRoute, Deployment, DispatchGraph, Excluded, PlannedMember, PlannedStep, Step
 from turnout.router.pricing import TokenPrice
 from turnout.router.select import make_strategy
 
@@ -113,6 +113,7 @@ def _route(
 ) -> CompiledRoute:
     steps: list[Step] = []
     excluded: list[Excluded] = []
+    plan: list[PlannedStep] = []
     for entry in spec.chain:
         pool = config.pools.get(entry)
         if pool is not None:
@@ -122,24 +123,28 @@ def _route(
             members, strategy, kind = [(entry, 1.0)], "priority", "model"
         chosen: list[Deployment] = []
         weights: list[float] = []
+        planned: list[PlannedMember] = []
         for model_key, weight in members:
             model = config.models.get(model_key)
             if model is None:  # the loader rejects this; a hand-built Config might not
-                raise ConfigError(
-                    [Problem(config.source, 0, 0, f"routes.{spec.name}.chain", f"unknown model or pool '{model_key}'")]
-                )
+                where = f"routes.{spec.name}.chain"
+                raise ConfigError([Problem(config.source, 0, 0, where, f"unknown model or pool '{model_key}'")])
             key = f"{model.provider}/{model.key}"
             deployment = deployments.get(key)
+            reason = None
             if deployment is None:
-                reason = disabled.get(model.provider, "provider not available")
-                excluded.append(Excluded(key, f"provider '{model.provider}' disabled: {reason}"))
-                continue
-            missing = spec.requires - deployment.capabilities
-            if missing:
-                excluded.append(Excluded(key, f"lacks required {', '.join(sorted(missing))}"))
+                reason = f"provider '{model.provider}' disabled: {disabled.get(model.provider, 'not available')}"
+            else:
+                missing = spec.requires - deployment.capabilities
+                if missing:
+                    reason = f"lacks {', '.join(sorted(missing))}"
+            planned.append(PlannedMember(key, model.key, model.provider, weight, deployment, reason))
+            if deployment is None or reason is not None:
+                excluded.append(Excluded(key, reason or "not available"))
                 continue
             chosen.append(deployment)
             weights.append(weight)
+        plan.append(PlannedStep(entry, kind, strategy, tuple(planned)))
         if chosen:
             steps.append(Step(entry, kind, make_strategy(strategy, rng), tuple(chosen), tuple(weights)))
     return CompiledRoute(
@@ -149,6 +154,7 @@ def _route(
         requires=spec.requires,
         description=spec.description,
         excluded=tuple(excluded),
+        plan=tuple(plan),
     )
 
 

@@ -64,13 +64,38 @@ class Excluded:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class PlannedMember:
+    """A chain member as written, with the deployment it compiled to or the reason it never serves here."""
+
+    key: str
+    model: str
+    provider: str
+    weight: float
+    deployment: Deployment | None
+    excluded: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PlannedStep:
+    """A chain entry as written (pool or model), every member included: what `turnout explain` shows."""
+
+    name: str
+    kind: str  # "pool" | "model"
+    strategy: str
+    members: tuple[PlannedMember, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class CompiledRoute:
+    """`steps` is what dispatch walks (usable deployments only); `plan` is the chain as written, for display."""
+
     name: str
     steps: tuple[Step, ...]
     policy: Policy
     requires: frozenset[str] = frozenset()
     description: str = ""
     excluded: tuple[Excluded, ...] = ()
+    plan: tuple[PlannedStep, ...] = ()
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
