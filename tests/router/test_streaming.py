@@ -8,6 +8,7 @@ import pytest
 from aiohttp import web
 
 from turnout import AllUpstreamsFailed, ErrorClass, ProviderError
+from turnout.events import ResponseCompleted
 from turnout.testing import Framing, hang
 
 HI = [{"role": "user", "content": "hello there"}]
@@ -175,8 +176,8 @@ async def test_continue_without_a_prefill_deployment_reports_the_original_failur
     assert stream.attempts[-1].detail.startswith("lacks prefill")
 
 
-async def test_aclose_cancels_the_upstream_at_once(fakes, build):
-    """Closing a stream mid-way disconnects from the upstream immediately and frees the in-flight slot."""
+async def test_aclose_cancels_the_upstream_at_once(fakes, build, recorder):
+    """Closing a stream mid-way disconnects from the upstream at once, frees the slot, ends as "cancelled"."""
     a = await fakes()
     a.default("chat", a.stream_text([f"w{i} " for i in range(50)], framing=Framing(delay=0.05)))
     async with build(stream_yaml(a.url), real_time=True) as router:
@@ -187,6 +188,8 @@ async def test_aclose_cancels_the_upstream_at_once(fakes, build):
         await stream.aclose()
         assert await a.wait_disconnect(within=1.0)
         assert router.health["p0/m0"].in_flight == 0
+    done = recorder.of(ResponseCompleted)
+    assert [(e.served_by, e.error_class) for e in done] == [("p0/m0", "cancelled")]
 
 
 async def test_hanging_first_token_respects_the_deadline(fakes, build):

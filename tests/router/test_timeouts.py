@@ -8,9 +8,8 @@ import time
 import pytest
 
 from turnout import ChatChunk, ChatResponse, ErrorClass, ProviderError, Router, Usage
-from turnout.drivers.registry import DriverRegistry
+from turnout.events import ResponseCompleted
 from turnout.router.timeouts import TimeoutMonitor
-from turnout.schema import load_text
 
 HI = [{"role": "user", "content": "hello there"}]
 
@@ -52,9 +51,9 @@ routes:
 """
 
 
-def oblivious_router() -> Router:
-    registry = DriverRegistry({"oblivious": Oblivious})
-    return Router(load_text(YAML, registry=registry), drivers=registry)
+def oblivious_router(**options) -> Router:
+    """Built from YAML with an embedder's driver class: the loader and the compiler both know it."""
+    return Router.from_yaml(YAML, drivers={"oblivious": Oblivious}, **options)
 
 
 async def test_attempt_timeout_is_enforced_even_if_the_driver_ignores_it():
@@ -84,14 +83,17 @@ async def _read(stream, got):
 
 
 async def test_a_callers_cancellation_is_not_mistaken_for_a_timeout():
-    """Cancelling a request mid-attempt propagates CancelledError and frees the deployment's in-flight slot."""
-    async with oblivious_router() as router:
+    """Cancelling a request mid-attempt propagates CancelledError, frees the in-flight slot, ends as "cancelled"."""
+    events = []
+    async with oblivious_router(observers=[events.append]) as router:
         task = asyncio.create_task(router.chat(model="r", messages=HI))
         await asyncio.sleep(0.02)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert router.health["stuck/s"].in_flight == 0
+    done = [e for e in events if isinstance(e, ResponseCompleted)]
+    assert [(e.error_class, e.attempts[0].detail) for e in done] == [("cancelled", "cancelled by the caller")]
 
 
 async def test_monitor_cancels_only_overdue_waits_with_one_timer():

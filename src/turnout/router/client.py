@@ -56,7 +56,7 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._registry = drivers if isinstance(drivers, DriverRegistry) else DriverRegistry(drivers)
+        self._registry = _registry(drivers)
         self._rng = rng or random.Random()
         self._clock = clock
         self._health = HealthTable(clock=clock, emit=self._emit)
@@ -75,14 +75,16 @@ class Router:
         """Load, validate and compile a routing file (ConfigError lists every problem)."""
         from turnout.schema import load_file
 
-        return cls(load_file(path, env=env), **options)
+        registry = _registry(options.get("drivers"))
+        return cls(load_file(path, env=env, registry=registry), **{**options, "drivers": registry})
 
     @classmethod
     def from_yaml(cls, text: str, *, env: Mapping[str, str] | None = None, **options: Any) -> Router:
         """Like `from_file`, from YAML text."""
         from turnout.schema import load_text
 
-        return cls(load_text(text, env=env), **options)
+        registry = _registry(options.get("drivers"))
+        return cls(load_text(text, env=env, registry=registry), **{**options, "drivers": registry})
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def __aenter__(self) -> Router:
@@ -268,6 +270,11 @@ class Router:
 
     def __repr__(self) -> str:
         return f"<Router routes={len(self._graph.routes)} deployments={len(self._graph.deployments)}>"
+
+
+def _registry(drivers: Mapping[str, type[Driver]] | DriverRegistry | None) -> DriverRegistry:
+    """Embedder-supplied driver classes win over built-ins and entry points (for loading and compiling alike)."""
+    return drivers if isinstance(drivers, DriverRegistry) else DriverRegistry(drivers)
 
 
 def _largest_window(deployments: Sequence[Any]) -> int | None:

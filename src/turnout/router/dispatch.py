@@ -75,6 +75,7 @@ class Run:
     """The state of one request while it is dispatched: deadline, trail, errors, escalation constraints."""
 
     __slots__ = (
+        "completed",
         "deadline",
         "entries",
         "errors",
@@ -112,6 +113,7 @@ class Run:
         self.number = 0
         self.upstream_time = 0.0
         self.slept = 0.0
+        self.completed = False
         if rt.observers:
             rt.emit(RequestStarted(self.started, request_id, route.name, request.stream))
 
@@ -234,12 +236,16 @@ class Run:
                 )
             )
 
-    def abandoned(self, h: DeploymentHealth, ticket: Ticket, d: Deployment, started: float) -> None:
+    def abandoned(
+        self, h: DeploymentHealth, ticket: Ticket, d: Deployment, started: float, served_by: str | None = None
+    ) -> None:
         """The caller cancelled mid-attempt: free the slot, count nothing against the deployment."""
         now = self.rt.clock()
         h.in_flight -= 1
         h.breaker.release(ticket)
+        self.upstream_time += now - started
         self.trail.append(Attempt(d.key, started, now - started, "error", detail="cancelled by the caller"))
+        self.complete(served_by, error_class="cancelled")
 
     def decide(self, d: Deployment, error: ProviderError, n: int) -> float | None:
         """After failure n on `d`: seconds to wait before retrying it, or None to move on. Raises on "fail"."""
@@ -285,6 +291,11 @@ class Run:
         error_class: str | None = None,
         ttft: float | None = None,
     ) -> None:
+        """Emit the request's one ResponseCompleted (later calls are ignored). A request the caller abandoned
+        ends with `error_class="cancelled"`."""
+        if self.completed:
+            return
+        self.completed = True
         rt = self.rt
         if not rt.observers:
             return

@@ -139,12 +139,12 @@ class ChatStream:
                         )
                     except asyncio.CancelledError:
                         if not guard.expired():
-                            run.abandoned(h, ticket, d, started)
+                            run.abandoned(h, ticket, d, started, self.served_by)
                             raise
                         error = _timeout_error(d, seen_content, policy)
                     except GeneratorExit:
                         if not finished:
-                            run.abandoned(h, ticket, d, started)
+                            run.abandoned(h, ticket, d, started, self.served_by)
                         raise
                     except Exception as exc:
                         error = driver_bug(d, exc)
