@@ -265,3 +265,16 @@ async def test_continue_reports_the_original_failure_when_continuations_fail(bui
             await drain(router.stream(model="r", messages=LONG), [])
     assert info.value.error_class is ErrorClass.PROTOCOL
     assert info.value.after_first_token
+
+
+async def test_a_refusal_after_the_commit_is_raised_not_routed_around(build):
+    """Under mid_stream: continue, a continuation that refuses ends the stream with that refusal; no third try."""
+    cut = "{reply: echo, chunk_tokens: 1, faults: [{kind: cut, after_chunks: 2}]}"
+    refuse = "{faults: [{kind: refusal}]}"
+    async with build(mock_yaml(cut, second=refuse, third="{reply: echo}")) as router:
+        stream = router.stream(model="r", messages=LONG)
+        with pytest.raises(ProviderError) as info:
+            await drain(stream, [])
+    assert info.value.error_class is ErrorClass.CONTENT_POLICY
+    assert info.value.after_first_token
+    assert [a.deployment for a in stream.attempts] == ["m0p/m0", "m1p/m1"]

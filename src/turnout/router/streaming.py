@@ -6,7 +6,11 @@ After it a stall timeout bounds every gap and a failure is handled by the route'
 `error` raises a ProviderError with `after_first_token=True` (a cut stream never ends like a complete one);
 `continue` hands the text so far to the next deployment that supports `prefill` (as `assistant_prefix`) and
 streams its continuation without a second role chunk; with no such deployment left it behaves as `error`
-and reports the original failure.
+and reports the original failure. An error whose route action is "fail" (a refusal, by default) is raised
+as is under either policy: a cut answer is never routed around a safety decision.
+
+Before the commit an attempt is bounded by min(first_token_timeout, attempt_timeout); after it only the
+stall timeout and the request's deadline apply (a long answer may take longer than one attempt_timeout).
 
 The generic timeouts cost almost nothing per chunk: each wait only stores its limit in the attempt's Guard
 (`turnout.router.timeouts`), whose Router-wide timer cancels a wait that overran; the stream turns that into
@@ -22,6 +26,7 @@ from types import TracebackType
 from turnout.errors import ProviderError, UpstreamTimeout, provider_error
 from turnout.router.breaker import Ticket
 from turnout.router.dispatch import Run, driver_bug
+from turnout.router.policy import action_for
 from turnout.router.pricing import request_cost
 from turnout.types import Attempt, ChatChunk, Usage
 
@@ -157,6 +162,8 @@ class ChatStream:
                         error = _after_first_token(error)
                     run.failed(d, h, ticket, started, error)
                     if committed:  # mid-stream: never retry the same deployment, never end as a success
+                        if action_for(policy, error) == "fail":  # e.g. a refusal: never routed around
+                            raise run_failed(run, _after_first_token(error))
                         cut = cut or _after_first_token(error)
                         if text is None:
                             raise run_failed(run, cut)
