@@ -181,7 +181,33 @@ def usage_from(line: Mapping[str, Any]) -> Usage:
     return Usage(prompt_tokens=prompt if isinstance(prompt, int) else 0, completion_tokens=completion)
 
 
+def message_of(line: Mapping[str, Any], *, provider: str, model: str, after: bool = False) -> Mapping[str, Any]:
+    """The line's `message`, checked: text fields are strings and tool calls have a named function."""
+    message = line.get("message", _EMPTY)
+    problem = None
+    if not isinstance(message, Mapping):
+        problem = "'message' is not an object"
+    elif any(not isinstance(message.get(k) or "", str) for k in ("content", "thinking")):
+        problem = "'message.content' is not a string"
+    else:
+        calls = message.get("tool_calls") or []
+        if not isinstance(calls, list) or not all(
+            isinstance(c, Mapping)
+            and isinstance(c.get("function"), Mapping)
+            and isinstance(c["function"].get("name"), str)
+            and isinstance(c.get("id") or "", str)
+            for c in calls
+        ):
+            problem = "'message.tool_calls' is malformed"
+    if problem is not None:
+        raise ProtocolError(
+            f"upstream sent a bad message: {problem}", provider=provider, model=model, after_first_token=after
+        )
+    return message
+
+
 def tool_calls_from(message: Mapping[str, Any], start: int = 0) -> list[dict[str, Any]]:
+    """OpenAI tool calls from an Ollama message already checked by `message_of`."""
     calls = []
     for offset, call in enumerate(message.get("tool_calls") or ()):
         fn = call.get("function") or {}
@@ -269,9 +295,9 @@ class OllamaDriver:
             message = str(data["error"])
             error_class = error_class_for(_stream_status(message), message)
             raise provider_error(error_class, message, provider=provider, model=ctx.model)
-        message = data.get("message")
-        if not isinstance(message, Mapping):
+        if not isinstance(data.get("message"), Mapping):
             raise ProtocolError("upstream response has no 'message'", provider=provider, model=ctx.model)
+        message = message_of(data, provider=provider, model=ctx.model)
         calls = tool_calls_from(message)
         out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or (None if calls else "")}
         if calls:
@@ -372,7 +398,7 @@ class _StreamState:
                 after_first_token=self.content,
                 body=raw[:2000],
             )
-        message = line.get("message") or _EMPTY
+        message = message_of(line, provider=self.provider, model=self.model, after=self.content)
         delta: dict[str, Any] = {} if self.started else {"role": "assistant"}
         if message.get("content"):
             delta["content"] = message["content"]

@@ -87,21 +87,32 @@ def _empty_choices(raw: bytes) -> bool:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _details(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
 def parse_usage(data: Any) -> Usage:
     """OpenAI's `usage` object -> Usage (cached and reasoning details included); anything else -> unknown."""
     if not isinstance(data, Mapping):
         return Usage.UNKNOWN
     prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    if not isinstance(prompt, int) or not isinstance(completion, int) or isinstance(prompt, bool):
         return Usage.UNKNOWN
-    prompt_details = data.get("prompt_tokens_details") or _EMPTY
-    completion_details = data.get("completion_tokens_details") or _EMPTY
+    prompt_details, completion_details = (
+        _details(data, "prompt_tokens_details"),
+        _details(data, "completion_tokens_details"),
+    )
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        cached_tokens=prompt_details.get("cached_tokens") or 0,
-        cache_write_tokens=prompt_details.get("cache_write_tokens") or 0,
-        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+        cached_tokens=_count(prompt_details.get("cached_tokens")),
+        cache_write_tokens=_count(prompt_details.get("cache_write_tokens")),
+        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
     )
 
 
@@ -115,9 +126,10 @@ def _usage_of(obj: Mapping[str, Any]) -> Usage | None:
 
 
 def _finish_of(obj: Mapping[str, Any]) -> str | None:
-    for choice in obj.get("choices") or ():
+    choices = obj.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         if isinstance(choice, Mapping) and choice.get("finish_reason"):
-            return choice["finish_reason"]
+            return str(choice["finish_reason"])
     return None
 
 
@@ -137,9 +149,8 @@ _STATUS_HINTS = (
 def stream_error(obj: Mapping[str, Any], raw: bytes, *, provider: str, model: str, after: bool) -> ProviderError:
     """Classify an error object that came with a 200: a `data: {"error": ...}` stream event or an error body.
 
-    The class is guessed from its own status/code/type.
-
-    The error carries no HTTP `status`: the response itself was a 200.
+    The class is guessed from the error's own status/code/type; the error carries no HTTP `status`, since the
+    response itself was a 200.
     """
     message, code = error_details(raw)
     error = obj.get("error")
@@ -159,6 +170,20 @@ def stream_error(obj: Mapping[str, Any], raw: bytes, *, provider: str, model: st
     )
 
 
+def _valid_choice(choice: Any) -> bool:
+    if not isinstance(choice, Mapping) or not isinstance(choice.get("message"), Mapping):
+        return False
+    content = choice["message"].get("content")
+    return (
+        content is None
+        or isinstance(content, str)
+        or (
+            isinstance(content, list)
+            and all(isinstance(p, Mapping) and isinstance(p.get("text", ""), str) for p in content)
+        )
+    )
+
+
 def response_from(data: Any, *, provider: str, model: str) -> ChatResponse:
     """A non-streamed OpenAI body -> ChatResponse (`choices` kept as sent; unknown top-level fields in `extra`)."""
     if not isinstance(data, Mapping):
@@ -166,8 +191,8 @@ def response_from(data: Any, *, provider: str, model: str) -> ChatResponse:
     if data.get("error") is not None:  # an error object inside a 200
         raise stream_error(data, dumps(data), provider=provider, model=model, after=False)
     choices = data.get("choices")
-    if not isinstance(choices, list):
-        raise ProtocolError("upstream response has no 'choices'", provider=provider, model=model)
+    if not isinstance(choices, list) or not all(_valid_choice(c) for c in choices):
+        raise ProtocolError("upstream response has no valid 'choices'", provider=provider, model=model)
     return ChatResponse(
         id=str(data.get("id") or ""),
         model=str(data.get("model") or model),
