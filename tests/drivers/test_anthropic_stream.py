@@ -171,3 +171,26 @@ def test_usage_unknown_when_stream_reports_none():
     start = ev("message_start", message={"id": "m", "model": "x", "content": []})
     _, chunks = run([start, ev("message_delta", delta={"stop_reason": "end_turn"}), STOP])
     assert chunks[-1].usage is Usage.UNKNOWN
+
+
+def test_thinking_streams_as_reasoning_and_whole_blocks():
+    """Thinking deltas stream as reasoning_content; the finished block (with signature) follows; none is content."""
+    _, chunks = run(
+        [
+            START,
+            ev("content_block_start", index=0, content_block={"type": "thinking", "thinking": "", "signature": ""}),
+            ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "Let me "}),
+            ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "think."}),
+            ev("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "EqQBCgIYAh"}),
+            ev("content_block_stop", index=0),
+            ev("content_block_start", index=1, content_block={"type": "text", "text": ""}),
+            text("Answer", index=1),
+            ev("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 9}),
+            STOP,
+        ]
+    )
+    reasoning = [c.delta["reasoning_content"] for c in chunks if "reasoning_content" in c.delta]
+    assert reasoning == ["Let me ", "think."]
+    blocks = [b for c in chunks for b in c.delta.get("thinking_blocks", ())]
+    assert blocks == [{"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCgIYAh"}]
+    assert [c.content for c in chunks if c.is_content] == ["Answer"]

@@ -279,6 +279,33 @@ def test_usage_counts_cache_traffic_as_prompt():
     assert not usage_from({"input_tokens": 3}).known
 
 
+def test_thinking_round_trip():
+    """Thinking blocks come back as reasoning_content + thinking_blocks and are sent back first in their turn."""
+    blocks = [
+        {"type": "thinking", "thinking": "Check the weather.", "signature": "sig=="},
+        {"type": "redacted_thinking", "data": "opaque"},
+    ]
+    data = {
+        "id": "m",
+        "content": [*blocks, {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {}}],
+        "stop_reason": "tool_use",
+    }
+    message = parse_response(data, provider="p", model="m").message
+    assert message["reasoning_content"] == "Check the weather."
+    assert message["thinking_blocks"] == blocks
+    out = body(
+        [
+            {"role": "user", "content": "weather?"},
+            dict(message),
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+        ],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+    )
+    assert out["messages"][1]["content"][:2] == blocks
+    assert out["messages"][1]["content"][2]["type"] == "tool_use"
+    assert out["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
 def test_non_message_body_is_a_protocol_error():
     """A 200 body that is not a message is a protocol error, not a crash."""
     with pytest.raises(ProtocolError):

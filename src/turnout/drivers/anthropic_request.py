@@ -10,6 +10,8 @@ What changes shape on the way (wire-formats.md sections 3 and 10):
   whitespace-only stop sequences (which Anthropic rejects with a 400) are dropped.
 - `response_format: json_object` has no Anthropic equivalent: it becomes a system instruction (lossy);
   `json_schema` becomes `output_config.format`.
+- Extended thinking (`thinking`, Anthropic-native, passed through): an assistant message's `thinking_blocks`
+  (returned by this driver, the convention LiteLLM also uses) are sent back first in its turn, signatures intact.
 - `request.assistant_prefix` becomes a final assistant message (prefill). Anthropic rejects a final assistant
   turn ending in whitespace, so trailing whitespace of the prefix is dropped.
 - Parameters without an Anthropic equivalent (penalties, logprobs, seed, logit_bias) are dropped; `n > 1` is
@@ -178,7 +180,7 @@ def image_block(image: Any, where: str, fail: _Failer) -> Block:
 
 def _assistant_blocks(message: Mapping[str, Any], where: str, fail: _Failer) -> list[Block]:
     content = message.get("content")
-    blocks: list[Block] = []
+    blocks: list[Block] = thinking_blocks(message.get("thinking_blocks"))
     if isinstance(content, str):
         if content:
             blocks.append({"type": "text", "text": content})
@@ -189,6 +191,24 @@ def _assistant_blocks(message: Mapping[str, Any], where: str, fail: _Failer) -> 
                 blocks.append({"type": "text", "text": text})
     for k, call in enumerate(message.get("tool_calls") or ()):
         blocks.append(_tool_use(call, f"{where}.tool_calls[{k}]", fail))
+    return blocks
+
+
+def thinking_blocks(value: Any) -> list[Block]:
+    """An assistant message's `thinking_blocks` (as this driver returned them) -> the blocks to send back.
+
+    With extended thinking and tools, Anthropic requires the previous turn's thinking blocks, signature intact,
+    before its tool_use blocks; anything malformed is dropped rather than sent.
+    """
+    blocks: list[Block] = []
+    for block in value if isinstance(value, list) else ():
+        if not isinstance(block, Mapping):
+            continue
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+            if isinstance(block.get("signature"), str):
+                blocks.append({"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]})
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            blocks.append({"type": "redacted_thinking", "data": block["data"]})
     return blocks
 
 

@@ -3,6 +3,10 @@
 Usage (wire-formats.md 9.2): Anthropic's `input_tokens` excludes cache traffic, so the canonical prompt count
 is `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`; cached = cache reads, cache write =
 cache creation, reasoning = `output_tokens_details.thinking_tokens` (already inside `output_tokens`).
+
+Extended thinking: thinking text is returned as the message's `reasoning_content` (the field OpenAI-compatible
+reasoning servers use) and the blocks themselves, signatures included, as `thinking_blocks`, which
+`anthropic_request` sends back when the client echoes the message.
 """
 
 from __future__ import annotations
@@ -95,13 +99,17 @@ def parse_response(data: Any, *, provider: str, model: str, created: int | None 
         )
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for block in data["content"]:
         if not isinstance(block, Mapping):
             continue
-        if block.get("type") == "text":
-            texts.append(block.get("text") or "")
-        elif block.get("type") == "tool_use":
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "tool_use":
             calls.append(tool_call(block))
+        elif kind in ("thinking", "redacted_thinking"):
+            thinking.append(dict(block))
     reason = finish_reason(data.get("stop_reason"))
     text = "".join(texts)
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
@@ -111,6 +119,9 @@ def parse_response(data: Any, *, provider: str, model: str, created: int | None 
         message["refusal"] = explanation or text or "refused"
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message["reasoning_content"] = "".join(str(b.get("thinking") or "") for b in thinking)
+        message["thinking_blocks"] = thinking
     return ChatResponse(
         id=str(data.get("id") or ""),
         model=str(data.get("model") or model),

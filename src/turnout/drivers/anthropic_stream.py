@@ -5,11 +5,13 @@ Feed it every SSE event (`feed(event, data)`) and call `finish()` at EOF. It emi
 - a content chunk per non-empty `text_delta`;
 - for each `tool_use` block, a tool-call delta `{index, id, type, function: {name, arguments: ""}}` and then one
   delta per non-empty `input_json_delta` fragment, exactly as OpenAI streams tool calls (by tool index);
+- for extended thinking, `reasoning_content` deltas as the thinking streams and, when a thinking block ends, a
+  `thinking_blocks` delta with the whole block and its signature (neither counts as content: see ChatChunk);
 - at `message_stop`, a finish chunk (`delta: {}`, finish_reason) and a final usage-only chunk (`choices: []`)
   that carries the stream's usage and finish reason.
 Usage: input counts come from `message_start`, `message_delta.usage` is cumulative and overrides them.
-`ping` and unknown events are ignored (Anthropic's versioning policy); `event: error` after HTTP 200 raises the
-classified error; EOF without `message_stop` raises ProtocolError.
+`ping`, `content_block_stop` of other blocks and unknown events are ignored (Anthropic's versioning policy);
+`event: error` after HTTP 200 raises the classified error; EOF without `message_stop` raises ProtocolError.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ class AnthropicStream:
         self._usage: dict[str, Any] = {}
         self._stop_reason: Any = None
         self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool index
+        self._thinking: dict[int, dict[str, Any]] = {}  # content block index -> thinking block being built
         self._handlers = {
             "message_start": self._message_start,
             "content_block_start": self._block_start,
             "content_block_delta": self._block_delta,
+            "content_block_stop": self._block_stop,
             "message_delta": self._message_delta,
             "message_stop": self._message_stop,
         }
@@ -90,8 +94,12 @@ class AnthropicStream:
         if block.get("type") == "text":
             text = block.get("text")
             return [self._content({"content": text})] if isinstance(text, str) and text else []
+        if block.get("type") in ("thinking", "redacted_thinking") and isinstance(payload.get("index"), int):
+            self._thinking[payload["index"]] = dict(block)
+            text = block.get("thinking")
+            return [self._chunk({"reasoning_content": text})] if isinstance(text, str) and text else []
         if block.get("type") != "tool_use":
-            return []  # thinking, redacted_thinking, server tools: nothing OpenAI chat can show
+            return []  # server tools and block types added later: nothing OpenAI chat can show
         if not isinstance(payload.get("index"), int):
             raise self._protocol("content_block_start without an integer index")
         index = len(self._tool_index)
@@ -118,7 +126,19 @@ class AnthropicStream:
                 raise self._protocol("input_json_delta for a block that is not a started tool_use")
             fragment = delta.get("partial_json")
             return [self._arguments(index, fragment)] if isinstance(fragment, str) and fragment else []
-        return []  # thinking_delta, signature_delta, citations_delta
+        thinking = self._thinking.get(payload.get("index")) if isinstance(payload.get("index"), int) else None
+        if kind == "thinking_delta" and thinking is not None and isinstance(delta.get("thinking"), str):
+            thinking["thinking"] = str(thinking.get("thinking") or "") + delta["thinking"]
+            return [self._chunk({"reasoning_content": delta["thinking"]})] if delta["thinking"] else []
+        if kind == "signature_delta" and thinking is not None and isinstance(delta.get("signature"), str):
+            thinking["signature"] = str(thinking.get("signature") or "") + delta["signature"]
+        return []  # citations_delta and delta types added later
+
+    def _block_stop(self, payload: dict[str, Any]) -> list[ChatChunk]:
+        """A finished thinking block goes out whole (signature included) so the client can send it back."""
+        index = payload.get("index")
+        block = self._thinking.pop(index, None) if isinstance(index, int) else None
+        return [self._chunk({"thinking_blocks": [block]})] if block is not None else []
 
     def _message_delta(self, payload: dict[str, Any]) -> list[ChatChunk]:
         delta = payload.get("delta")
