@@ -190,10 +190,18 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
 
 def _tool_arguments(tool: Mapping[str, Any], text: str) -> dict[str, Any]:
     """Plausible arguments: every required property filled by its type (strings get the user's text)."""
-    params = (tool.get("function") or {}).get("parameters") or {}
-    props = params.get("properties") or {}
+    params = tool["function"].get("parameters")
+    params = params if isinstance(params, Mapping) else {}
+    props = params.get("properties") if isinstance(params.get("properties"), Mapping) else {}
+    required = params.get("required") if isinstance(params.get("required"), list | tuple) else ()
     samples = {"string": text, "number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}
-    return {name: samples.get((props.get(name) or {}).get("type")) for name in params.get("required") or ()}
+    out: dict[str, Any] = {}
+    for name in required:
+        prop = props.get(name) if isinstance(name, str) else None
+        if isinstance(name, str):
+            kind = prop.get("type") if isinstance(prop, Mapping) else None
+            out[name] = samples.get(kind) if isinstance(kind, str) else None
+    return out
 
 
 class MockDriver:
@@ -244,7 +252,7 @@ class MockDriver:
         tools = request.body.get("tools")
         if not behaviour.tool_call or not tools or request.messages[-1].get("role") != "user":
             return None
-        return tools[0]
+        return tools[0] if isinstance(tools[0], Mapping) and isinstance(tools[0].get("function"), Mapping) else None
 
     # -- failures
 
@@ -325,7 +333,7 @@ class MockDriver:
         )
 
     def _tool_call(self, request: ChatRequest, tool: Mapping[str, Any], index: int) -> dict[str, Any]:
-        name = (tool.get("function") or {}).get("name", "tool")
+        name = str(tool["function"].get("name") or "tool")
         args = _tool_arguments(tool, last_user_text(request.messages))
         function = {"name": name, "arguments": json.dumps(args)}
         return {"id": f"call_mock{index}", "type": "function", "function": function}
