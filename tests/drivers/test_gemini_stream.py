@@ -93,10 +93,11 @@ def test_blocked_prompt_and_safety_finish():
     assert chunks[-1].finish_reason == "content_filter"
 
 
-def test_thought_parts_are_not_content_and_garbage_is_protocol():
-    """Thought summaries are not emitted as content; a malformed chunk is a protocol error."""
+def test_thought_parts_are_reasoning_not_content_and_garbage_is_protocol():
+    """Thought summaries stream as reasoning_content, not content; a malformed chunk is a protocol error."""
     chunks = run([chunk([{"text": "hmm", "thought": True}, {"text": "Yes"}], finish="STOP")])
     assert [c.content for c in chunks if c.is_content] == ["Yes"]
+    assert [c.delta["reasoning_content"] for c in chunks if "reasoning_content" in c.delta] == ["hmm"]
     with pytest.raises(ProtocolError):
         GeminiStream(provider="p", model="m").feed(b'{"candidates": [{"cont')
 

@@ -212,6 +212,7 @@ def test_response_with_function_calls_synthesises_ids():
     assert json.loads(response.tool_calls[1]["function"]["arguments"]) == {"city": "Rome"}
     assert response.usage == Usage(prompt_tokens=10, completion_tokens=10, reasoning_tokens=6)
     assert response.model == "gemini-test-001"
+    assert response.message["reasoning_content"] == "thinking..."
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@
 - Gemini may omit function-call ids: they are synthesised as `call_<n>_<hash>`, n the call's position in the
   response and hash a digest of the response id, position, name and arguments (stable for the same answer, so a
   streamed and a non-streamed copy agree). A part's `thoughtSignature` rides on the tool call as
-  `extra_content.google.thought_signature` (see gemini_request).
+  `extra_content.google.thought_signature` (see gemini_request). Thought summaries (`thought: true` parts) are
+  reasoning, not answer: they become the message's `reasoning_content`.
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ def is_answer_part(part: Any) -> bool:
     return isinstance(part, Mapping) and isinstance(part.get("text"), str) and not part.get("thought")
 
 
+def is_thought_part(part: Any) -> bool:
+    """A thought summary (`thought: true`, sent with `includeThoughts`): reasoning, not answer."""
+    return isinstance(part, Mapping) and isinstance(part.get("text"), str) and part.get("thought") is True
+
+
 def parse_response(data: Any, *, provider: str, model: str, created: int | None = None) -> ChatResponse:
     """A generateContent response body -> ChatResponse (or the classified error it really is)."""
     if not isinstance(data, Mapping):
@@ -170,9 +176,12 @@ def _choice(candidate: Any, i: int, response_id: str, provider: str, model: str)
     parts = content.get("parts") if isinstance(content, Mapping) else None
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[str] = []
     for part in parts if isinstance(parts, list) else ():
         if is_answer_part(part):
             texts.append(part["text"])
+        elif is_thought_part(part):
+            thoughts.append(part["text"])
         elif isinstance(part, Mapping) and isinstance(part.get("functionCall"), Mapping):
             calls.append(tool_call(part, response_id=response_id, n=len(calls)))
     reason = finish_reason(raw_reason, has_calls=bool(calls))
@@ -180,6 +189,8 @@ def _choice(candidate: Any, i: int, response_id: str, provider: str, model: str)
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         message["tool_calls"] = calls
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
     index = candidate.get("index")
     return {
         "index": index if isinstance(index, int) else i,

@@ -2,8 +2,9 @@
 
 The stream is `data:` lines only, each a whole GenerateContentResponse with *incremental* parts, and no
 terminator: the body simply ends. So:
-- text parts -> content chunks; a `functionCall` part arrives whole -> one tool-call delta carrying id, name and
-  the complete arguments (ids synthesised as in `gemini_response`, so both paths agree);
+- text parts -> content chunks; thought summaries -> `reasoning_content` deltas (not content); a `functionCall`
+  part arrives whole -> one tool-call delta carrying id, name and the complete arguments (ids synthesised as in
+  `gemini_response`, so both paths agree);
 - `usageMetadata` rides on many chunks: the last one wins;
 - EOF after some candidate reported a `finishReason` is the normal end and produces the finish chunk(s) and a
   final usage-only chunk (`choices: []`); EOF without any finishReason is a truncated stream -> ProtocolError;
@@ -24,6 +25,7 @@ from turnout.drivers.gemini_response import (
     failed_finish,
     finish_reason,
     is_answer_part,
+    is_thought_part,
     no_candidates,
     tool_call,
     usage_from,
@@ -102,6 +104,9 @@ class GeminiStream:
             if is_answer_part(part):
                 if part["text"]:
                     chunks.append(self._content({"content": part["text"]}, index))
+            elif is_thought_part(part):
+                if part["text"]:
+                    chunks.append(ChatChunk(data=self._data({"reasoning_content": part["text"]}, index=index)))
             elif isinstance(part, dict) and isinstance(part.get("functionCall"), dict):
                 n = self._calls.get(index, 0)
                 self._calls[index] = n + 1
