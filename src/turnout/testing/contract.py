@@ -19,6 +19,8 @@ over loopback; the slowest waits `hang_timeout` seconds (default 0.3).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import json
 import time
@@ -324,6 +326,24 @@ class DriverContract:
             if chunk.is_content:
                 break
         await stream.aclose()  # type: ignore[attr-defined]
+        assert await fake.wait_disconnect(2.0)
+
+    @pytest.mark.asyncio
+    async def test_cancel_task_closes_upstream(self, fake: Any, driver: Driver, session: aiohttp.ClientSession) -> None:
+        """Cancelling the task that consumes a stream (a client hung up) closes the upstream connection."""
+        fake.script("chat", fake.stream_text(["tick "] * 200, framing=Framing(delay=0.01)))
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for chunk in driver.stream(self.request(stream=True), self.ctx(session)):
+                if chunk.is_content:
+                    first.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 5.0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         assert await fake.wait_disconnect(2.0)
 
     # -- errors
