@@ -330,3 +330,9 @@ async def test_models_and_credentials() -> None:
     assert [m.id for m in await driver.list_models(ctx())] == ["echo-1"]
     assert (await driver.check_credentials(ctx())).ok
     assert {"tools", "vision", "json", "prefill", "streaming"} <= driver.capabilities
+
+
+async def test_send_ignores_first_token_timeout() -> None:
+    """A non-streamed answer is bounded by the attempt's budget only, not by the streaming first-token limit."""
+    response = await mock(latency="30ms").send(request("ok"), ctx(first_token_timeout=0.01, attempt_timeout=1))
+    assert response.text == "ok"

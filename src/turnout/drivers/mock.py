@@ -269,12 +269,14 @@ class MockDriver:
         if seconds > 0:
             await asyncio.sleep(seconds)
 
-    async def _before_answer(self, fault: Fault | None, behaviour: Behaviour, ctx: CallContext) -> None:
-        """Latency and the faults that strike before any output."""
+    async def _before_answer(
+        self, fault: Fault | None, behaviour: Behaviour, ctx: CallContext, *, stream: bool
+    ) -> None:
+        """Latency and the faults that strike before any output (streams also honour first_token_timeout)."""
         delay = behaviour.latency + (fault.duration if fault is not None and fault.kind == "slow" else 0.0)
         if fault is not None and fault.kind == "hang":
             delay = math.inf
-        await self._sleep(delay, ctx, ctx.first_token_timeout, after=False)
+        await self._sleep(delay, ctx, ctx.first_token_timeout if stream else None, after=False)
         if fault is None:
             return
         if fault.kind == "status":
@@ -308,7 +310,7 @@ class MockDriver:
     async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
         behaviour = self._behaviour(request)
         fault = self._pick_fault(behaviour)
-        await self._before_answer(fault, behaviour, ctx)
+        await self._before_answer(fault, behaviour, ctx, stream=False)
         if fault is not None and fault.kind == "stall":
             await self._sleep(fault.duration, ctx, None, after=False)
         if fault is not None and fault.kind == "cut":
@@ -341,7 +343,7 @@ class MockDriver:
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk]:
         behaviour = self._behaviour(request)
         fault = self._pick_fault(behaviour)
-        await self._before_answer(fault, behaviour, ctx)
+        await self._before_answer(fault, behaviour, ctx, stream=True)
         ident, created = f"chatcmpl-mock{next(self._ids)}", int(time.time())
 
         def chunk(delta: Mapping[str, Any], finish: str | None = None) -> dict[str, Any]:
