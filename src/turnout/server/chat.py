@@ -173,6 +173,7 @@ class ChatHandler:
         chunks = stream.__aiter__()
         status = CLIENT_CLOSED
         outcome = None
+        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
         try:
             try:
                 first = await chunks.__anext__()
@@ -193,16 +194,19 @@ class ChatHandler:
             headers = routing_headers(stream.route, stream.served_by, trail, None)
             if not any(a.outcome == "success" for a in trail):  # the serving attempt is still in progress
                 headers["x-turnout-attempts"] = str(_tried(trail) + 1)
-            response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+            response.headers.update(headers)
             await response.prepare(request)
             status = 200
             outcome = await relay(
                 response, chunks, first, include_usage=chat.include_usage, keep_text=sc.settings.log_content
             )
             return response
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             status = CLIENT_CLOSED
             raise
+        except ConnectionError:  # the client went away while we were writing: nothing more to send
+            status = CLIENT_CLOSED
+            return response
         finally:
             await stream.aclose()
             if status == 200 or status == CLIENT_CLOSED:
