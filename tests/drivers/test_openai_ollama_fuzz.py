@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turnout.config import ProviderSpec
-from turnout.drivers import ollama, openai
+from turnout.drivers import ollama, openai_wire
 from turnout.drivers.base import CallContext
 from turnout.errors import ProviderError
 from turnout.types import ChatChunk, ChatResponse
@@ -47,7 +47,7 @@ def survives(action: Callable[[], Any]) -> None:
 @given(st.lists(payloads, max_size=6), st.booleans())
 def test_openai_stream_survives_anything(events: list[bytes], done: bool) -> None:
     """Arbitrary SSE payloads give chunks or a ProviderError, never another exception."""
-    state = openai._StreamState("p", "m")
+    state = openai_wire.StreamState("p", "m")
     for raw in [*events, b"[DONE]"] if done else events:
         survives(lambda raw=raw: state.feed(raw))
     survives(state.finish)
@@ -57,7 +57,7 @@ def test_openai_stream_survives_anything(events: list[bytes], done: bool) -> Non
 @given(values)
 def test_openai_response_survives_anything(data: Any) -> None:
     """An arbitrary non-streamed body gives a ChatResponse with a text, or a ProviderError."""
-    survives(lambda: openai.response_from(data, provider="p", model="m"))
+    survives(lambda: openai_wire.response_from(data, provider="p", model="m"))
 
 
 @SETTINGS

@@ -3,222 +3,26 @@
 Near-passthrough: the client's body goes upstream with only `model` replaced (plus `stream_options.include_usage`
 when streaming, and an optional `max_tokens` <-> `max_completion_tokens` rename from the model's options).
 
-Streaming forwards each upstream chunk's exact bytes as `ChatChunk(raw=...)`. Only cheap byte checks run per chunk
-(is it `{...}`? is there content? is `finish_reason`/`usage` set? is there an `error`?); a chunk is parsed only when
-it may carry a finish reason, usage or an error. So a truncated chunk is caught, but a chunk whose JSON is broken
-inside its braces is forwarded as received (full validation would cost a parse per chunk). Chunks from the first
-finish reason on are held back so the last chunk yielded can carry the stream's `finish_reason` and `usage`.
-
-End of stream: `data: [DONE]` ends it normally. A body that ends without `[DONE]` is accepted only if a finish
-reason was already seen (the answer is complete; usage may then be unknown); otherwise it is a ProtocolError, so a
-truncated answer is never reported as a success.
+The wire details (body rewriting, parsing, the byte-level stream state machine) live in `openai_wire`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
-from turnout.drivers._http import (
-    dumps,
-    error_class_for,
-    error_details,
-    iter_sse,
-    loads,
-    open_request,
-    read_json,
-    strip_directives,
-    transport_error,
-    validate_options,
-)
+from turnout.drivers._http import dumps, iter_sse, open_request, read_json, transport_error, validate_options
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
-from turnout.errors import BadRequest, ProtocolError, ProviderError, provider_error
-from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage, chunk_data
+from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
+from turnout.errors import BadRequest, ProtocolError, ProviderError
+from turnout.types import ChatChunk, ChatRequest, ChatResponse
+
+# Re-exported for callers that parse OpenAI bodies themselves.
+__all__ = ["DEFAULT_BASE_URL", "AzureOpenAIDriver", "OpenAIDriver", "build_body", "parse_usage", "response_from"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_RESPONSE_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
-_NULL = b"null"
-_COLON_NULL = (b":null", b": null")
-_STRING_START = (b'"', b' "')
-_EMPTY_STRING = (b'""', b' ""')
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-# ---------------------------------------------------------------------------------------------- byte-level checks
-
-
-def _is_set(raw: bytes, key: bytes) -> bool:
-    """True when `key` is present with a non-null value.
-
-    Safe on chunk JSON: inside a JSON string every `"` is escaped, so `"key"` followed by `"` only matches keys.
-    """
-    at = raw.find(key)
-    if at < 0:
-        return False
-    return not raw[at + len(key) : at + len(key) + 8].lstrip(b": \t").startswith(_NULL)
-
-
-def _unset(raw: bytes, key: bytes) -> bool:
-    """True when `key` is absent or null. The per-chunk hot path: one find and one startswith, no slicing;
-    unusual spacing is answered by the exact (slower) check."""
-    at = raw.find(key)
-    if at < 0:
-        return True
-    return raw.startswith(_COLON_NULL, at + len(key)) or not _is_set(raw, key)
-
-
-def _has_content(raw: bytes) -> bool:
-    """True when the chunk carries non-empty content, tool calls or a refusal (the streaming commit point)."""
-    at = raw.find(b'"content":')
-    if at >= 0 and raw.startswith(_STRING_START, at + 10) and not raw.startswith(_EMPTY_STRING, at + 10):
-        return True
-    return (b'"tool_calls"' in raw and _is_set(raw, b'"tool_calls"')) or (
-        b'"refusal"' in raw and _is_set(raw, b'"refusal"')
-    )
-
-
-def _empty_choices(raw: bytes) -> bool:
-    return b'"choices":[]' in raw or b'"choices": []' in raw
-
-
-# ---------------------------------------------------------------------------------------------- parsing
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _details(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    return value if isinstance(value, Mapping) else _EMPTY
-
-
-def parse_usage(data: Any) -> Usage:
-    """OpenAI's `usage` object -> Usage (cached and reasoning details included); anything else -> unknown."""
-    if not isinstance(data, Mapping):
-        return Usage.UNKNOWN
-    prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int) or isinstance(prompt, bool):
-        return Usage.UNKNOWN
-    prompt_details, completion_details = (
-        _details(data, "prompt_tokens_details"),
-        _details(data, "completion_tokens_details"),
-    )
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_tokens=_count(prompt_details.get("cached_tokens")),
-        cache_write_tokens=_count(prompt_details.get("cache_write_tokens")),
-        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
-    )
-
-
-def _usage_of(obj: Mapping[str, Any]) -> Usage | None:
-    """Usage from a response/chunk: OpenAI's `usage`, or Groq's `x_groq.usage`; None when neither is present."""
-    usage = obj.get("usage")
-    if usage is None:
-        groq = obj.get("x_groq")
-        usage = groq.get("usage") if isinstance(groq, Mapping) else None
-    return parse_usage(usage) if usage is not None else None
-
-
-def _finish_of(obj: Mapping[str, Any]) -> str | None:
-    choices = obj.get("choices")
-    for choice in choices if isinstance(choices, list) else ():
-        if isinstance(choice, Mapping) and choice.get("finish_reason"):
-            return str(choice["finish_reason"])
-    return None
-
-
-_STATUS_HINTS = (
-    ("quota", 429),
-    ("rate_limit", 429),
-    ("context_length", 400),
-    ("invalid_prompt", 400),
-    ("content_filter", 400),
-    ("invalid_request", 400),
-    ("auth", 401),
-    ("overloaded", 503),
-    ("not_found", 404),
-)
-
-
-def stream_error(obj: Mapping[str, Any], raw: bytes, *, provider: str, model: str, after: bool) -> ProviderError:
-    """Classify an error object that came with a 200: a `data: {"error": ...}` stream event or an error body.
-
-    The class is guessed from the error's own status/code/type; the error carries no HTTP `status`, since the
-    response itself was a 200.
-    """
-    message, code = error_details(raw)
-    error = obj.get("error")
-    detail = error if isinstance(error, Mapping) else _EMPTY
-    status = detail.get("status") or detail.get("code")
-    if not isinstance(status, int) or not 400 <= status < 600:
-        hint = f"{code or ''} {detail.get('type') or ''}".lower()
-        status = next((s for key, s in _STATUS_HINTS if key in hint), 500)
-    return provider_error(
-        error_class_for(status, message, code),
-        message,
-        provider=provider,
-        model=model,
-        code=code,
-        after_first_token=after,
-        body=raw[:2000],
-    )
-
-
-def _valid_choice(choice: Any) -> bool:
-    if not isinstance(choice, Mapping) or not isinstance(choice.get("message"), Mapping):
-        return False
-    content = choice["message"].get("content")
-    return (
-        content is None
-        or isinstance(content, str)
-        or (
-            isinstance(content, list)
-            and all(isinstance(p, Mapping) and isinstance(p.get("text", ""), str) for p in content)
-        )
-    )
-
-
-def response_from(data: Any, *, provider: str, model: str) -> ChatResponse:
-    """A non-streamed OpenAI body -> ChatResponse (`choices` kept as sent; unknown top-level fields in `extra`)."""
-    if not isinstance(data, Mapping):
-        raise ProtocolError("upstream answered with a non-object JSON body", provider=provider, model=model)
-    if data.get("error") is not None:  # an error object inside a 200
-        raise stream_error(data, dumps(data), provider=provider, model=model, after=False)
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not all(_valid_choice(c) for c in choices):
-        raise ProtocolError("upstream response has no valid 'choices'", provider=provider, model=model)
-    return ChatResponse(
-        id=str(data.get("id") or ""),
-        model=str(data.get("model") or model),
-        choices=tuple(choices),
-        usage=_usage_of(data) or Usage.UNKNOWN,
-        created=data.get("created") if isinstance(data.get("created"), int) else int(time.time()),
-        extra=MappingProxyType({k: v for k, v in data.items() if k not in _RESPONSE_KEYS}),
-    )
-
-
-def build_body(request: ChatRequest, ctx: CallContext, *, stream: bool) -> dict[str, Any]:
-    """The upstream body: the client's, minus `turnout_*` directives, with model/stream options set."""
-    body = strip_directives(request.body)
-    body["model"] = ctx.model
-    param = ctx.model_options.get("max_tokens_param")
-    if param == "max_completion_tokens" and "max_tokens" in body and "max_completion_tokens" not in body:
-        body["max_completion_tokens"] = body.pop("max_tokens")
-    elif param == "max_tokens" and "max_completion_tokens" in body and "max_tokens" not in body:
-        body["max_tokens"] = body.pop("max_completion_tokens")
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    else:
-        body.pop("stream", None)
-        body.pop("stream_options", None)
-    return body
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -292,7 +96,7 @@ class OpenAIDriver:
             ctx, "POST", self._chat_url(ctx), provider=provider, model=model,
             headers=self._headers(), data=dumps(body), params=self._params(), stream=True,
         ) as resp:  # fmt: skip
-            state = _StreamState(provider, model)
+            state = StreamState(provider, model)
             try:
                 async for event in iter_sse(resp.content):
                     chunk = state.feed(event.data)
@@ -332,78 +136,6 @@ class OpenAIDriver:
                 self.spec.name, False, err.status, err.error_class.value, err.message, ctx.clock() - started
             )
         return CredentialCheck(self.spec.name, True, 200, None, "ok", ctx.clock() - started)
-
-
-class _StreamState:
-    """Per-stream bookkeeping: what was seen, and the chunks held back since the first finish reason."""
-
-    __slots__ = ("content", "done", "finish_reason", "held", "model", "provider", "usage")
-
-    def __init__(self, provider: str, model: str) -> None:
-        self.provider = provider
-        self.model = model
-        self.content = False
-        self.done = False
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.held: list[tuple[bytes, bool]] = []  # (raw, usage_only)
-
-    def feed(self, raw: bytes) -> ChatChunk | None:
-        """One SSE data payload -> a chunk to yield now, or None (held back, skipped or the terminator)."""
-        if raw == b"[DONE]":
-            self.done = True
-            return None
-        if b'"error"' in raw:
-            obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
-            if isinstance(obj, Mapping) and obj.get("error") is not None:
-                raise stream_error(obj, raw, provider=self.provider, model=self.model, after=self.content)
-        if raw[:1] != b"{" or raw[-1:] != b"}":  # the cheap structural check every chunk gets
-            loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
-            raise ProtocolError(
-                f"stream chunk is not a JSON object: {raw[:100]!r}",
-                provider=self.provider,
-                model=self.model,
-                after_first_token=self.content,
-            )
-        if self.finish_reason is None and _unset(raw, b'"finish_reason"') and _unset(raw, b'"usage"'):
-            if _has_content(raw):
-                self.content = True
-                return ChatChunk(raw=raw, is_content=True)
-            if _empty_choices(raw):  # Azure's prompt-filter chunk
-                return None
-            return ChatChunk(raw=raw)
-        obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
-        if not isinstance(obj, Mapping):
-            raise ProtocolError("stream chunk is not a JSON object", provider=self.provider, model=self.model)
-        usage = _usage_of(obj)
-        if usage is not None:
-            self.usage = usage
-        self.finish_reason = _finish_of(obj) or self.finish_reason
-        empty = not obj.get("choices")
-        if empty and usage is None:
-            return None
-        if _has_content(raw):
-            self.content = True
-        self.held.append((raw, empty))
-        return None
-
-    def finish(self) -> list[ChatChunk]:
-        """The held chunks, the last one carrying finish reason and usage; or the error for a truncated stream."""
-        if not self.done and self.finish_reason is None:
-            raise ProtocolError(
-                "stream ended before the answer was complete (no finish_reason and no [DONE])",
-                provider=self.provider,
-                model=self.model,
-                after_first_token=self.content,
-            )
-        usage = self.usage or Usage.UNKNOWN
-        if not self.held:
-            data = chunk_data(id="", model=self.model, created=int(time.time()), delta={})
-            return [ChatChunk(data=data, usage=usage)]
-        out = [ChatChunk(raw=raw, finish_reason=self.finish_reason) for raw, _ in self.held[:-1]]
-        raw, usage_only = self.held[-1]
-        out.append(ChatChunk(raw=raw, finish_reason=self.finish_reason, usage=usage, usage_only=usage_only))
-        return out
 
 
 class AzureOpenAIDriver(OpenAIDriver):
