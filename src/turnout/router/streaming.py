@@ -131,7 +131,19 @@ class ChatStream:
                             guard.wait_until(min(loop.time() + stall, loop_deadline))
                             chunk = await upstream.__anext__()
                             guard.until = None
-                        # The final chunk: account before handing it over, in case the caller stops reading.
+                        # The final chunk. Let the driver run to its end first, so it reads the stream's tail and
+                        # releases the connection for reuse (closing it early costs a new connection next time).
+                        try:
+                            guard.wait_until(min(loop.time() + stall, loop_deadline))
+                            await upstream.__anext__()
+                        except (StopAsyncIteration, ProviderError):
+                            pass  # the answer is complete either way
+                        except asyncio.CancelledError:
+                            if not guard.expired():
+                                raise
+                        finally:
+                            guard.until = None
+                        # Account before handing the final chunk over, in case the caller stops reading.
                         self._succeeded(d, h, ticket, started, chunk.usage)
                         finished = True
                         yield chunk
