@@ -288,3 +288,16 @@ async def test_client_disconnect_mid_stream_cancels_upstream(serve, http, primar
         assert s.sidecar.in_flight == 0
         assert len(asyncio.all_tasks()) <= tasks_before
         assert json.loads(s.access_lines()[-1])["status"] == 499
+
+
+async def test_stream_events_are_not_held_back(serve, http, primary):
+    """Each streamed event reaches the client when the upstream sends it, not batched until the end."""
+    primary.script("chat", primary.stream_text(["a", "b", "c", "d"], framing=Framing(delay=0.1)))
+    async with serve() as s:
+        arrivals = []
+        async with http.post(s.url + CHAT, json={"model": "solo", "messages": MESSAGES, "stream": True}) as resp:
+            async for line in resp.content:
+                if line.startswith(b"data: ") and b'"content":"' in line and b'"content":""' not in line:
+                    arrivals.append(asyncio.get_running_loop().time())
+    assert len(arrivals) == 4
+    assert arrivals[-1] - arrivals[0] >= 0.25  # spread like the upstream's pacing (3 gaps of 0.1 s)

@@ -64,6 +64,61 @@ def usage_event(first: ChatChunk, usage: Usage) -> bytes | None:
     return ChatChunk(data=body).to_sse()
 
 
+class CoalescingWriter:
+    """Writes SSE events to the response, batching the events that arrive in one burst into one write.
+
+    An upstream usually delivers several events per TCP read, and the router hands them over one by one
+    without suspending. Writing each one costs a send syscall (and a wake-up of the client); instead `add()`
+    buffers and schedules a flush task, which runs as soon as the relay task next waits on the upstream. The
+    client therefore sees every event as early as before, in order, with one write per burst. A failed write
+    (the client went away) is re-raised by the next `add()` or by `close()`.
+    """
+
+    __slots__ = ("_buffer", "_error", "_loop", "_response", "_taken", "_task")
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self._response = response
+        self._loop = asyncio.get_running_loop()
+        self._buffer: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+        self._taken = True  # the current task (if any) already took the buffer
+        self._error: BaseException | None = None
+
+    def add(self, event: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._buffer.append(event)
+        if self._taken:
+            self._taken = False
+            self._task = self._loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        self._taken = True
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        try:
+            await self._response.write(data)
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            self._error = exc if isinstance(exc, ConnectionError) else ConnectionResetError("write cancelled")
+
+    async def close(self, last: bytes) -> None:
+        """Write what is buffered plus `last`, then end the body."""
+        if self._task is not None:
+            await self._task
+        if self._error is not None:
+            raise self._error
+        self._buffer.append(last)
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        await self._response.write(data)
+        await self._response.write_eof()
+
+    def abort(self) -> None:
+        """Stop any pending flush (the relay is being cancelled)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
 async def relay(
     response: web.StreamResponse,
     stream: Any,
@@ -75,11 +130,12 @@ async def relay(
     """Write `first` and everything after it from `stream`; end with [DONE] or with an error event."""
     outcome = RelayOutcome(chunks=1)
     texts: list[str] | None = [] if keep_text else None
-    write = response.write
+    out = CoalescingWriter(response)
+    add = out.add
     opening = role_chunk(first)
     if opening is not None:
-        await write(opening)
-    await write(first.to_sse())
+        add(opening)
+    add(first.to_sse())
     if texts is not None:
         texts.append(first.content or "")
     usage_sent = False
@@ -87,14 +143,15 @@ async def relay(
         async for chunk in stream:
             if chunk.usage_only:
                 if include_usage:
-                    await write(chunk.to_sse())
+                    add(chunk.to_sse())
                     usage_sent = True
                 continue
-            await write(chunk.to_sse())
+            add(chunk.to_sse())
             outcome.chunks += 1
             if texts is not None:
                 texts.append(chunk.content or "")
-    except (asyncio.CancelledError, ConnectionResetError):
+    except (asyncio.CancelledError, ConnectionError):
+        out.abort()
         raise
     except Exception as exc:  # after the commit point every failure becomes an error event, never [DONE]
         if not isinstance(exc, ProviderError):
@@ -103,15 +160,13 @@ async def relay(
         fail = failure(exc)
         outcome.error_class = fail.error_class or "server_error"
         outcome.error_message = str(fail.error.get("message", ""))
-        await write(fail.event())
-        await response.write_eof()
+        await out.close(fail.event())
         outcome.text = "".join(texts) if texts is not None else None
         return outcome
     if include_usage and not usage_sent:
         extra = usage_event(first, getattr(stream, "usage", None))
         if extra is not None:
-            await write(extra)
-    await write(DONE)
-    await response.write_eof()
+            add(extra)
+    await out.close(DONE)
     outcome.text = "".join(texts) if texts is not None else None
     return outcome
