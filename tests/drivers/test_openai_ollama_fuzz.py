@@ -9,8 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turnout.config import ProviderSpec
-from turnout.drivers import ollama, openai_wire
+from turnout.drivers import ollama_wire, openai_wire
 from turnout.drivers.base import CallContext
 from turnout.errors import ProviderError
 from turnout.types import ChatChunk, ChatResponse
@@ -64,7 +63,7 @@ def test_openai_response_survives_anything(data: Any) -> None:
 @given(st.lists(payloads, max_size=6))
 def test_ollama_stream_survives_anything(lines: list[bytes]) -> None:
     """Arbitrary NDJSON lines give chunks or a ProviderError, never another exception."""
-    state = ollama._StreamState("p", "m")
+    state = ollama_wire.StreamState("p", "m")
     for raw in lines:
         survives(lambda raw=raw: state.feed(raw))
 
@@ -73,5 +72,4 @@ def test_ollama_stream_survives_anything(lines: list[bytes]) -> None:
 @given(values)
 def test_ollama_response_survives_anything(data: Any) -> None:
     """An arbitrary /api/chat body gives a ChatResponse with a text, or a ProviderError."""
-    driver = ollama.OllamaDriver(ProviderSpec(name="p", driver="ollama"))
-    survives(lambda: driver._response(data, CTX))
+    survives(lambda: ollama_wire.response_from(data, provider="p", model="m"))
