@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turnout.drivers import ollama_wire, openai_wire
-from turnout.drivers.base import CallContext
 from turnout.errors import ProviderError
 from turnout.types import ChatChunk, ChatResponse
 
@@ -27,7 +26,6 @@ keys = st.sampled_from(
 )  # fmt: skip
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=5))
 payloads = values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=30)
-CTX = CallContext(session=None, model="m")  # type: ignore[arg-type]
 
 
 def survives(action: Callable[[], Any]) -> None:
