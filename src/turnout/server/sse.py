@@ -150,23 +150,31 @@ async def relay(
             outcome.chunks += 1
             if texts is not None:
                 texts.append(chunk.content or "")
-    except (asyncio.CancelledError, ConnectionError):
+    except ProviderError as exc:  # first: UpstreamConnectionError is also a builtin ConnectionError
+        return await _failed(out, exc, outcome, texts)
+    except (asyncio.CancelledError, ConnectionError):  # the client went away: nothing left to tell it
         out.abort()
         raise
     except Exception as exc:  # after the commit point every failure becomes an error event, never [DONE]
-        if not isinstance(exc, ProviderError):
-            log.exception("stream failed after the first chunk")
-            exc = UpstreamConnectionError(f"stream failed: {type(exc).__name__}", after_first_token=True)
-        fail = failure(exc)
-        outcome.error_class = fail.error_class or "server_error"
-        outcome.error_message = str(fail.error.get("message", ""))
-        await out.close(fail.event())
-        outcome.text = "".join(texts) if texts is not None else None
-        return outcome
+        log.exception("stream failed after the first chunk")
+        error = UpstreamConnectionError(f"stream failed: {type(exc).__name__}", after_first_token=True)
+        return await _failed(out, error, outcome, texts)
     if include_usage and not usage_sent:
         extra = usage_event(first, getattr(stream, "usage", None))
         if extra is not None:
             add(extra)
     await out.close(DONE)
+    outcome.text = "".join(texts) if texts is not None else None
+    return outcome
+
+
+async def _failed(
+    out: CoalescingWriter, exc: ProviderError, outcome: RelayOutcome, texts: list[str] | None
+) -> RelayOutcome:
+    """End the stream with the error event (never [DONE]) and record why."""
+    fail = failure(exc)
+    outcome.error_class = fail.error_class or "server_error"
+    outcome.error_message = str(fail.error.get("message", ""))
+    await out.close(fail.event())
     outcome.text = "".join(texts) if texts is not None else None
     return outcome

@@ -1,0 +1,55 @@
+"""The repository's own routes.yaml served with no API keys: the README's main command works on the mock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+ROUTES = Path(__file__).resolve().parents[2] / "routes.yaml"
+ASK = [{"role": "user", "content": "echo me back please"}]
+
+
+@pytest.fixture
+async def served(server_kit, monkeypatch):
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    async with server_kit.serving(ROUTES, watch=False) as s:
+        yield s
+
+
+async def test_echo_route_answers_without_keys(served):
+    """With no provider keys set the echo route is served by the mock provider."""
+    reply = await served.client().chat.completions.create(model="echo", messages=ASK)
+    assert reply.choices[0].message.content == "echo me back please"
+    assert reply.model == "echo-1"
+
+
+async def test_mock_stream_cut_is_raised_by_the_sdk(served):
+    """A mock stream cut after two chunks ends with an error event that the SDK raises."""
+    stream = await served.client().chat.completions.create(
+        model="echo",
+        messages=ASK,
+        stream=True,
+        extra_body={"turnout_mock": {"faults": [{"kind": "cut", "after_chunks": 2}]}},
+    )
+    received: list[str] = []
+
+    async def drain() -> None:
+        async for chunk in stream:
+            received.append((chunk.choices[0].delta.content or "") if chunk.choices else "")
+
+    with pytest.raises(openai.APIError):
+        await drain()
+    assert "".join(received).strip()  # some content arrived before the cut
+
+
+async def test_mock_refusal_is_400_with_reason(served):
+    """A content-policy refusal from the mock is a 400 BadRequestError carrying the provider's reason."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        await served.client().chat.completions.create(
+            model="echo", messages=ASK, extra_body={"turnout_mock": {"faults": [{"kind": "refusal"}]}}
+        )
+    assert caught.value.code
+    assert caught.value.message
