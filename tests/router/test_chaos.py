@@ -80,23 +80,25 @@ async def test_chaos_every_request_accounted_for():
         messages = [{"role": "user", "content": text}]
         async with gate:
             started = time.monotonic()
+            stream = None
             try:
                 if i % 2:  # streams: half continue cut answers elsewhere, half end them with an error
                     stream = router.stream(model="strict" if i % 4 == 3 else "chaos", messages=messages)
-                    try:
-                        parts = [c.content async for c in stream if c.content]
-                    finally:
-                        trails.append(stream.attempts)
+                    parts = [c.content async for c in stream if c.content]
                     assert "".join(parts) == text, "a streamed success must be the complete answer"
+                    trails.append(stream.attempts)
                 else:
                     reply = await router.chat(model="chaos", messages=messages)
                     trails.append(reply.attempts)
                     assert reply.text == text
                 outcomes["success"] += 1
             except AllUpstreamsFailed as exc:
+                if stream is not None and exc.attempts != stream.attempts:
+                    outcomes["trail mismatch"] += 1
                 trails.append(exc.attempts)
                 outcomes[f"failed:{exc.error_class}" if exc.error_class is not None else "unclassified"] += 1
             except ProviderError as exc:  # a committed stream that could not be completed
+                trails.append(stream.attempts if stream is not None else ())
                 outcomes[f"cut:{exc.error_class}" if exc.after_first_token else "unexpected"] += 1
             elapsed = time.monotonic() - started
             if elapsed > DEADLINE + SLACK:
@@ -108,7 +110,7 @@ async def test_chaos_every_request_accounted_for():
     wall = time.monotonic() - wall
 
     assert sum(outcomes.values()) == TOTAL
-    assert outcomes["unclassified"] == outcomes["unexpected"] == 0, outcomes
+    assert outcomes["unclassified"] == outcomes["unexpected"] == outcomes["trail mismatch"] == 0, outcomes
     assert outcomes["success"] >= TOTAL * 0.8, outcomes
     assert any(kind.startswith("cut:") for kind in outcomes), outcomes  # strict streams were cut
     assert late == []
