@@ -1,0 +1,129 @@
+"""Unit checks of the sidecar's small pieces: error mapping, access-log encoding, keys, SSE role chunk, metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from turnout.config import Secret
+from turnout.errors import HTTP_STATUS, AllUpstreamsFailed, ErrorClass, InvalidRequest, RouteNotFound, provider_error
+from turnout.events import BreakerOpened, FallbackTaken, ResponseCompleted
+from turnout.server.access_log import AccessLog
+from turnout.server.auth import ApiKeys
+from turnout.server.errors import failure
+from turnout.server.metrics import Metrics
+from turnout.server.sse import role_chunk
+from turnout.types import Attempt, ChatChunk, Usage
+
+HOSTILE = 'quote " backslash \\ newline \n tab \t nul \x00 unicode \u00e9\u2028 emoji \U0001f600'
+
+
+def attempt(cls: str | None, outcome: str = "error") -> Attempt:
+    return Attempt("p/m", 0.0, 0.01, outcome, cls, 500 if cls else None, detail=HOSTILE)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", list(ErrorClass))
+def test_failure_status_follows_the_taxonomy(cls):
+    """A route failing with one class answers that class's HTTP status (429 only when every try was limited)."""
+    err = provider_error(cls, "upstream said no", provider="p", model="m", retry_after=2.5)
+    fail = failure(AllUpstreamsFailed("r", [attempt(cls.value)], err))
+    assert fail.status == HTTP_STATUS[cls]
+    assert fail.error["error_class"] == cls.value
+    if fail.status == 429:
+        assert fail.headers["Retry-After"] == "3"
+    json.loads(fail.body())
+
+
+def test_mixed_failures_ending_in_rate_limit_are_503():
+    """If some options failed for other reasons, a final rate limit is not reported as a plain 429."""
+    err = provider_error(ErrorClass.RATE_LIMIT, "slow down", provider="p", model="m")
+    fail = failure(AllUpstreamsFailed("r", [attempt("server_error"), attempt("rate_limit")], err))
+    assert fail.status == 503
+
+
+def test_nothing_tried_is_503_with_trail():
+    """No attempt at all (everything skipped) is 503 no_upstream_available with the skips listed."""
+    fail = failure(AllUpstreamsFailed("r", [Attempt("p/m", 0, 0, "skipped", detail="breaker open")], None))
+    assert fail.status == 503
+    assert fail.error["code"] == "no_upstream_available"
+    assert "breaker open" in fail.error["message"]
+
+
+def test_client_errors_and_unknown_exceptions():
+    """InvalidRequest is 400 with param, RouteNotFound 404, and anything unexpected a bare 500 without details."""
+    assert failure(InvalidRequest("bad", param="n")).error["param"] == "n"
+    assert failure(RouteNotFound("x", ["a", "b"])).status == 404
+    internal = failure(RuntimeError("secret internals"))
+    assert internal.status == 500 and "secret internals" not in internal.body().decode()
+
+
+def test_access_log_line_is_valid_json_for_hostile_strings():
+    """The hand-assembled access line stays valid JSON whatever the strings and numbers hold."""
+    out = io.StringIO()
+    AccessLog(out).write(
+        method="POST",
+        path=HOSTILE,
+        status=502,
+        route=HOSTILE,
+        served_by=None,
+        stream=True,
+        attempts=[attempt("server_error"), attempt(None, "success")],
+        latency=0.5,
+        ttft=None,
+        usage=Usage.UNKNOWN,
+        cost_usd=float("nan"),
+        error_class="server_error",
+        error=HOSTILE,
+    )
+    line = out.getvalue()
+    assert line.endswith("\n") and line.count("\n") == 1
+    entry = json.loads(line)
+    assert entry["path"] == HOSTILE and entry["error"] == HOSTILE
+    assert entry["attempts"][0]["detail"] == HOSTILE
+    assert entry["cost_usd"] is None and entry["prompt_tokens"] is None
+
+
+def test_api_keys_compare_every_key():
+    """Only an exact Bearer token from the list is accepted; the repr never shows keys."""
+    keys = ApiKeys([Secret("alpha"), Secret(""), Secret("beta")])
+    assert len(keys) == 2
+    assert keys.allows({"Authorization": "Bearer beta"})
+    assert not keys.allows({"Authorization": "Bearer bet"})
+    assert not keys.allows({"Authorization": "beta"})
+    assert not keys.allows({})
+    assert "alpha" not in repr(keys)
+    assert ApiKeys([]).allows({})
+
+
+def test_role_chunk_is_added_only_when_missing():
+    """A first chunk without delta.role gets an opening role chunk; one that has it does not."""
+    plain = ChatChunk(
+        data={"id": "c", "model": "m", "created": 1, "choices": [{"index": 0, "delta": {"content": "x"}}]}
+    )
+    opening = role_chunk(plain)
+    assert opening is not None
+    assert json.loads(opening[6:])["choices"][0]["delta"]["role"] == "assistant"
+    with_role = ChatChunk(
+        data={"id": "c", "model": "m", "created": 1, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    )
+    assert role_chunk(with_role) is None
+
+
+def test_metrics_from_events():
+    """Events update the per-app registry: fallbacks, breaker state, tokens, cost and latency."""
+    metrics = Metrics()
+    metrics(FallbackTaken(1.0, "id", "chat", "p/m", "timeout"))
+    metrics(BreakerOpened(1.0, "p/m", open_for=30))
+    usage = Usage(prompt_tokens=10, completion_tokens=3)
+    metrics(ResponseCompleted(1.0, "id", "chat", "p/m", True, (), usage, 0.25, 1.5, 0.2, None, 0.0003))
+    metrics.reload_result(False, 3)
+    text = metrics.render().decode()
+    assert 'turnout_fallbacks_total{error_class="timeout",from_deployment="p/m",route="chat"} 1.0' in text
+    assert 'turnout_breaker_state{deployment="p/m"} 2.0' in text
+    assert 'turnout_tokens_total{deployment="p/m",kind="prompt",route="chat"} 10.0' in text
+    assert 'turnout_cost_usd_total{deployment="p/m",route="chat"} 0.25' in text
+    assert 'turnout_time_to_first_token_seconds_count{route="chat"} 1.0' in text
+    assert "turnout_config_last_reload_problems 3.0" in text
+    assert Metrics().render() != text.encode()  # a fresh app starts from zero: registries are not shared
