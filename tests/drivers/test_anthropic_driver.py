@@ -9,7 +9,7 @@ from turnout.config import ProviderSpec, Secret
 from turnout.drivers.anthropic import AnthropicDriver
 from turnout.drivers.base import CallContext
 from turnout.errors import BadRequest, ErrorClass, ProviderError
-from turnout.testing import AnthropicFake, reply_json
+from turnout.testing import AnthropicFake, reply_json, reply_raw
 from turnout.types import ChatRequest
 
 
@@ -124,6 +124,14 @@ async def test_low_credit_balance_is_quota(fake, session):
     with pytest.raises(ProviderError) as info:
         await driver(fake.url).send(hello(), ctx(session))
     assert info.value.error_class is ErrorClass.QUOTA_EXCEEDED
+
+
+async def test_request_too_large_from_the_edge_is_bad_request(fake, session):
+    """A 413 answered by the edge proxy with a non-JSON body is a bad_request, not a retryable failure."""
+    fake.script("chat", reply_raw(b"<html><body>413 Request Entity Too Large</body></html>", 413, "text/html"))
+    with pytest.raises(BadRequest, match="too large") as info:
+        await driver(fake.url).send(hello(), ctx(session))
+    assert info.value.status == 413
 
 
 async def test_list_models_follows_pages(fake, session):

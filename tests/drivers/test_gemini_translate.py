@@ -304,6 +304,8 @@ STATUS_CASES = [
     (500, status_body(500, "INTERNAL", "An internal error has occurred."), ErrorClass.SERVER_ERROR, None),
     (503, status_body(503, "UNAVAILABLE", "The model is overloaded."), ErrorClass.OVERLOADED, None),
     (504, status_body(504, "DEADLINE_EXCEEDED", "Deadline exceeded"), ErrorClass.TIMEOUT, None),
+    (400, status_body(400, "FAILED_PRECONDITION", "User location is not supported."), ErrorClass.AUTH, None),
+    (400, status_body(400, "INVALID_ARGUMENT", "Request blocked for safety reasons."), ErrorClass.CONTENT_POLICY, None),
 ]
 
 

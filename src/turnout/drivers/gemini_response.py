@@ -233,11 +233,11 @@ def classify(status: int | None, error: Mapping[str, Any]) -> ErrorClass | None:
             if isinstance(v, Mapping)
         ]
         return ErrorClass.QUOTA_EXCEEDED if any("PerDay" in q for q in quota_ids) else ErrorClass.RATE_LIMIT
-    if rpc_status == "INVALID_ARGUMENT" or status == 400:
-        if "input token count" in message and "exceed" in message:
-            return ErrorClass.CONTEXT_WINDOW
-        return None
-    return _STATUS_CLASSES.get(rpc_status) if isinstance(rpc_status, str) else None
+    if isinstance(rpc_status, str) and rpc_status in _STATUS_CLASSES:
+        return _STATUS_CLASSES[rpc_status]
+    if "input token count" in message and "exceed" in message:
+        return ErrorClass.CONTEXT_WINDOW
+    return None
 
 
 def retry_delay(error: Mapping[str, Any]) -> float | None:
