@@ -56,6 +56,14 @@ async def test_headers_and_url(fake, session):
     assert sent.json["model"] == "claude-test"
 
 
+async def test_bearer_auth_option(fake, session):
+    """auth: bearer sends the key as Authorization: Bearer instead of x-api-key."""
+    fake.script("chat", fake.text("ok"))
+    await driver(fake.url, auth="bearer").send(hello(), ctx(session))
+    assert fake.last.header("authorization") == "Bearer sk-ant-secret"
+    assert fake.last.header("x-api-key") is None
+
+
 async def test_version_option_and_base_url_with_v1(fake, session):
     """anthropic_version overrides the header; a base_url ending in /v1 is not doubled."""
     fake.script("chat", fake.text("ok"))

@@ -5,7 +5,7 @@ bodies) and `anthropic_stream` (the named-event SSE state machine); this module 
 `_http` (one transport boundary, shared framing and status classification).
 
 Provider options: `anthropic_version` (default 2023-06-01), `anthropic_beta` (string or list, sent comma-joined
-as `anthropic-beta`), `default_max_tokens` (Anthropic requires `max_tokens`; used when the request has none).
+as `anthropic-beta`), `auth` (`x-api-key`, the default, or `bearer` for gateways that want `Authorization`), `default_max_tokens` (Anthropic requires `max_tokens`; used when the request has none).
 A model's `options.default_max_tokens` or `options.max_output_tokens` in the routing file take precedence over
 the provider's default.
 """
@@ -62,6 +62,10 @@ class AnthropicDriver:
                     ],
                     "description": "beta feature flags, sent as anthropic-beta",
                 },
+                "auth": {
+                    "enum": ["x-api-key", "bearer"],
+                    "description": "send the key as x-api-key (default) or as Authorization: Bearer (gateways)",
+                },
                 "default_max_tokens": {
                     "type": "integer",
                     "minimum": 1,
@@ -85,7 +89,10 @@ class AnthropicDriver:
     def _headers(self) -> dict[str, str]:
         headers = {name: value.reveal() for name, value in self.spec.headers.items()}
         if self.spec.api_key:
-            headers["x-api-key"] = self.spec.api_key.reveal()
+            if self.spec.options.get("auth") == "bearer":
+                headers["Authorization"] = f"Bearer {self.spec.api_key.reveal()}"
+            else:
+                headers["x-api-key"] = self.spec.api_key.reveal()
         headers["anthropic-version"] = self._version
         if self._beta:
             headers["anthropic-beta"] = self._beta
