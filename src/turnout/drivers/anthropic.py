@@ -5,9 +5,10 @@ bodies) and `anthropic_stream` (the named-event SSE state machine); this module 
 `_http` (one transport boundary, shared framing and status classification).
 
 Provider options: `anthropic_version` (default 2023-06-01), `anthropic_beta` (string or list, sent comma-joined
-as `anthropic-beta`), `auth` (`x-api-key`, the default, or `bearer` for gateways that want `Authorization`), `default_max_tokens` (Anthropic requires `max_tokens`; used when the request has none).
-A model's `options.default_max_tokens` or `options.max_output_tokens` in the routing file take precedence over
-the provider's default.
+as `anthropic-beta`), `auth` (`x-api-key`, the default, or `bearer` for gateways that want `Authorization`),
+`default_max_tokens` (Anthropic requires `max_tokens`; used when the request has none). A model's
+`options.default_max_tokens` or `options.max_output_tokens` in the routing file take precedence over the
+provider's default.
 """
 
 from __future__ import annotations
