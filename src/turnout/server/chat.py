@@ -18,7 +18,7 @@ from aiohttp import web
 from turnout.errors import InvalidRequest, ProtocolError
 from turnout.server import errors
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
-from turnout.server.sse import SSE_HEADERS, relay
+from turnout.server.sse import SSE_HEADERS, SSEResponse, relay
 from turnout.types import Attempt, ChatRequest, Usage
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class ChatHandler:
         chunks = stream.__aiter__()
         status = CLIENT_CLOSED
         outcome = None
-        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        response = SSEResponse(status=200, headers=SSE_HEADERS)
         try:
             try:
                 first = await chunks.__anext__()

@@ -64,6 +64,16 @@ def usage_event(first: ChatChunk, usage: Usage) -> bytes | None:
     return ChatChunk(data=body).to_sse()
 
 
+class SSEResponse(web.StreamResponse):
+    """A streaming response whose headers leave in the same write as the first event (one syscall, not two).
+
+    aiohttp buffers headers when `_send_headers_immediately` is false (as its plain `Response` does); if a future
+    aiohttp drops that attribute, headers are simply sent at `prepare()` as before.
+    """
+
+    _send_headers_immediately = False
+
+
 class CoalescingWriter:
     """Writes SSE events to the response, batching the events that arrive in one burst into one write.
 
@@ -130,12 +140,12 @@ async def relay(
     """Write `first` and everything after it from `stream`; end with [DONE] or with an error event."""
     outcome = RelayOutcome(chunks=1)
     texts: list[str] | None = [] if keep_text else None
+    opening = role_chunk(first)
+    # The first event goes out at once (with the headers, see SSEResponse): time to first token is what a
+    # streaming client feels. Later events are coalesced per burst.
+    await response.write(first.to_sse() if opening is None else opening + first.to_sse())
     out = CoalescingWriter(response)
     add = out.add
-    opening = role_chunk(first)
-    if opening is not None:
-        add(opening)
-    add(first.to_sse())
     if texts is not None:
         texts.append(first.content or "")
     usage_sent = False
