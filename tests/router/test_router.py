@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from turnout import ConfigError, Conversation, Router
+from turnout import ConfigError, Conversation, LoggingObserver, Router
 from turnout.config import ProviderSpec
 from turnout.events import (
     AttemptFailed,
@@ -285,3 +285,16 @@ async def test_models_readiness_and_credentials(build):
     assert "nokey" in ready["disabled_providers"]
     assert checks == {"q": True, "nokey": False}
     assert router.graph.routes["r"].excluded[0].deployment == "nokey/o"
+
+
+async def test_from_file_and_the_logging_observer(tmp_path, caplog):
+    """Router.from_file loads a routing file; the built-in LoggingObserver logs a failover at WARNING."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(mock_routes(FAIL_500, "{}"))
+    router = Router.from_file(path, observers=[LoggingObserver()])
+    with caplog.at_level(logging.WARNING, logger="turnout.events"):
+        async with router:
+            reply = await router.chat(model="r", messages=HI)
+    assert reply.served_by == "q1/n1"
+    assert "AttemptFailed" in caplog.text and "FallbackTaken" in caplog.text
+    assert "hello there" not in caplog.text  # events carry no request content
