@@ -37,7 +37,11 @@ FIELDS = [
     "response_format",
 ]
 
+HOSTILE_STRINGS = st.sampled_from(
+    ["a\nb", "x\r\nSet-Cookie: a=b", "\x00", "\u2028", "\ud800"[:0] + "\u00e9\u4e2d", "chat\n", " ", "x" * 5000]
+)
 json_scalars = st.one_of(
+    HOSTILE_STRINGS,
     st.none(),
     st.booleans(),
     st.integers(min_value=-(10**30), max_value=10**30),

@@ -143,7 +143,8 @@ class ChatHandler:
             if fail.status >= 500 and fail.error_class is None and not fail.attempts:
                 sc.log.exception("chat request failed unexpectedly")
             response = self._refuse(request, fail, started, route=chat.model)
-            response.headers.update(routing_headers(chat.model, None, fail.attempts, None))
+            if chat.model in sc.router.graph.routes:  # never echo a client-chosen name into a header
+                response.headers.update(routing_headers(chat.model, None, fail.attempts, None))
             return response
         body = _encode(reply.to_openai()).encode()
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
@@ -187,7 +188,7 @@ class ChatHandler:
             if first is None:
                 fail = errors.failure(exc)
                 response = self._refuse(request, fail, started, route=chat.model)
-                response.headers.update(routing_headers(chat.model, None, stream.attempts, None))
+                response.headers.update(routing_headers(stream.route, None, stream.attempts, None))
                 status = fail.status
                 return response
             trail = stream.attempts
