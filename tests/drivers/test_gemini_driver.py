@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 
 from turnout.config import ProviderSpec, Secret
+from turnout.drivers._images import refusal
 from turnout.drivers.base import CallContext
 from turnout.drivers.gemini import GeminiDriver
-from turnout.drivers.gemini_images import refusal
 from turnout.errors import BadRequest, ContentPolicyError, ErrorClass, ProviderError
 from turnout.testing import GeminiFake, ToolCall, reply_json, reply_raw
 from turnout.types import ChatRequest

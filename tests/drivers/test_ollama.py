@@ -33,6 +33,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def driver(url: str, **options: Any) -> OllamaDriver:
+    options.setdefault("image_urls", "any")  # the fake serves images over loopback http
     return OllamaDriver(ProviderSpec(name="local", driver="ollama", base_url=url, options=options))
 
 
@@ -192,3 +193,12 @@ def test_options_checked() -> None:
     """Unknown ollama options are rejected at construction."""
     with pytest.raises(ValueError, match="keepalive"):
         driver("http://127.0.0.1:1", keepalive="5m")
+
+
+async def test_image_urls_are_policed_by_default(fake: OllamaFake, session: aiohttp.ClientSession) -> None:
+    """Without `image_urls: any`, a client's URL pointing at a loopback host is refused, nothing is fetched or sent."""
+    parts = [{"type": "image_url", "image_url": {"url": f"{fake.url}/img.png"}}]
+    spec = ProviderSpec(name="local", driver="ollama", base_url=fake.url)
+    with pytest.raises(BadRequest, match="image URL must be https"):
+        await OllamaDriver(spec).send(chat([{"role": "user", "content": parts}]), ctx(session))
+    assert fake.requests == []

@@ -1,4 +1,4 @@
-"""Fetching image URLs for Gemini, which only takes images inline (`inlineData`), through the shared session.
+"""Fetching image URLs for wire formats that only take images inline (Gemini `inlineData`, Ollama `images`).
 
 Fetching a URL a client sent is a server-side request made on the client's behalf, so it is policed (the
 `image_urls` provider option):
@@ -26,6 +26,21 @@ from turnout.errors import BadRequest, ProviderError
 
 ImagePolicy = Literal["public", "any", "off"]
 IMAGE_POLICIES: tuple[str, ...] = ("public", "any", "off")
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+# The provider options every image-inlining driver accepts (merged into its `options_schema`).
+IMAGE_OPTIONS_SCHEMA: dict[str, dict] = {
+    "image_urls": {
+        "enum": list(IMAGE_POLICIES),
+        "description": "which image URLs may be fetched and inlined: "
+        "public (https, no private hosts; default), any, off",
+    },
+    "max_image_bytes": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "largest image fetched from a URL to inline (default 20 MB)",
+    },
+}
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -63,11 +78,13 @@ async def fetch_images(
     """url -> (mime type, base64 data) for each URL, fetched once each, in order."""
     images: dict[str, tuple[str, str]] = {}
     for url in urls:
-        images[url] = await _fetch(url, ctx, provider=provider, policy=policy, max_bytes=max_bytes)
+        images[url] = await fetch_image(url, ctx, provider=provider, policy=policy, max_bytes=max_bytes)
     return images
 
 
-async def _fetch(url: str, ctx: CallContext, *, provider: str, policy: ImagePolicy, max_bytes: int) -> tuple[str, str]:
+async def fetch_image(
+    url: str, ctx: CallContext, *, provider: str, policy: ImagePolicy, max_bytes: int
+) -> tuple[str, str]:
     """GET the image, following up to `_MAX_REDIRECTS` redirects, each target checked against the policy."""
     model = ctx.model
     target = url

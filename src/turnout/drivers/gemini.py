@@ -1,11 +1,11 @@
 """The `gemini` driver: Google's Gemini Developer API (generateContent / streamGenerateContent), fully translated.
 
 Translation lives in `gemini_request`, `gemini_response` and `gemini_stream`, image fetching (Gemini only takes
-images inline) in `gemini_images`; this module is the HTTP glue on top of `_http`.
+images inline) in `_images`; this module is the HTTP glue on top of `_http`.
 
 Provider options: `api_version` (default v1beta; ignored when `base_url` already ends in a version),
 `thought_signature_fallback` (default true: see `gemini_request`), `image_urls` (which image URLs may be fetched:
-see `gemini_images`), `max_image_bytes` (default 20 MB, Gemini's inline request limit). Prefill is not supported,
+see `_images`), `max_image_bytes` (default 20 MB, Gemini's inline request limit). Prefill is not supported,
 so "prefill" is not among the capabilities.
 """
 
@@ -27,8 +27,8 @@ from turnout.drivers._http import (
     transport_error,
     validate_options,
 )
+from turnout.drivers._images import DEFAULT_MAX_IMAGE_BYTES, IMAGE_OPTIONS_SCHEMA, fetch_images
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
-from turnout.drivers.gemini_images import IMAGE_POLICIES, fetch_images
 from turnout.drivers.gemini_request import build_request, remote_image_urls
 from turnout.drivers.gemini_response import error_from_status, parse_response
 from turnout.drivers.gemini_stream import GeminiStream
@@ -37,7 +37,6 @@ from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_API_VERSION = "v1beta"
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 _VERSIONS = ("/v1beta", "/v1", "/v1alpha")
 _MAX_MODEL_PAGES = 20
 
@@ -60,16 +59,7 @@ class GeminiDriver:
                     "type": "boolean",
                     "description": "send Google's placeholder signature for tool calls that have none (default true)",
                 },
-                "image_urls": {
-                    "enum": list(IMAGE_POLICIES),
-                    "description": "which image URLs may be fetched and inlined: public (https, no private hosts; "
-                    "default), any, off",
-                },
-                "max_image_bytes": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "largest image fetched from a URL to inline (default 20 MB)",
-                },
+                **IMAGE_OPTIONS_SCHEMA,
             },
         }
     )

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
 from turnout.drivers._http import dumps, iter_ndjson, open_request, read_json, transport_error, validate_options
+from turnout.drivers._images import IMAGE_OPTIONS_SCHEMA
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.ollama_wire import StreamState, build_body, call_id, response_from
 from turnout.errors import BadRequest, ProtocolError, ProviderError
@@ -33,6 +34,7 @@ class OllamaDriver:
                 "keep_alive": {"type": ["string", "number"], "description": "how long the model stays loaded"},
                 "think": {"type": ["boolean", "string"], "description": "thinking models: true/false or a level"},
                 "options": {"type": "object", "description": "default model options (num_ctx, top_k, ...)"},
+                **IMAGE_OPTIONS_SCHEMA,
             },
         }
     )

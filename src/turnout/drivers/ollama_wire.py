@@ -20,12 +20,12 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from turnout.drivers._http import error_class_for, loads, open_request, strip_directives, transport_error
+from turnout.drivers._http import error_class_for, loads, strip_directives
+from turnout.drivers._images import DEFAULT_MAX_IMAGE_BYTES, fetch_image
 from turnout.drivers.base import CallContext
-from turnout.errors import BadRequest, ProtocolError, ProviderError, provider_error
+from turnout.errors import BadRequest, ProtocolError, provider_error
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage, chunk_data, usage_chunk_data
 
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 _OPTION_PARAMS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -71,28 +71,22 @@ def call_id(index: int, name: str, arguments: Any) -> str:
     return f"call_{index}_{digest}"
 
 
-async def fetch_image(ctx: CallContext, url: str, *, provider: str) -> str:
-    """Bare base64 of an image: decoded from a data URL, or downloaded (https) through the shared session."""
+async def inline_image(ctx: CallContext, url: str, *, provider: str, defaults: Mapping[str, Any]) -> str:
+    """Bare base64 of an image: decoded from a data URL, or fetched under the provider's `image_urls` policy."""
     if url.startswith("data:"):
         header, _, data = url.partition(",")
         if ";base64" not in header:
             return base64.b64encode(data.encode()).decode()
         return data
-
-    def refuse(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
-        return BadRequest(f"could not fetch image {url[:100]}: HTTP {status}", provider=provider, code="image_fetch")
-
-    async with open_request(ctx, "GET", url, provider=provider, model=ctx.model, error_parser=refuse) as resp:
-        try:
-            data = await resp.content.read(MAX_IMAGE_BYTES + 1)
-        except Exception as exc:
-            raise transport_error(exc, provider=provider, model=ctx.model) from exc
-    if len(data) > MAX_IMAGE_BYTES:
-        raise BadRequest(f"image {url[:100]} is larger than 20 MB", provider=provider, code="image_too_large")
-    return base64.b64encode(data).decode()
+    policy = defaults.get("image_urls", "public")
+    max_bytes = defaults.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
+    _, data = await fetch_image(url, ctx, provider=provider, policy=policy, max_bytes=max_bytes)
+    return data
 
 
-async def translate_messages(messages: Sequence[Mapping[str, Any]], ctx: CallContext, provider: str) -> list[dict]:
+async def translate_messages(
+    messages: Sequence[Mapping[str, Any]], ctx: CallContext, provider: str, defaults: Mapping[str, Any]
+) -> list[dict]:
     out: list[dict[str, Any]] = []
     tool_names: dict[str, str] = {}
     for message in messages:
@@ -117,7 +111,7 @@ async def translate_messages(messages: Sequence[Mapping[str, Any]], ctx: CallCon
         else:
             item = {"role": "user", "content": text}
             if images:
-                item["images"] = [await fetch_image(ctx, url, provider=provider) for url in images]
+                item["images"] = [await inline_image(ctx, url, provider=provider, defaults=defaults) for url in images]
             out.append(item)
     return out
 
@@ -139,7 +133,7 @@ async def build_body(
         options["stop"] = [stop] if isinstance(stop, str) else list(stop)
     body: dict[str, Any] = {
         "model": ctx.model,
-        "messages": await translate_messages(request.messages, ctx, provider),
+        "messages": await translate_messages(request.messages, ctx, provider, defaults),
         "stream": stream,
     }
     if src.get("tools"):
