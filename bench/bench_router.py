@@ -8,8 +8,9 @@ through `Router.chat` / `Router.stream` with the openai driver. Printed numbers:
 
 - chat: CPU us per call, plain vs router, and the difference (target <= 50 us);
 - stream: CPU us per extra chunk, from the slope between short and long streams, plain vs router (target <= 3 us);
-- failover: wall us a request that fails over after a fast 500 (action "next") adds beyond the failed attempt
-  itself, i.e. t(fail->ok) - t(ok) - t(the 500 call through the driver alone) (target < 1000 us);
+- failover: what a request that fails over after a fast 500 (action "next") adds beyond the failed attempt
+  itself, t(fail->ok) - t(ok) - t(the 500 call through the driver alone), in wall and CPU us (target < 1000 us;
+  wall time on a busy 2-core box is noisy, the CPU figure is the stable one);
 - mock: CPU us per call through the in-process mock driver (the router's own cost plus a trivial driver);
 - memory: RSS after warm-up and after N mock calls (target: growth within 10%).
 """
@@ -253,12 +254,13 @@ async def run(port: int, n: int, mem_calls: int, mem_seconds: float) -> None:
                     pass
 
             calls = {"ok": routed_chat, "failover": routed_failover, "fail": failed_attempt}
-            wall = await per_call(calls, n, clock=time.perf_counter)
-            added = wall["failover"] - wall["ok"] - wall["fail"]
-            print(
-                f"failover wall: ok {wall['ok'] * 1e6:7.1f} us | fail->ok {wall['failover'] * 1e6:7.1f} us | the 500 "
-                f"attempt alone {wall['fail'] * 1e6:7.1f} us | added {added * 1e6:6.1f} us (target < 1000)"
-            )
+            for label, clock in (("wall", time.perf_counter), ("CPU ", time.process_time)):
+                t = await per_call(calls, n, clock=clock)
+                added = t["failover"] - t["ok"] - t["fail"]
+                print(
+                    f"failover {label}: ok {t['ok'] * 1e6:7.1f} us | fail->ok {t['failover'] * 1e6:7.1f} us | the 500 "
+                    f"attempt alone {t['fail'] * 1e6:7.1f} us | added {added * 1e6:6.1f} us (target < 1000)"
+                )
 
             mock = (await per_call({"mock": mock_chat}, n))["mock"]
             print(f"mock    CPU/call through the router: {mock * 1e6:7.1f} us")

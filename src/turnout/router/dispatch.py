@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from turnout.drivers.base import CallContext
 from turnout.errors import AllUpstreamsFailed, ErrorClass, ProtocolError, ProviderError, UpstreamTimeout
@@ -381,7 +381,7 @@ async def dispatch_chat(run: Run) -> ChatResponse:
 
 def _finish(
     run: Run, d: Deployment, h: DeploymentHealth, ticket: Ticket, started: float, response: ChatResponse
-) -> Any:
+) -> ChatResponse:
     run.succeeded(d, h, ticket, started, response.usage, None)
     cost = request_cost(run.trail)
     run.complete(d.key, usage=response.usage, cost=cost)
