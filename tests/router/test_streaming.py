@@ -278,3 +278,16 @@ async def test_a_refusal_after_the_commit_is_raised_not_routed_around(build):
     assert info.value.error_class is ErrorClass.CONTENT_POLICY
     assert info.value.after_first_token
     assert [a.deployment for a in stream.attempts] == ["m0p/m0", "m1p/m1"]
+
+
+async def test_a_stream_closed_before_reading_ends_as_cancelled(build, recorder):
+    """A stream closed without being read sends nothing upstream and still completes (as cancelled)."""
+    async with build(mock_yaml("{}")) as router:
+        stream = router.stream(model="r", messages=LONG)
+        await stream.aclose()
+        finished = router.stream(model="r", messages=LONG)
+        await collect(finished)
+        await finished.aclose()  # closing after the end changes nothing
+    done = [(e.served_by, e.error_class) for e in recorder.of(ResponseCompleted)]
+    assert done == [(None, "cancelled"), ("m0p/m0", None)]
+    assert stream.attempts == ()

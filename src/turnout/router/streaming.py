@@ -61,8 +61,10 @@ class ChatStream:
         return await self.__aiter__().__anext__()
 
     async def aclose(self) -> None:
+        """Stop now: the upstream call (if any) is cancelled and the request ends as "cancelled" unless done."""
         if self._gen is not None:
             await self._gen.aclose()  # type: ignore[attr-defined]
+        self._run.complete(self.served_by, error_class="cancelled")  # no-op when the stream already ended
 
     async def __aenter__(self) -> ChatStream:
         return self
