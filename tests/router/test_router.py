@@ -231,13 +231,14 @@ async def test_lowest_latency_prefers_the_fast_member_but_keeps_exploring(build)
 
 
 async def test_lowest_latency_returns_traffic_to_a_recovered_member(build):
-    """A member slowed by failures regains traffic once it is fast again (exploration re-measures it)."""
-    yaml = mock_routes("{}", "{latency: 5ms}", strategy="lowest_latency")
+    """A member that failed (even fast) sinks in the order; once healthy again, exploration finds it and it leads."""
+    yaml = mock_routes(FAIL_500, "{latency: 5ms}", strategy="lowest_latency")
     async with build(yaml, seed=5, real_time=True) as router:
-        for _ in range(5):
-            await router.chat(model="r", messages=HI, turnout_mock={"latency": "15ms"})
-        served = [(await router.chat(model="r", messages=HI)).served_by for _ in range(60)]
-    assert served[-20:].count("q0/n0") >= 15
+        before = [(await router.chat(model="r", messages=HI)).attempts[0].deployment for _ in range(20)]
+        router.swap(load_text(mock_routes("{}", "{latency: 5ms}", strategy="lowest_latency")))  # health is kept
+        after = [(await router.chat(model="r", messages=HI)).served_by for _ in range(60)]
+    assert before.count("q0/n0") <= 5  # tried first once, then only when exploring
+    assert after[-20:].count("q0/n0") >= 15
 
 
 async def test_lowest_cost_picks_the_cheapest_for_the_request(build):

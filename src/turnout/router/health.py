@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     from turnout.router.graph import Deployment, DispatchGraph
 
 EWMA_ALPHA = 0.3  # weight of the newest latency sample
+FAILURE_LATENCY = 1.0  # seconds: the least a failed attempt counts as, so fast failures never look fast
 
 
 class DeploymentHealth:
     """Breaker, limiter, in-flight count and latency EWMA of one deployment."""
 
-    __slots__ = ("breaker", "failures", "in_flight", "key", "latency", "limiter", "signature", "successes")
+    __slots__ = ("breaker", "failing", "failures", "in_flight", "key", "latency", "limiter", "signature", "successes")
 
     def __init__(self, key: str, breaker: Breaker, limits: Limits) -> None:
         self.key = key
@@ -35,16 +36,26 @@ class DeploymentHealth:
         self.latency: float | None = None  # EWMA of attempt durations in seconds; None until measured
         self.successes = 0
         self.failures = 0
+        self.failing = False  # the latest attempt failed
 
     def observe(self, duration: float, ok: bool) -> None:
-        """Fold one attempt into the latency EWMA. A failure counts as at least twice the current average, so
-        a failing deployment drifts down the `lowest_latency` order instead of looking fast."""
+        """Fold one attempt into the latency EWMA (`lowest_latency` ranks by it).
+
+        A failure counts as at least max(FAILURE_LATENCY, twice the current average), so a failing deployment
+        sinks in the order even when it fails fast. The first success after failures restarts the average from
+        that success: the deployment has recovered and its failure-inflated history is stale, so it competes
+        again at once (exploration is what sends it that first request).
+        """
         if ok:
             self.successes += 1
+            if self.failing or self.latency is None:
+                self.failing = False
+                self.latency = duration
+                return
         else:
             self.failures += 1
-            if self.latency is not None:
-                duration = max(duration, 2 * self.latency)
+            self.failing = True
+            duration = max(duration, FAILURE_LATENCY, 2 * (self.latency or 0.0))
         self.latency = duration if self.latency is None else self.latency + EWMA_ALPHA * (duration - self.latency)
 
 
