@@ -32,7 +32,6 @@ from turnout.errors import (
 from turnout.types import Attempt
 
 _RATE_CLASSES = frozenset({ErrorClass.RATE_LIMIT.value, ErrorClass.QUOTA_EXCEEDED.value})
-_JSON = "application/json"
 
 # OpenAI's `type` for each status family; `code` carries the specific reason.
 _TYPE_BY_STATUS = {
@@ -163,6 +162,3 @@ def _skips(attempts: Sequence[Attempt]) -> str:
 
 def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
-
-
-JSON_CONTENT_TYPE = _JSON
