@@ -20,6 +20,7 @@ from turnout.events import (
     ResponseCompleted,
 )
 from turnout.schema import load_text
+from turnout.testing import OpenAIFake
 
 HI = [{"role": "user", "content": "hello there"}]
 
@@ -299,3 +300,24 @@ async def test_from_file_and_the_logging_observer(tmp_path, caplog):
     assert reply.served_by == "q1/n1"
     assert "AttemptFailed" in caplog.text and "FallbackTaken" in caplog.text
     assert "hello there" not in caplog.text  # events carry no request content
+
+
+def test_a_router_works_across_event_loops():
+    """A Router whose session was made on one event loop gets a fresh one when used from another loop."""
+    router = Router.from_yaml(mock_routes("{}"))
+    asyncio.run(router.start())  # the session now belongs to a loop that is gone
+
+    async def ask() -> str:
+        async with OpenAIFake() as fake:
+            fake.script("chat", fake.text("over http"))
+            yaml = (
+                f"version: 1\nproviders:\n  o: {{driver: openai, base_url: '{fake.url}/v1', api_key: sk-x}}\n"
+                "models:\n  m: {provider: o}\nroutes:\n  r: {chain: [m]}\n"
+            )
+            router.swap(load_text(yaml))
+            try:
+                return (await router.chat(model="r", messages=HI)).text
+            finally:
+                await router.aclose()
+
+    assert asyncio.run(ask()) == "over http"

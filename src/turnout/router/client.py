@@ -106,8 +106,10 @@ class Router:
             await session.close()
 
     def _ensure_session(self) -> aiohttp.ClientSession:
+        """The Router's session; a new one when there is none yet, it was closed, or it belongs to an event loop
+        that is no longer the running one (a Router reused across `asyncio.run()` calls)."""
         session = self._session
-        if session is None or session.closed:
+        if session is None or session.closed or session._loop is not asyncio.get_running_loop():
             connector = aiohttp.TCPConnector(
                 limit=CONNECTOR_LIMIT,
                 limit_per_host=CONNECTOR_LIMIT_PER_HOST,
