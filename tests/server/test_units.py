@@ -127,3 +127,22 @@ def test_metrics_from_events():
     assert 'turnout_time_to_first_token_seconds_count{route="chat"} 1.0' in text
     assert "turnout_config_last_reload_problems 3.0" in text
     assert Metrics().render() != text.encode()  # a fresh app starts from zero: registries are not shared
+
+
+def test_histogram_family_matches_prometheus_semantics():
+    """Bucket `le` counts are cumulative and a value equal to a bound lands in that bound's bucket."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from turnout.server.families import FamilyCollector, HistogramFamily
+
+    family = HistogramFamily("t_seconds", "test", ["route"], [0.1, 1.0])
+    for value in (0.05, 0.1, 0.5, 3.0):
+        family.observe(("r",), value)
+    registry = CollectorRegistry()
+    registry.register(FamilyCollector([family]))
+    text = generate_latest(registry).decode()
+    assert 't_seconds_bucket{le="0.1",route="r"} 2.0' in text
+    assert 't_seconds_bucket{le="1.0",route="r"} 3.0' in text
+    assert 't_seconds_bucket{le="+Inf",route="r"} 4.0' in text
+    assert 't_seconds_count{route="r"} 4.0' in text
+    assert 't_seconds_sum{route="r"} 3.65' in text

@@ -1,8 +1,9 @@
 """Prometheus metrics for one sidecar app, fed by the Router's events (an Observer) and by the HTTP handlers.
 
-Every app has its own `CollectorRegistry`, so two apps (or tests) in one process never share counters.
-Labelled children are cached per label tuple: `labels()` validates and locks on every call, which would be the
-largest per-request cost of metrics otherwise.
+Every app has its own `CollectorRegistry`, so two apps (or tests) in one process never share counters. The
+per-request families (requests, attempts, fallbacks, latency, time to first token, router overhead, tokens, cost)
+are lock-free `turnout.server.families` exported through a collector; rare ones (breaker state, reloads) are
+ordinary prometheus-client metrics.
 
 With `turnout serve --workers N` each worker process keeps its own registry; a scrape sees one worker.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from turnout.events import (
@@ -25,6 +26,7 @@ from turnout.events import (
     FallbackTaken,
     ResponseCompleted,
 )
+from turnout.server.families import CounterFamily, FamilyCollector, HistogramFamily
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -38,22 +40,58 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "turnout_requests", "HTTP requests answered, by route and status.", ["route", "status"], registry=r
+        self.requests = CounterFamily(
+            "turnout_requests", "HTTP requests answered, by route and status.", ["route", "status"]
         )
-        self.in_flight = Gauge("turnout_in_flight_requests", "Chat requests being served right now.", registry=r)
-        self.attempts = Counter(
+        self.attempts = CounterFamily(
             "turnout_attempts",
             "Upstream attempts, by deployment, outcome and error class.",
             ["route", "deployment", "outcome", "error_class"],
-            registry=r,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = CounterFamily(
             "turnout_fallbacks",
             "Times a request moved on from a deployment, by the error class that made it move.",
             ["route", "from_deployment", "error_class"],
-            registry=r,
         )
+        self.latency = HistogramFamily(
+            "turnout_request_duration_seconds",
+            "End-to-end latency of chat requests.",
+            ["route", "stream"],
+            LATENCY_BUCKETS,
+        )
+        self.ttft = HistogramFamily(
+            "turnout_time_to_first_token_seconds",
+            "Streaming: time until the first content chunk.",
+            ["route"],
+            LATENCY_BUCKETS,
+        )
+        self.overhead = HistogramFamily(
+            "turnout_router_overhead_seconds",
+            "Time spent in turnout itself, outside upstream I/O.",
+            ["route"],
+            OVERHEAD_BUCKETS,
+        )
+        self.tokens = CounterFamily(
+            "turnout_tokens", "Tokens used, by route, deployment and kind.", ["route", "deployment", "kind"]
+        )
+        self.cost = CounterFamily(
+            "turnout_cost_usd", "Accounted cost in USD, by route and deployment.", ["route", "deployment"]
+        )
+        r.register(
+            FamilyCollector(
+                [
+                    self.requests,
+                    self.attempts,
+                    self.fallbacks,
+                    self.latency,
+                    self.ttft,
+                    self.overhead,
+                    self.tokens,
+                    self.cost,
+                ]
+            )
+        )
+        self.in_flight = Gauge("turnout_in_flight_requests", "Chat requests being served right now.", registry=r)
         self.breaker = Gauge(
             "turnout_breaker_state",
             "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
@@ -66,33 +104,6 @@ class Metrics:
             ["deployment", "state"],
             registry=r,
         )
-        self.latency = Histogram(
-            "turnout_request_duration_seconds",
-            "End-to-end latency of chat requests.",
-            ["route", "stream"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "turnout_time_to_first_token_seconds",
-            "Streaming: time until the first content chunk.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.overhead = Histogram(
-            "turnout_router_overhead_seconds",
-            "Time spent in turnout itself, outside upstream I/O.",
-            ["route"],
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "turnout_tokens", "Tokens used, by route, deployment and kind.", ["route", "deployment", "kind"], registry=r
-        )
-        self.cost = Counter(
-            "turnout_cost_usd", "Accounted cost in USD, by route and deployment.", ["route", "deployment"], registry=r
-        )
         self.reloads = Counter(
             "turnout_config_reloads", "Config reloads, by result (success | failure).", ["result"], registry=r
         )
@@ -101,7 +112,6 @@ class Metrics:
             "Problems found by the last failed reload (0 when it succeeded).",
             registry=r,
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
         self._dispatch: dict[type, Callable[[Any], None]] = {
             AttemptFailed: self._attempt_failed,
             AttemptSucceeded: self._attempt_succeeded,
@@ -117,53 +127,45 @@ class Metrics:
         if handler is not None:
             handler(event)
 
-    def child(self, family: Any, *labels: Any) -> Any:
-        """`family.labels(*labels)`, cached."""
-        key = (id(family), *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = family.labels(*labels)
-        return found
-
     def request_done(self, route: str, status: int) -> None:
-        self.child(self.requests, route, status).inc()
+        self.requests.inc((route, status))
 
     def reload_result(self, ok: bool, problems: int = 0) -> None:
-        self.child(self.reloads, "success" if ok else "failure").inc()
+        self.reloads.labels("success" if ok else "failure").inc()
         self.config_problems.set(0 if ok else problems)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def _attempt_failed(self, e: AttemptFailed) -> None:
-        self.child(self.attempts, e.route, e.deployment, "error", e.error_class).inc()
+        self.attempts.inc((e.route, e.deployment, "error", e.error_class))
 
     def _attempt_succeeded(self, e: AttemptSucceeded) -> None:
-        self.child(self.attempts, e.route, e.deployment, "success", "").inc()
+        self.attempts.inc((e.route, e.deployment, "success", ""))
 
     def _fallback(self, e: FallbackTaken) -> None:
-        self.child(self.fallbacks, e.route, e.from_deployment, e.error_class).inc()
+        self.fallbacks.inc((e.route, e.from_deployment, e.error_class))
 
     def _breaker(self, deployment: str, state: str) -> None:
-        self.child(self.breaker, deployment).set(BREAKER_STATE[state])
-        self.child(self.breaker_transitions, deployment, state).inc()
+        self.breaker.labels(deployment).set(BREAKER_STATE[state])
+        self.breaker_transitions.labels(deployment, state).inc()
 
     def _completed(self, e: ResponseCompleted) -> None:
         route = e.route
-        self.child(self.latency, route, "true" if e.stream else "false").observe(e.latency)
+        self.latency.observe((route, "true" if e.stream else "false"), e.latency)
         if e.time_to_first_token is not None:
-            self.child(self.ttft, route).observe(e.time_to_first_token)
+            self.ttft.observe((route,), e.time_to_first_token)
         if e.router_overhead is not None:
-            self.child(self.overhead, route).observe(e.router_overhead)
+            self.overhead.observe((route,), e.router_overhead)
         served = e.served_by
         if not served:
             return
         usage = e.usage
         if usage.prompt_tokens is not None:
-            self.child(self.tokens, route, served, "prompt").inc(usage.prompt_tokens)
+            self.tokens.inc((route, served, "prompt"), usage.prompt_tokens)
         if usage.completion_tokens is not None:
-            self.child(self.tokens, route, served, "completion").inc(usage.completion_tokens)
+            self.tokens.inc((route, served, "completion"), usage.completion_tokens)
         if usage.cached_tokens:
-            self.child(self.tokens, route, served, "cached").inc(usage.cached_tokens)
+            self.tokens.inc((route, served, "cached"), usage.cached_tokens)
         if e.cost_usd:
-            self.child(self.cost, route, served).inc(e.cost_usd)
+            self.cost.inc((route, served), e.cost_usd)
