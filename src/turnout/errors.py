@@ -70,6 +70,10 @@ DEPLOYMENT_FAULTS: frozenset[ErrorClass] = frozenset(
     }
 )
 
+# `ProviderError.code`s that drivers set when the request provably never reached the provider (the connection
+# could not be opened), so the attempt billed nothing even though no HTTP status came back.
+NOT_SENT_CODES: frozenset[str] = frozenset({"connect_failed", "connect_timeout"})
+
 # HTTP status the sidecar answers with when a request finally fails with this class.
 HTTP_STATUS: dict[ErrorClass, int] = {
     ErrorClass.RATE_LIMIT: 429,

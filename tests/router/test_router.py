@@ -73,6 +73,23 @@ async def test_cost_is_unknown_when_a_failed_attempt_may_have_been_billed(build)
     assert reply.cost_usd is None
 
 
+async def test_a_refused_connection_is_known_to_cost_nothing(build, unused_tcp_port):
+    """An upstream that refuses the connection never saw the request: the fallback's cost stays known."""
+    text = (
+        "version: 1\ndefaults:\n  retry: {attempts: 0}\nproviders:\n"
+        f"  down: {{driver: openai, base_url: 'http://127.0.0.1:{unused_tcp_port}/v1', api_key: k}}\n"
+        "  up: {driver: mock}\nmodels:\n"
+        "  a: {provider: down, price: {input: 1, output: 2}}\n  b: {provider: up, price: {input: 1, output: 2}}\n"
+        "routes:\n  r: {chain: [a, b]}\n"
+    )
+    async with build(text, real_time=True) as router:
+        reply = await router.chat(model="r", messages=HI)
+    assert reply.attempts[0].error_class == "connection"
+    assert reply.attempts[0].cost_usd == 0.0
+    expected = (reply.usage.prompt_tokens * 1 + reply.usage.completion_tokens * 2) / 1e6
+    assert reply.cost_usd == pytest.approx(expected)
+
+
 async def test_cost_is_unknown_when_the_model_has_no_price(build):
     """A model without a price has an unknown cost (None)."""
     yaml = "version: 1\nproviders:\n  q: {driver: mock}\nmodels:\n  n: {provider: q}\nroutes:\n  r: {chain: [n]}\n"

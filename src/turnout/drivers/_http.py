@@ -147,6 +147,10 @@ def transport_error(exc: BaseException, *, provider: str, model: str, after_firs
         return exc
     fields: dict[str, Any] = {"provider": provider, "model": model, "after_first_token": after_first_token}
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(f"could not connect in time ({detail})", code="connect_timeout", **fields)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectionError(f"cannot connect to upstream: {detail}", code="connect_failed", **fields)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
         return UpstreamTimeout(f"upstream did not answer in time ({detail})", **fields)
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.http_exceptions.HttpProcessingError):

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from turnout.drivers.base import CallContext
-from turnout.errors import AllUpstreamsFailed, ErrorClass, ProtocolError, ProviderError, UpstreamTimeout
+from turnout.errors import NOT_SENT_CODES, AllUpstreamsFailed, ErrorClass, ProtocolError, ProviderError, UpstreamTimeout
 from turnout.events import (
     AttemptFailed,
     AttemptStarted,
@@ -216,8 +216,10 @@ class Run:
             h.breaker.trip()
         if cls is ErrorClass.CONTEXT_WINDOW and d.context_window is not None:
             self.min_window = max(self.min_window or 0, d.context_window)
-        # Billed nothing only when the provider answered with an error status before any output.
-        cost = 0.0 if error.status is not None and not error.after_first_token else None
+        # Billed nothing only when the provider answered with an error status before any output, or the
+        # connection never opened; anything else (reset, timeout mid-answer) may have been billed: unknown.
+        unbilled = error.status is not None or error.code in NOT_SENT_CODES
+        cost = 0.0 if unbilled and not error.after_first_token else None
         detail = error.message[:_DETAIL_LIMIT]
         self.trail.append(Attempt(d.key, started, duration, "error", cls.value, error.status, None, cost, detail))
         self.errors.append(error)
