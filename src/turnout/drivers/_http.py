@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -177,6 +178,8 @@ def request_timeout(ctx: CallContext, *, stream: bool = False) -> aiohttp.Client
     For streams, `sock_read` bounds every read: the longer of `first_token_timeout` and `stall_timeout`, since one
     aiohttp setting cannot tell the first read from later ones (the router enforces both exactly).
     """
+    if ctx.guarded:
+        return _connect_only_timeout(ctx.connect_timeout)
     remaining = ctx.remaining()
     sock_read = None
     if stream:
@@ -186,6 +189,12 @@ def request_timeout(ctx: CallContext, *, stream: bool = False) -> aiohttp.Client
     return aiohttp.ClientTimeout(
         total=remaining, sock_connect=ctx.connect_timeout, sock_read=sock_read, ceil_threshold=_NEVER_ROUND
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _connect_only_timeout(connect: float | None) -> aiohttp.ClientTimeout:
+    """The timeout for a guarded call: only the connect phase, which the caller's timer does not see apart."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, ceil_threshold=_NEVER_ROUND)
 
 
 def _default_parser(provider: str, model: str) -> ErrorParser:

@@ -30,7 +30,10 @@ class CallContext:
     `deadline` is absolute on `clock` (the request's overall deadline); `attempt_timeout` bounds this attempt;
     for streams `first_token_timeout` bounds the wait for the first content chunk and `stall_timeout` every
     later gap. `None` means "no limit" for each of them. `model_options` are the model's `options` from the
-    routing file (e.g. `max_tokens_param: max_completion_tokens`).
+    routing file (e.g. `max_tokens_param: max_completion_tokens`). `guarded` is True when the caller (the Router)
+    already enforces `remaining()` and the stream timeouts with its own timer: drivers then skip arming per-request
+    timers of their own (aiohttp's costs ~15 us per call), but must still never block past `remaining()`
+    when `guarded` is False.
     """
 
     session: aiohttp.ClientSession
@@ -42,6 +45,7 @@ class CallContext:
     connect_timeout: float | None = None
     model_options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     clock: Callable[[], float] = time.monotonic
+    guarded: bool = False
 
     def remaining(self) -> float | None:
         """Seconds left for this attempt: the tighter of the attempt timeout and the overall deadline."""

@@ -174,6 +174,7 @@ class Run:
             connect_timeout=d.connect_timeout or policy.connect_timeout,
             model_options=d.model_options,
             clock=self.rt.clock,
+            guarded=True,  # our TimeoutMonitor enforces the budget; the driver need not arm timers of its own
         )
 
     def begin(self, d: Deployment, h: DeploymentHealth) -> float:
