@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -35,6 +35,7 @@ from turnout.drivers._classify import (
     parse_retry_after,
 )
 from turnout.drivers._framing import SSEEvent, iter_ndjson, iter_sse
+from turnout.drivers.base import CredentialCheck
 from turnout.errors import ProtocolError, ProviderError, UpstreamConnectionError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ __all__ = [
     "loads",
     "open_request",
     "parse_retry_after",
+    "probe_credentials",
     "read_json",
     "request_timeout",
     "strip_directives",
@@ -263,3 +265,13 @@ async def read_json(resp: aiohttp.ClientResponse, *, provider: str, model: str) 
     except Exception as exc:
         raise transport_error(exc, provider=provider, model=model) from exc
     return loads(body, provider=provider, model=model)
+
+
+async def probe_credentials(provider: str, ctx: CallContext, probe: Awaitable[object]) -> CredentialCheck:
+    """Run a cheap authenticated call and report how it went; a ProviderError (bad key...) is a result, not raised."""
+    started = ctx.clock()
+    try:
+        await probe
+    except ProviderError as err:
+        return CredentialCheck(provider, False, err.status, err.error_class.value, err.message, ctx.clock() - started)
+    return CredentialCheck(provider, True, 200, None, "ok", ctx.clock() - started)

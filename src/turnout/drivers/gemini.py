@@ -23,6 +23,7 @@ from turnout.drivers._http import (
     iter_sse,
     open_request,
     parse_retry_after,
+    probe_credentials,
     read_json,
     transport_error,
     validate_options,
@@ -182,14 +183,7 @@ class GeminiDriver:
 
     async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
         """One page of one model: cheap and authenticated; a failure is reported, never raised."""
-        started = ctx.clock()
-        try:
-            await self._models_page(ctx, {"pageSize": "1"})
-        except ProviderError as err:
-            return CredentialCheck(
-                self.spec.name, False, err.status, err.error_class.value, err.message, ctx.clock() - started
-            )
-        return CredentialCheck(self.spec.name, True, 200, None, "ok", ctx.clock() - started)
+        return await probe_credentials(self.spec.name, ctx, self._models_page(ctx, {"pageSize": "1"}))
 
 
 def _status_body(body: bytes) -> Mapping[str, Any] | None:

@@ -10,7 +10,15 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
-from turnout.drivers._http import dumps, iter_ndjson, open_request, read_json, transport_error, validate_options
+from turnout.drivers._http import (
+    dumps,
+    iter_ndjson,
+    open_request,
+    probe_credentials,
+    read_json,
+    transport_error,
+    validate_options,
+)
 from turnout.drivers._images import IMAGE_OPTIONS_SCHEMA
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.ollama_wire import StreamState, build_body, call_id, response_from
@@ -109,11 +117,4 @@ class OllamaDriver:
 
     async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
         """List local models (`/api/tags`); a failure is reported, never raised."""
-        started = ctx.clock()
-        try:
-            await self.list_models(ctx)
-        except ProviderError as err:
-            return CredentialCheck(
-                self.spec.name, False, err.status, err.error_class.value, err.message, ctx.clock() - started
-            )
-        return CredentialCheck(self.spec.name, True, 200, None, "ok", ctx.clock() - started)
+        return await probe_credentials(self.spec.name, ctx, self.list_models(ctx))

@@ -13,7 +13,15 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
-from turnout.drivers._http import dumps, iter_sse, open_request, read_json, transport_error, validate_options
+from turnout.drivers._http import (
+    dumps,
+    iter_sse,
+    open_request,
+    probe_credentials,
+    read_json,
+    transport_error,
+    validate_options,
+)
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
 from turnout.errors import BadRequest, ProtocolError, ProviderError
@@ -128,14 +136,7 @@ class OpenAIDriver:
 
     async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
         """List models (cheap, authenticated); a failure is reported, never raised."""
-        started = ctx.clock()
-        try:
-            await self.list_models(ctx)
-        except ProviderError as err:
-            return CredentialCheck(
-                self.spec.name, False, err.status, err.error_class.value, err.message, ctx.clock() - started
-            )
-        return CredentialCheck(self.spec.name, True, 200, None, "ok", ctx.clock() - started)
+        return await probe_credentials(self.spec.name, ctx, self.list_models(ctx))
 
 
 class AzureOpenAIDriver(OpenAIDriver):
