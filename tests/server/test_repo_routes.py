@@ -53,3 +53,15 @@ async def test_mock_refusal_is_400_with_reason(served):
         )
     assert caught.value.code
     assert caught.value.message
+
+
+async def test_mock_stream_usage_chunk_when_asked(served):
+    """A client asking for stream usage gets a final usage chunk (choices: []) from the mock provider too."""
+    stream = await served.client().chat.completions.create(
+        model="echo", messages=ASK, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert sum(1 for c in chunks if not c.choices) == 1  # exactly one usage chunk
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo me back please"
