@@ -105,15 +105,19 @@ class ProcessTree:
                     continue
         return found
 
-    def cpu_seconds(self) -> float:
-        total = 0
+    def cpu_by_pid(self) -> dict[int, float]:
+        """CPU seconds (utime + stime) of every live process in the tree."""
+        found: dict[int, float] = {}
         for pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        return total / _TICKS
+            found[pid] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
+        return found
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_by_pid().values())
 
     def rss_mb(self) -> float:
         total = 0

@@ -166,13 +166,18 @@ class Row:
 def measure(target: Target, mode: str, conc: int, seconds: float) -> Row:
     payload = target.json_body if mode == "json" else target.sse_body
     run_wrk(target.url(mode), payload, connections=conc, seconds=1)  # warm up connections and caches
-    cpu0 = target.tree.cpu_seconds()
+    before = target.tree.cpu_by_pid()
     result = run_wrk(target.url(mode), payload, connections=conc, seconds=seconds)
-    cpu = target.tree.cpu_seconds() - cpu0
+    after = target.tree.cpu_by_pid()
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    cpu = sum(used.values())
     row = Row(target.name, mode, conc, target.workers, result, cpu * 1000 / max(1, result.requests))
+    split = ""
+    if target.workers > 1:  # how evenly SO_REUSEPORT spread the load: CPU seconds per busy process
+        split = "  per-process cpu s: " + " ".join(f"{v:.2f}" for v in sorted(used.values(), reverse=True) if v > 0.05)
     print(
         f"{row.target:9} {mode:4} {conc:5} {row.workers:7} {result.rps:9.0f} {result.p50_ms:8.3f} "
-        f"{result.p99_ms:8.3f} {row.cpu_ms:11.3f} {result.errors:7}",
+        f"{result.p99_ms:8.3f} {row.cpu_ms:11.3f} {result.errors:7}{split}",
         flush=True,
     )
     return row
