@@ -149,14 +149,39 @@ async def test_sighup_reloads_the_file(write_routes, http, primary):
         assert await child.finish() == 0
 
 
-async def test_workers_share_one_port(write_routes, http, primary):
-    """`--workers 2` serves from two processes on one port and exits 0 on SIGTERM."""
+def worker_pids(parent: int) -> list[int]:
+    pids = []
+    for task in os.listdir(f"/proc/{parent}/task"):
+        with open(f"/proc/{parent}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+async def test_workers_share_one_port_and_restart(write_routes, http, primary):
+    """`--workers 2` serves from two processes on one port, replaces a killed worker, and exits 0 on SIGTERM."""
     primary.default("chat", primary.text("ok"))
     async with turnout_serve(write_routes(), "--workers", "2") as child:
         await child.wait_listening(within=40)
         results = await asyncio.gather(*(post(http, child.url) for _ in range(20)))
+        workers = [p for p in worker_pids(child.proc.pid) if p not in (child.proc.pid,)]
+        serving = []
+        for pid in workers:  # the spawn context adds a resource tracker; real workers hold the listening port
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read():
+                    serving.append(pid)
+        assert len(serving) == 2
+        os.kill(serving[0], signal.SIGKILL)
+        for _ in range(150):
+            alive = [p for p in worker_pids(child.proc.pid) if p not in workers]
+            if alive:
+                break
+            await asyncio.sleep(0.1)
+        assert alive, "the supervisor did not start a replacement worker"
+        await asyncio.sleep(1.5)  # let the replacement bind
+        after = await asyncio.gather(*(post(http, child.url) for _ in range(20)))
         child.proc.send_signal(signal.SIGTERM)
         code = await child.finish(within=30)
-    assert {status for status, _ in results} == {200}
+    assert {status for status, _ in results + after} == {200}
     assert code == 0
     assert "2 workers" in "".join(child.stderr)
+    assert any("restarting it" in line for line in child.stderr)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import sys
@@ -200,68 +201,87 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 def supervise(path: str, config: Config, host: str, port: int, workers: int, access_log: str) -> int:
     """Run `workers` processes on one port; forward signals; restart crashed workers; exit 0 after a clean drain."""
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Queue()
     reserved = _reserve_port(host, port)
-    port = reserved.getsockname()[1]
-    procs: dict[int, Any] = {}
-
-    def spawn(index: int) -> None:
-        proc = ctx.Process(
-            target=_worker, args=(path, host, port, access_log, ready, index), name=f"turnout-worker-{index}"
-        )
-        proc.start()
-        procs[index] = proc
-
-    for i in range(workers):
-        spawn(i)
-    readiness: Mapping[str, Any] = {}
-    deadline = time.monotonic() + READY_TIMEOUT
-    started = 0
-    while started < workers:
-        try:
-            _, _, readiness = ready.get(timeout=0.2)
-            started += 1
-        except Exception:
-            if any(p.exitcode is not None for p in procs.values()) or time.monotonic() > deadline:
-                print("turnout serve: a worker failed to start; stopping.", file=sys.stderr)
-                _signal_all(procs, signal.SIGTERM)
-                _join_all(procs)
-                return 1
+    supervisor = _Supervisor(path, host, reserved.getsockname()[1], access_log)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    signal.signal(signal.SIGHUP, supervisor.forward_hup)
+    for index in range(workers):
+        supervisor.spawn(index)
+    readiness = supervisor.wait_ready(workers)
     reserved.close()
-    print(banner(path, config, readiness, host, port, workers), file=sys.stderr, flush=True)
-    stopping = False
+    if readiness is None:
+        print("turnout serve: a worker failed to start; stopping.", file=sys.stderr)
+        supervisor.stop(signal.SIGTERM, None)
+    else:
+        print(banner(path, config, readiness, host, supervisor.port, workers), file=sys.stderr, flush=True)
+    code = supervisor.run()
+    return code if readiness is not None else 1
 
-    def on_stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        _signal_all(procs, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda signum, frame: _signal_all(procs, signal.SIGHUP))
-    restarts: list[float] = []
-    while True:
-        alive = False
-        for index, proc in list(procs.items()):
-            proc.join(timeout=0.1)
-            if proc.exitcode is None:
-                alive = True
-            elif not stopping:
-                now = time.monotonic()
-                restarts = [t for t in restarts if now - t < 60] + [now]
-                if len(restarts) > MAX_RESTARTS:
-                    log.error("workers keep crashing (%d restarts in a minute); stopping", len(restarts))
-                    stopping = True
-                    _signal_all(procs, signal.SIGTERM)
-                    continue
-                log.error("worker %d (pid %s) exited with %s; restarting it", index, proc.pid, proc.exitcode)
-                spawn(index)
-                alive = True
-        if not alive:
-            break
-    codes = [p.exitcode for p in procs.values()]
-    return 0 if all(c == 0 for c in codes) else 1
+class _Supervisor:
+    """The parent of `--workers N`: owns the worker processes and their lifecycle."""
+
+    def __init__(self, path: str, host: str, port: int, access_log: str) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.ready = self.ctx.Queue()
+        self.path, self.host, self.port, self.access_log = path, host, port, access_log
+        self.procs: dict[int, Any] = {}
+        self.stopping = False
+        self.restarts: list[float] = []
+
+    def spawn(self, index: int) -> None:
+        args = (self.path, self.host, self.port, self.access_log, self.ready, index)
+        proc = self.ctx.Process(target=_worker, args=args, name=f"turnout-worker-{index}")
+        proc.start()
+        self.procs[index] = proc
+
+    def stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        _signal_all(self.procs, signal.SIGTERM)
+
+    def forward_hup(self, signum: int, frame: Any) -> None:
+        _signal_all(self.procs, signal.SIGHUP)
+
+    def wait_ready(self, workers: int) -> Mapping[str, Any] | None:
+        """The readiness report once every worker listens; None if one died, time ran out or we were stopped."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        readiness: Mapping[str, Any] = {}
+        started = 0
+        while started < workers:
+            try:
+                _, _, readiness = self.ready.get(timeout=0.2)
+                started += 1
+            except queue.Empty:
+                failed = any(p.exitcode is not None for p in self.procs.values())
+                if failed or self.stopping or time.monotonic() > deadline:
+                    return None
+        return readiness
+
+    def run(self) -> int:
+        """Supervise until every worker has exited; 0 when all of them drained cleanly."""
+        while True:
+            alive = False
+            for index, proc in list(self.procs.items()):
+                proc.join(timeout=0.1)
+                if proc.exitcode is None:
+                    alive = True
+                elif not self.stopping and self._may_restart(index, proc):
+                    self.spawn(index)
+                    alive = True
+            if not alive:
+                break
+        return 0 if all(p.exitcode == 0 for p in self.procs.values()) else 1
+
+    def _may_restart(self, index: int, proc: Any) -> bool:
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+        if len(self.restarts) > MAX_RESTARTS:
+            log.error("workers keep crashing (%d restarts in a minute); stopping", len(self.restarts))
+            self.stop(signal.SIGTERM, None)
+            return False
+        log.error("worker %d (pid %s) exited with %s; restarting it", index, proc.pid, proc.exitcode)
+        return True
 
 
 def _signal_all(procs: Mapping[int, Any], sig: int) -> None:
@@ -269,8 +289,3 @@ def _signal_all(procs: Mapping[int, Any], sig: int) -> None:
         if proc.exitcode is None and proc.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, sig)
-
-
-def _join_all(procs: Mapping[int, Any]) -> None:
-    for proc in procs.values():
-        proc.join(timeout=30)
