@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from turnout.errors import InvalidRequest, ProtocolError
+from turnout.errors import InvalidRequest, ProtocolError, TurnoutError
 from turnout.server import errors
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
 from turnout.server.sse import SSE_HEADERS, SSEResponse, relay
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode  # default: never fail on an odd value
 
 
 def _reject_constant(name: str) -> Any:
@@ -140,7 +140,7 @@ class ChatHandler:
             raise
         except Exception as exc:
             fail = errors.failure(exc)
-            if fail.status >= 500 and fail.error_class is None and not fail.attempts:
+            if not isinstance(exc, TurnoutError):  # a bug, not an upstream or client problem: keep the traceback
                 sc.log.exception("chat request failed unexpectedly")
             response = self._refuse(request, fail, started, route=chat.model)
             if chat.model in sc.router.graph.routes:  # never echo a client-chosen name into a header
