@@ -37,7 +37,14 @@ from turnout.server.reload import Reloader, default_loader
 from turnout.types import Attempt, Usage
 
 BODY_CEILING = 64 * 1024 * 1024  # aiohttp's own cap; the configured limit is checked per request
-KNOWN_PATHS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics", "/admin/reload"})
+ALLOWED = {  # path -> the method it accepts (for 405 answers)
+    "/v1/chat/completions": "POST",
+    "/admin/reload": "POST",
+    "/v1/models": "GET",
+    "/healthz": "GET",
+    "/readyz": "GET",
+    "/metrics": "GET",
+}
 NO_ROUTE = "(none)"  # metrics label for requests that named no route: keeps label cardinality bounded
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -200,14 +207,13 @@ class Sidecar:
 
     async def fallback(self, request: web.Request) -> web.Response:
         """Unknown path (404) or a known path with the wrong method (405), in OpenAI's shape."""
-        if request.path in KNOWN_PATHS or request.path.startswith("/v1/models/"):
+        allowed = ALLOWED.get(request.path) or ("GET" if request.path.startswith("/v1/models/") else None)
+        if allowed is not None:
             fail = errors.simple(
                 405, f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed"
             )
             response = _failure(fail)
-            response.headers["Allow"] = (
-                "GET" if request.path != "/v1/chat/completions" and request.path != "/admin/reload" else "POST"
-            )
+            response.headers["Allow"] = allowed
             return response
         return _failure(errors.simple(404, f"Unknown endpoint {request.method} {request.path}.", code="unknown_url"))
 
