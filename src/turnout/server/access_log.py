@@ -34,6 +34,13 @@ class AccessLog:
     def enabled(self) -> bool:
         return self._stream is not None
 
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
     def _now(self) -> str:
         """ISO-8601 UTC with milliseconds; the second part is formatted once per second."""
         now = time.time()

@@ -234,12 +234,7 @@ class Sidecar:
         self.router.remove_observer(self.metrics)
         if self.owns_router:
             await self.router.aclose()
-        stream = self.access._stream
-        if stream is not None:
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        self.access.flush()
 
 
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
