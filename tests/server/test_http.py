@@ -303,3 +303,25 @@ async def test_stream_events_are_not_held_back(serve, http, primary):
                         arrivals.append(asyncio.get_running_loop().time())
     assert len(arrivals) == 4
     assert arrivals[-1] - arrivals[0] >= 0.25  # spread like the upstream's pacing (3 gaps of 0.1 s)
+
+
+async def test_repeated_disconnects_leak_no_file_descriptors(serve, http, primary):
+    """Many clients abandoning streams leave no sockets behind in the sidecar or its upstream pool."""
+    import os
+
+    for _ in range(8):
+        primary.script("chat", primary.stream_text([f"w{i} " for i in range(100)], framing=Framing(delay=0.02)))
+    async with serve() as s:
+        baseline = len(os.listdir("/proc/self/fd"))
+        for _ in range(8):
+            resp = await http.post(s.url + CHAT, json={"model": "solo", "messages": MESSAGES, "stream": True})
+            await resp.content.readline()
+            resp.close()
+        for _ in range(100):
+            if s.sidecar.in_flight == 0 and primary.disconnects >= 8:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert s.sidecar.in_flight == 0
+        assert primary.disconnects >= 8
+        assert len(os.listdir("/proc/self/fd")) <= baseline + 2
