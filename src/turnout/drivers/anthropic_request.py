@@ -22,12 +22,11 @@ before anything is sent.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from turnout.errors import ErrorClass, ProviderError, provider_error
+from turnout.drivers._translate import Failer, merge_turns, split_data_url, tool_arguments
 from turnout.types import ChatRequest
 
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -42,11 +41,16 @@ Block = dict[str, Any]
 Turn = tuple[str, list[Block]]
 
 
+def _is_result(block: Block) -> bool:
+    """Tool results lead a merged user turn: Anthropic rejects a turn after tool_use that starts otherwise."""
+    return block.get("type") == "tool_result"
+
+
 def build_request(
     request: ChatRequest, *, model: str, provider: str, default_max_tokens: int, stream: bool
 ) -> dict[str, Any]:
     """The Messages API body for `request`, addressed to upstream `model`."""
-    fail = _Failer(provider, model)
+    fail = Failer(provider, model)
     body = request.body
     n = body.get("n")
     if isinstance(n, int) and n > 1:
@@ -62,7 +66,7 @@ def build_request(
     out: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_output_tokens or default_max_tokens,
-        "messages": [{"role": role, "content": blocks} for role, blocks in _merge_turns(turns)],
+        "messages": [{"role": role, "content": blocks} for role, blocks in merge_turns(turns, is_result=_is_result)],
     }
     if system:
         out["system"] = system
@@ -76,20 +80,7 @@ def build_request(
     return out
 
 
-class _Failer:
-    """Builds the bad_request error for this provider/model (keeps call sites one line)."""
-
-    __slots__ = ("model", "provider")
-
-    def __init__(self, provider: str, model: str) -> None:
-        self.provider = provider
-        self.model = model
-
-    def __call__(self, message: str) -> ProviderError:
-        return provider_error(ErrorClass.BAD_REQUEST, message, provider=self.provider, model=self.model)
-
-
-def _convert_messages(messages: Sequence[Mapping[str, Any]], fail: _Failer) -> tuple[list[Block], list[Turn]]:
+def _convert_messages(messages: Sequence[Mapping[str, Any]], fail: Failer) -> tuple[list[Block], list[Turn]]:
     system: list[Block] = []
     turns: list[Turn] = []
     for i, message in enumerate(messages):
@@ -108,23 +99,7 @@ def _convert_messages(messages: Sequence[Mapping[str, Any]], fail: _Failer) -> t
     return system, turns
 
 
-def _merge_turns(turns: list[Turn]) -> list[Turn]:
-    """Merge consecutive same-role turns; drop empty ones; tool results first in user turns."""
-    merged: list[Turn] = []
-    for role, blocks in turns:
-        if not blocks:
-            continue
-        if merged and merged[-1][0] == role:
-            merged[-1][1].extend(blocks)
-        else:
-            merged.append((role, list(blocks)))
-    for role, blocks in merged:
-        if role == "user" and len(blocks) > 1:
-            blocks.sort(key=lambda b: b.get("type") != "tool_result")  # stable: keeps order within each group
-    return merged
-
-
-def _text_blocks(content: Any, where: str, fail: _Failer) -> list[Block]:
+def _text_blocks(content: Any, where: str, fail: Failer) -> list[Block]:
     """System/developer content: text only (Anthropic's `system` takes no images)."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
@@ -144,7 +119,7 @@ def _text_block(part: Mapping[str, Any]) -> Block:
     return block
 
 
-def _user_blocks(content: Any, where: str, fail: _Failer) -> list[Block]:
+def _user_blocks(content: Any, where: str, fail: Failer) -> list[Block]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks = []
@@ -160,25 +135,24 @@ def _user_blocks(content: Any, where: str, fail: _Failer) -> list[Block]:
     return blocks
 
 
-def image_block(image: Any, where: str, fail: _Failer) -> Block:
+def image_block(image: Any, where: str, fail: Failer) -> Block:
     """An OpenAI `image_url` value -> Anthropic image block (URL source or base64 source)."""
     url = image.get("url") if isinstance(image, Mapping) else image
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     if not url.startswith("data:"):
         raise fail(f"{where}: image URL must be http(s) or a base64 data URL.")
-    header, comma, data = url[5:].partition(",")
-    params = header.split(";")
-    media_type = params[0].strip().lower()
-    if not comma or "base64" not in params[1:] or not data:
+    parsed = split_data_url(url)
+    if parsed is None:
         raise fail(f"{where}: data URL images must be base64-encoded (data:<type>;base64,<data>).")
+    media_type, data = parsed
     if media_type not in IMAGE_MEDIA_TYPES:
         shown = ", ".join(sorted(IMAGE_MEDIA_TYPES))
         raise fail(f"{where}: image type '{media_type}' is not supported by Anthropic (supported: {shown}).")
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
-def _assistant_blocks(message: Mapping[str, Any], where: str, fail: _Failer) -> list[Block]:
+def _assistant_blocks(message: Mapping[str, Any], where: str, fail: Failer) -> list[Block]:
     content = message.get("content")
     blocks: list[Block] = thinking_blocks(message.get("thinking_blocks"))
     if isinstance(content, str):
@@ -212,7 +186,7 @@ def thinking_blocks(value: Any) -> list[Block]:
     return blocks
 
 
-def _tool_use(call: Mapping[str, Any], where: str, fail: _Failer) -> Block:
+def _tool_use(call: Mapping[str, Any], where: str, fail: Failer) -> Block:
     function = call["function"]
     name = function.get("name")
     if not isinstance(name, str) or not name:
@@ -221,26 +195,11 @@ def _tool_use(call: Mapping[str, Any], where: str, fail: _Failer) -> Block:
         "type": "tool_use",
         "id": tool_id(call.get("id"), where, fail),
         "name": name,
-        "input": _arguments(function.get("arguments"), where, fail),
+        "input": tool_arguments(function.get("arguments"), where, fail),
     }
 
 
-def _arguments(arguments: Any, where: str, fail: _Failer) -> dict[str, Any]:
-    """OpenAI's JSON-string arguments -> the object Anthropic wants."""
-    if isinstance(arguments, Mapping):
-        return dict(arguments)
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}
-    try:
-        value = json.loads(arguments)
-    except (TypeError, ValueError):
-        raise fail(f"{where}.function.arguments is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise fail(f"{where}.function.arguments must encode a JSON object.")
-    return value
-
-
-def tool_id(value: Any, where: str, fail: _Failer) -> str:
+def tool_id(value: Any, where: str, fail: Failer) -> str:
     """A tool-call id as Anthropic accepts it (`^[a-zA-Z0-9_-]+$`); foreign characters become `_`.
 
     The rewrite is deterministic, so a `tool_use` id and its `tool_result` reference stay equal.
@@ -250,7 +209,7 @@ def tool_id(value: Any, where: str, fail: _Failer) -> str:
     return value if _TOOL_ID_OK.match(value) else _TOOL_ID_BAD_CHARS.sub("_", value)
 
 
-def _tool_result(message: Mapping[str, Any], where: str, fail: _Failer) -> Block:
+def _tool_result(message: Mapping[str, Any], where: str, fail: Failer) -> Block:
     content = message.get("content")
     block: Block = {"type": "tool_result", "tool_use_id": tool_id(message.get("tool_call_id"), where, fail)}
     if isinstance(content, str):
@@ -262,7 +221,7 @@ def _tool_result(message: Mapping[str, Any], where: str, fail: _Failer) -> Block
     return block
 
 
-def _add_tools(out: dict[str, Any], body: Mapping[str, Any], fail: _Failer) -> None:
+def _add_tools(out: dict[str, Any], body: Mapping[str, Any], fail: Failer) -> None:
     tools = body.get("tools")
     if not tools:
         return
@@ -274,7 +233,7 @@ def _add_tools(out: dict[str, Any], body: Mapping[str, Any], fail: _Failer) -> N
         out["tool_choice"] = choice
 
 
-def _tool_definition(tool: Any, where: str, fail: _Failer) -> Block:
+def _tool_definition(tool: Any, where: str, fail: Failer) -> Block:
     if not isinstance(tool, Mapping) or tool.get("type") != "function" or not isinstance(tool.get("function"), Mapping):
         raise fail(f"{where}: only tools of type 'function' are supported by Anthropic.")
     function = tool["function"]
@@ -290,7 +249,7 @@ def _tool_definition(tool: Any, where: str, fail: _Failer) -> Block:
     return out
 
 
-def _tool_choice(choice: Any, fail: _Failer) -> Block:
+def _tool_choice(choice: Any, fail: Failer) -> Block:
     if choice is None or choice == "auto":
         return {"type": "auto"}
     if choice == "none":

@@ -20,11 +20,10 @@ What changes shape on the way (wire-formats.md sections 4 and 10):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from turnout.errors import ErrorClass, ProviderError, provider_error
+from turnout.drivers._translate import Failer, merge_turns, split_data_url, tool_arguments
 from turnout.types import ChatRequest
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -35,17 +34,9 @@ Turn = tuple[str, list[Part]]
 Images = Mapping[str, tuple[str, str]]
 
 
-class _Failer:
-    """Builds the bad_request error for this provider/model (keeps call sites one line)."""
-
-    __slots__ = ("model", "provider")
-
-    def __init__(self, provider: str, model: str) -> None:
-        self.provider = provider
-        self.model = model
-
-    def __call__(self, message: str) -> ProviderError:
-        return provider_error(ErrorClass.BAD_REQUEST, message, provider=self.provider, model=self.model)
+def _is_result(part: Part) -> bool:
+    """Function responses lead a merged user turn, so one round of parallel results follows its calls."""
+    return "functionResponse" in part
 
 
 def remote_image_urls(request: ChatRequest) -> list[str]:
@@ -79,12 +70,13 @@ def build_request(
     signature_fallback: bool = True,
 ) -> dict[str, Any]:
     """The generateContent body for `request` (the model is in the URL, not the body)."""
-    fail = _Failer(provider, model)
+    fail = Failer(provider, model)
     if request.assistant_prefix:
         raise fail("Gemini does not support continuing a partial assistant answer (prefill).")
     converter = _Converter(fail, images or {}, signature_fallback)
     system, turns = converter.messages(request.messages)
-    out: dict[str, Any] = {"contents": [{"role": role, "parts": parts} for role, parts in _merge_turns(turns)]}
+    merged = merge_turns(turns, is_result=_is_result)
+    out: dict[str, Any] = {"contents": [{"role": role, "parts": parts} for role, parts in merged]}
     if system:
         out["systemInstruction"] = {"parts": system}
     body = request.body
@@ -95,25 +87,10 @@ def build_request(
     return out
 
 
-def _merge_turns(turns: list[Turn]) -> list[Turn]:
-    merged: list[Turn] = []
-    for role, parts in turns:
-        if not parts:
-            continue
-        if merged and merged[-1][0] == role:
-            merged[-1][1].extend(parts)
-        else:
-            merged.append((role, list(parts)))
-    for role, parts in merged:
-        if role == "user" and len(parts) > 1:
-            parts.sort(key=lambda p: "functionResponse" not in p)  # stable
-    return merged
-
-
 class _Converter:
     """Message conversion with the state it needs: tool-call id -> function name, fetched images."""
 
-    def __init__(self, fail: _Failer, images: Images, signature_fallback: bool) -> None:
+    def __init__(self, fail: Failer, images: Images, signature_fallback: bool) -> None:
         self.fail = fail
         self.images = images
         self.signature_fallback = signature_fallback
@@ -170,11 +147,10 @@ class _Converter:
             raise self.fail(f"{where}: image URL was not fetched before translation.")
         if not url.startswith("data:"):
             raise self.fail(f"{where}: image URL must be http(s) or a base64 data URL.")
-        header, comma, data = url[5:].partition(",")
-        params = header.split(";")
-        mime = params[0].strip().lower()
-        if not comma or "base64" not in params[1:] or not data or not mime:
+        parsed = split_data_url(url)
+        if parsed is None or not parsed[0]:
             raise self.fail(f"{where}: data URL images must be base64-encoded (data:<type>;base64,<data>).")
+        mime, data = parsed
         return {"inlineData": {"mimeType": mime, "data": data}}
 
     def model_parts(self, message: Mapping[str, Any], where: str) -> list[Part]:
@@ -204,7 +180,8 @@ class _Converter:
         call_id = call.get("id")
         if isinstance(call_id, str) and call_id:
             self.names[call_id] = name
-        part: Part = {"functionCall": {"name": name, "args": _arguments(function.get("arguments"), where, self.fail)}}
+        args = tool_arguments(function.get("arguments"), where, self.fail)
+        part: Part = {"functionCall": {"name": name, "args": args}}
         signature = _signature(call)
         if signature:
             part["thoughtSignature"] = signature
@@ -232,21 +209,7 @@ def _signature(call: Mapping[str, Any]) -> str | None:
     return signature if isinstance(signature, str) and signature else None
 
 
-def _arguments(arguments: Any, where: str, fail: _Failer) -> dict[str, Any]:
-    if isinstance(arguments, Mapping):
-        return dict(arguments)
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}
-    try:
-        value = json.loads(arguments)
-    except (TypeError, ValueError):
-        raise fail(f"{where}.function.arguments is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise fail(f"{where}.function.arguments must encode a JSON object.")
-    return value
-
-
-def _add_tools(out: dict[str, Any], body: Mapping[str, Any], fail: _Failer) -> None:
+def _add_tools(out: dict[str, Any], body: Mapping[str, Any], fail: Failer) -> None:
     tools = body.get("tools")
     if not tools:
         return
@@ -267,7 +230,7 @@ def _add_tools(out: dict[str, Any], body: Mapping[str, Any], fail: _Failer) -> N
         out["toolConfig"] = {"functionCallingConfig": _calling_config(choice, fail)}
 
 
-def _calling_config(choice: Any, fail: _Failer) -> dict[str, Any]:
+def _calling_config(choice: Any, fail: Failer) -> dict[str, Any]:
     modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
     if isinstance(choice, str) and choice in modes:
         return {"mode": modes[choice]}
