@@ -148,6 +148,39 @@ async def test_client_auth(serve, http, primary, keys, openai_error):
     assert keys.client not in json.dumps(results)
 
 
+async def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send `request` bytes as they are (headers aiohttp's client would refuse to build) and read the answer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_non_utf8_bearer_token_is_401(serve, keys, openai_error):
+    """An Authorization header that is not UTF-8 is refused with 401 in OpenAI's shape, never a 500."""
+    body = json.dumps({"model": "chat", "messages": MESSAGES}).encode()
+    async with serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+        answers = [
+            await raw_exchange(
+                s.url,
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+                + b"Authorization: Bearer \xff\xfe"
+                + keys.client.encode()
+                + f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body,
+            )
+            for method, path in (("POST", CHAT), ("GET", "/v1/models"))
+        ]
+    for answer in answers:
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401"), head
+        assert openai_error(json.loads(payload), 401)["code"] == "invalid_api_key"
+
+
 async def test_metrics_can_be_protected(serve, http, keys):
     """With server.protect_metrics the metrics endpoint needs the client key too."""
     async with serve(server=f'  api_keys: ["{keys.client}"]\n  protect_metrics: true\n') as s:

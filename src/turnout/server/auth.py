@@ -40,7 +40,9 @@ class ApiKeys:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        presented = token.strip().encode()
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: encode the same way, so a token that is
+        # not UTF-8 is compared as the bytes it was (and refused) instead of raising (a 500).
+        presented = token.strip().encode("utf-8", "surrogateescape")
         matched = False
         for key in self._keys:
             matched |= hmac.compare_digest(presented, key)
