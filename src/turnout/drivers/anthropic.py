@@ -157,8 +157,11 @@ class AnthropicDriver:
             data=data, stream=True, error_parser=self._errors(model),
         ) as resp:  # fmt: skip
             machine = AnthropicStream(provider=provider, model=model)
+            # Close the parser explicitly: an abandoned async generator is finalized through
+            # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
+            events = iter_sse(resp.content)
             try:
-                async for event in iter_sse(resp.content):
+                async for event in events:
                     for chunk in machine.feed(event.event, event.data):
                         yield chunk
                     if machine.done:
@@ -169,6 +172,8 @@ class AnthropicDriver:
                 raise transport_error(
                     exc, provider=provider, model=model, after_first_token=machine.emitted_content
                 ) from exc
+            finally:
+                await events.aclose()
             for chunk in machine.finish():
                 yield chunk
 

@@ -134,8 +134,11 @@ class GeminiDriver:
             headers=self._headers(), data=data, params={"alt": "sse"}, stream=True, error_parser=self._errors(model),
         ) as resp:  # fmt: skip
             machine = GeminiStream(provider=provider, model=model)
+            # Close the parser explicitly: an abandoned async generator is finalized through
+            # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
+            events = iter_sse(resp.content)
             try:
-                async for event in iter_sse(resp.content):
+                async for event in events:
                     for chunk in machine.feed(event.data):
                         yield chunk
             except ProviderError:
@@ -144,6 +147,8 @@ class GeminiDriver:
                 raise transport_error(
                     exc, provider=provider, model=model, after_first_token=machine.emitted_content
                 ) from exc
+            finally:
+                await events.aclose()
             for chunk in machine.finish():
                 yield chunk
 

@@ -83,8 +83,11 @@ class OllamaDriver:
             ctx, "POST", f"{self._base}/api/chat", provider=provider, model=model,
             headers=self._headers(), data=dumps(body), stream=True,
         ) as resp:  # fmt: skip
+            # Close the parser explicitly: an abandoned async generator is finalized through
+            # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
+            lines = iter_ndjson(resp.content)
             try:
-                async for raw in iter_ndjson(resp.content):
+                async for raw in lines:
                     for chunk in state.feed(raw):
                         yield chunk
                     if state.done:
@@ -93,6 +96,8 @@ class OllamaDriver:
                 raise
             except Exception as exc:
                 raise transport_error(exc, provider=provider, model=model, after_first_token=state.content) from exc
+            finally:
+                await lines.aclose()
         raise ProtocolError(
             "stream ended before the answer was complete (no done:true line)",
             provider=provider,

@@ -105,8 +105,11 @@ class OpenAIDriver:
             headers=self._headers(), data=dumps(body), params=self._params(), stream=True,
         ) as resp:  # fmt: skip
             state = StreamState(provider, model)
+            # Close the parser explicitly: an abandoned async generator is finalized through
+            # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
+            events = iter_sse(resp.content)
             try:
-                async for event in iter_sse(resp.content):
+                async for event in events:
                     chunk = state.feed(event.data)
                     if chunk is not None:
                         yield chunk
@@ -116,6 +119,8 @@ class OpenAIDriver:
                 raise
             except Exception as exc:
                 raise transport_error(exc, provider=provider, model=model, after_first_token=state.content) from exc
+            finally:
+                await events.aclose()
             for chunk in state.finish():
                 yield chunk
 
