@@ -347,3 +347,22 @@ async def test_rpm_limit_skips_a_deployment_at_its_limit(fakes, build):
         second = await router.chat(model="r", messages=HI)
     assert (first.served_by, second.served_by) == ("p0/m0", "p1/m1")
     assert second.attempts[0].detail == "at rpm limit (1/min)"
+
+
+async def test_unencodable_request_is_a_bad_request_that_never_trips_the_breaker(fakes, build):
+    """A lone surrogate in the messages (JSON `\\ud800`) fails as bad_request, uncounted by the breaker, never sent."""
+    a, b = await fakes(), await fakes()
+    a.default("chat", a.text("from a"))
+    b.default("chat", b.text("from b"))
+    defaults = "  retry: {attempts: 2}\n  breaker: {failure_threshold: 2}"
+    async with build(routes_yaml(a.url, b.url, defaults=defaults)) as router:
+        for _ in range(3):
+            with pytest.raises(BadRequest) as info:
+                await router.chat(model="r", messages=[{"role": "user", "content": "bad \ud800 text"}])
+            assert "\\ud800" in info.value.message
+        assert router.health["p0/m0"].breaker.state == "closed"
+        assert router.health["p0/m0"].breaker.failure_count == 0
+        reply = await router.chat(model="r", messages=HI)
+    assert reply.served_by == "p0/m0"
+    assert b.requests_to("chat") == []
+    assert len(a.requests_to("chat")) == 1  # only the valid request reached an upstream

@@ -77,6 +77,21 @@ async def test_invalid_fields_are_400_naming_the_field(serve, http, primary, ope
     assert primary.requests == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_lone_surrogate_escape_is_400_and_never_reaches_upstream(serve, http, primary, openai_error, stream):
+    """A JSON `\\ud800` escape (text no upstream can receive) is a 400 for the client, not a 502 against a provider."""
+    body = b'{"model":"chat","messages":[{"role":"user","content":"x\\ud800y"}],"stream":%s}' % (
+        b"true" if stream else b"false"
+    )
+    async with serve() as s:
+        status, payload, _ = await post_raw(http, s.url, body)
+        breaker = s.sidecar.router.health["primary/p1"].breaker
+    assert status == 400, payload
+    assert openai_error(payload, 400)["code"] == "invalid_unicode"
+    assert breaker.failure_count == 0
+    assert primary.requests == []
+
+
 async def test_body_over_limit_is_413(serve, http, openai_error):
     """A body over server.max_request_size is 413, whether it declares its length or is chunked."""
     big = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "x" * 5000}]}).encode()

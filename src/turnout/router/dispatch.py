@@ -16,7 +16,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from turnout.drivers.base import CallContext
-from turnout.errors import NOT_SENT_CODES, AllUpstreamsFailed, ErrorClass, ProtocolError, ProviderError, UpstreamTimeout
+from turnout.errors import (
+    NOT_SENT_CODES,
+    AllUpstreamsFailed,
+    BadRequest,
+    ErrorClass,
+    ProtocolError,
+    ProviderError,
+    UpstreamTimeout,
+)
 from turnout.events import (
     AttemptFailed,
     AttemptStarted,
@@ -40,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("turnout.router")
 _DETAIL_LIMIT = 300
+UNENCODABLE = "invalid_unicode"  # the code of a request the driver could not even encode (never sent)
+_UNSENT = NOT_SENT_CODES | {UNENCODABLE}
 
 
 class Runtime:
@@ -219,7 +229,7 @@ class Run:
             self.min_window = max(self.min_window or 0, d.context_window)
         # Billed nothing only when the provider answered with an error status before any output, or the
         # connection never opened; anything else (reset, timeout mid-answer) may have been billed: unknown.
-        unbilled = error.status is not None or error.code in NOT_SENT_CODES
+        unbilled = error.status is not None or error.code in _UNSENT
         cost = 0.0 if unbilled and not error.after_first_token else None
         detail = error.message[:_DETAIL_LIMIT]
         self.trail.append(Attempt(d.key, started, duration, "error", cls.value, error.status, None, cost, detail))
@@ -324,7 +334,20 @@ class Run:
 
 
 def driver_bug(d: Deployment, exc: Exception) -> ProviderError:
-    """A driver let a foreign exception escape: classify it (protocol) instead of crashing the request."""
+    """A driver let a foreign exception escape: classify it (protocol) instead of crashing the request.
+
+    One foreign exception is the request's own fault, not the driver's or the deployment's: text that cannot be
+    encoded as UTF-8 (a lone surrogate, which a JSON `\\ud800` escape produces). It becomes a bad_request, so
+    it fails now (by default), is never counted by the breaker and never sent anywhere else.
+    """
+    if isinstance(exc, UnicodeEncodeError):
+        bad = ascii(exc.object[exc.start : exc.end]) if isinstance(exc.object, str) else "a character"
+        return BadRequest(
+            f"the request contains text that cannot be encoded as UTF-8 ({bad}: a lone surrogate?)",
+            provider=d.provider,
+            model=d.upstream,
+            code=UNENCODABLE,
+        )
     log.error("driver for %s raised %r; drivers must raise ProviderError", d.key, exc, exc_info=exc)
     return ProtocolError(f"driver error: {type(exc).__name__}: {exc}", provider=d.provider, model=d.upstream)
 
