@@ -2,8 +2,8 @@
 
 - `FakeUpstream` (in `fake.py`): an aiohttp server on 127.0.0.1:0 that records every request and answers from a
   script of *behaviours* (`reply_json`, `reply_raw`, `reply_sse`, `reply_ndjson`, `drop`, `hang`, `slow`).
-- Per-format fakes subclass it and render *canonical scenarios* as exact wire bytes: `OpenAIFake`, `OllamaFake`,
-  `AnthropicFake`, `GeminiFake`.
+- Per-format fakes render *canonical scenarios* as exact wire bytes: `OpenAIFake`, `OllamaFake`, `AnthropicFake`,
+  `GeminiFake`. They share `FormatFake` (in `format_fake.py`: endpoint naming, `error`/`html_error`, keep-alives).
 - `DriverContract` (in `contract.py`, imported lazily because it needs pytest): subclass it in a test module,
   implement `make_fake()` and `make_driver(base_url)`, and every contract test runs against your driver.
 
@@ -52,9 +52,10 @@ from turnout.testing.fake import (
     slow,
     sse_frame,
 )
+from turnout.testing.format_fake import DEFAULT_USAGE, FormatFake
 from turnout.testing.gemini_fake import GeminiFake
 from turnout.testing.ollama_fake import OllamaFake
-from turnout.testing.openai_fake import DEFAULT_USAGE, OpenAIFake
+from turnout.testing.openai_fake import OpenAIFake
 
 __all__ = [
     "DEFAULT_USAGE",
@@ -62,6 +63,7 @@ __all__ = [
     "Behaviour",
     "DriverContract",
     "FakeUpstream",
+    "FormatFake",
     "Framing",
     "GeminiFake",
     "OllamaFake",

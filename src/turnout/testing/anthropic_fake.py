@@ -13,27 +13,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.errors import ErrorClass
-from turnout.testing.fake import (
-    Behaviour,
-    FakeUpstream,
-    Framing,
-    ToolCall,
-    reply_json,
-    reply_raw,
-    reply_sse,
-    sse_frame,
-)
+from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_sse, sse_frame
+from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
 
-DEFAULT_USAGE = Usage(prompt_tokens=12, completion_tokens=5)
 STOP_REASONS: Mapping[str, str] = {
     "stop": "end_turn",
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "content_filter": "refusal",
 }
-PLAIN = Framing()  # no framing edge cases
-_PING = sse_frame('{"type": "ping"}', event="ping")
 
 # class -> (status, error.type, message): the documented status per type (section 3.5), observed messages.
 ERRORS: Mapping[ErrorClass, tuple[int, str, str]] = {
@@ -74,19 +63,15 @@ def event(kind: str, **fields: Any) -> bytes:
     return sse_frame(json.dumps({"type": kind, **fields}), event=kind)
 
 
-class AnthropicFake(FakeUpstream):
+class AnthropicFake(FormatFake):
     """A loopback Anthropic Messages API. Endpoints: "chat" (`/v1/messages`), "models" (`/v1/models`)."""
 
-    def __init__(self, *, model: str = "claude-test") -> None:
-        super().__init__()
-        self.model = model
+    chat_paths = ("/v1/messages",)
+    models_path = "/v1/models"
+    keepalive = sse_frame('{"type": "ping"}', event="ping")
 
-    def endpoint(self, method: str, path: str) -> str:
-        if path.endswith("/v1/messages"):
-            return "chat"
-        if path.endswith("/v1/models"):
-            return "models"
-        return path
+    def __init__(self, *, model: str = "claude-test") -> None:
+        super().__init__(model=model)
 
     # -- non-streaming
 
@@ -161,24 +146,19 @@ class AnthropicFake(FakeUpstream):
             frames = [event("message_delta", **delta)]
         return [*frames, event("message_stop")]
 
-    def _send(self, frames: list[bytes], framing: Framing) -> Behaviour:
-        if framing.comments:
-            frames = [f for frame in frames for f in (_PING, frame)]
-        return reply_sse(frames, **framing.options())
-
     def stream_text(
         self,
         pieces: Sequence[str],
         *,
         usage: Usage | None = DEFAULT_USAGE,
         finish_reason: str = "stop",
-        framing: Framing = PLAIN,
+        framing: Framing = NO_FRAMING,
     ) -> Behaviour:
         frames = [*self._start(usage), *self._text_block(pieces), *self._end(STOP_REASONS[finish_reason], usage)]
-        return self._send(frames, framing)
+        return self.send_sse(frames, framing)
 
     def stream_tool_calls(
-        self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = PLAIN
+        self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = NO_FRAMING
     ) -> Behaviour:
         frames = self._start(usage)
         for index, call in enumerate(calls):
@@ -191,7 +171,7 @@ class AnthropicFake(FakeUpstream):
                 for f in fragments
             ]
             frames.append(event("content_block_stop", index=index))
-        return self._send([*frames, *self._end("tool_use", usage)], framing)
+        return self.send_sse([*frames, *self._end("tool_use", usage)], framing)
 
     def stream_error(self, pieces: Sequence[str], error_class: ErrorClass, *, message: str | None = None) -> Behaviour:
         """Content, then `event: error` after the 200, and no message_stop."""
@@ -217,13 +197,3 @@ class AnthropicFake(FakeUpstream):
     def error_body(self, error_class: ErrorClass, message: str | None = None) -> tuple[int, dict[str, Any]]:
         status, kind, text = ERRORS[ErrorClass(error_class)]
         return status, {"type": "error", "error": {"type": kind, "message": message or text}, "request_id": "req_fake"}
-
-    def error(
-        self, error_class: ErrorClass, *, message: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> Behaviour:
-        status, body = self.error_body(ErrorClass(error_class), message)
-        return reply_json(body, status=status, headers=headers)
-
-    def html_error(self, status: int = 502) -> Behaviour:
-        page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
-        return reply_raw(page, status=status, content_type="text/html")

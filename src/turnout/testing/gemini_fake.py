@@ -17,27 +17,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.errors import ErrorClass
-from turnout.testing.fake import (
-    Behaviour,
-    FakeUpstream,
-    Framing,
-    ToolCall,
-    reply_json,
-    reply_raw,
-    reply_sse,
-    sse_frame,
-)
+from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_sse, sse_frame
+from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
 
-DEFAULT_USAGE = Usage(prompt_tokens=12, completion_tokens=5)
-PLAIN = Framing()  # no framing edge cases
 FINISH_REASONS: Mapping[str, str] = {
     "stop": "STOP",
     "length": "MAX_TOKENS",
     "content_filter": "SAFETY",
     "tool_calls": "STOP",
 }
-_KEEPALIVE = b": keep-alive\n\n"
 _QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
 _PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 _PER_DAY = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
@@ -102,19 +91,14 @@ def wire_usage(usage: Usage) -> dict[str, int]:
     return out
 
 
-class GeminiFake(FakeUpstream):
+class GeminiFake(FormatFake):
     """A loopback Gemini API. Endpoints: "chat" (`:generateContent` and `:streamGenerateContent`), "models"."""
 
-    def __init__(self, *, model: str = "gemini-test") -> None:
-        super().__init__()
-        self.model = model
+    chat_paths = (":generateContent", ":streamGenerateContent")
+    models_path = "/models"
 
-    def endpoint(self, method: str, path: str) -> str:
-        if path.endswith((":generateContent", ":streamGenerateContent")):
-            return "chat"
-        if path.endswith("/models"):
-            return "models"
-        return path
+    def __init__(self, *, model: str = "gemini-test") -> None:
+        super().__init__(model=model)
 
     # -- non-streaming
 
@@ -181,27 +165,22 @@ class GeminiFake(FakeUpstream):
             frames.append(self._chunk([], final, finish))
         return frames
 
-    def _send(self, frames: list[bytes], framing: Framing) -> Behaviour:
-        if framing.comments:
-            frames = [f for frame in frames for f in (_KEEPALIVE, frame)]
-        return reply_sse(frames, **framing.options())
-
     def stream_text(
         self,
         pieces: Sequence[str],
         *,
         usage: Usage | None = DEFAULT_USAGE,
         finish_reason: str = "stop",
-        framing: Framing = PLAIN,
+        framing: Framing = NO_FRAMING,
     ) -> Behaviour:
         parts = [{"text": p} for p in pieces]
-        return self._send(self._frames(parts, FINISH_REASONS[finish_reason], usage), framing)
+        return self.send_sse(self._frames(parts, FINISH_REASONS[finish_reason], usage), framing)
 
     def stream_tool_calls(
-        self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = PLAIN
+        self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = NO_FRAMING
     ) -> Behaviour:
         parts = [{"functionCall": {"name": c.name, "args": dict(c.arguments)}} for c in calls]
-        return self._send(self._frames(parts, "STOP", usage), framing)
+        return self.send_sse(self._frames(parts, "STOP", usage), framing)
 
     def stream_error(self, pieces: Sequence[str], error_class: ErrorClass, *, message: str | None = None) -> Behaviour:
         """Content chunks, then a `data: {"error": ...}` chunk after the 200."""
@@ -241,7 +220,3 @@ class GeminiFake(FakeUpstream):
             retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
             body["error"]["details"] = [*body["error"].get("details", []), retry]
         return reply_json(body, status=status, headers=headers)
-
-    def html_error(self, status: int = 502) -> Behaviour:
-        page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
-        return reply_raw(page, status=status, content_type="text/html")

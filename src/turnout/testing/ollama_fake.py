@@ -6,20 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.errors import ErrorClass
-from turnout.testing.fake import (
-    Behaviour,
-    FakeUpstream,
-    Framing,
-    ToolCall,
-    reply_json,
-    reply_ndjson,
-    reply_raw,
-    reply_stream,
-)
-from turnout.testing.openai_fake import DEFAULT_USAGE
+from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_ndjson, reply_stream
+from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
 
-NO_FRAMING = Framing()
 _CREATED = "2024-08-04T08:52:19.385406455-07:00"
 
 # class -> (status, error text as Ollama (or a proxy in front of it) says it)
@@ -37,19 +27,15 @@ _ERRORS: Mapping[ErrorClass, tuple[int, str]] = {
 }
 
 
-class OllamaFake(FakeUpstream):
+class OllamaFake(FormatFake):
     """A loopback Ollama server. Endpoints: "chat" (`/api/chat`), "models" (`/api/tags`)."""
 
-    def __init__(self, *, model: str = "llama-test") -> None:
-        super().__init__()
-        self.model = model
+    chat_paths = ("/api/chat",)
+    models_path = "/api/tags"
+    html_page = b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
 
-    def endpoint(self, method: str, path: str) -> str:
-        if path.endswith("/api/chat"):
-            return "chat"
-        if path.endswith("/api/tags"):
-            return "models"
-        return path
+    def __init__(self, *, model: str = "llama-test") -> None:
+        super().__init__(model=model)
 
     # -- building blocks
 
@@ -122,15 +108,9 @@ class OllamaFake(FakeUpstream):
         """Exact NDJSON bytes (each line already ending in a newline, or not)."""
         return reply_stream(lines, content_type="application/x-ndjson", **framing.options())
 
-    def error(
-        self, error_class: ErrorClass, *, message: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> Behaviour:
+    def error_body(self, error_class: ErrorClass, message: str | None = None) -> tuple[int, dict[str, Any]]:
         status, text = _ERRORS[ErrorClass(error_class)]
-        return reply_json({"error": message or text}, status=status, headers=headers)
-
-    def html_error(self, status: int = 502) -> Behaviour:
-        page = b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
-        return reply_raw(page, status=status, content_type="text/html")
+        return status, {"error": message or text}
 
     def models(self, ids: Sequence[str]) -> Behaviour:
         models = [

@@ -13,22 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from turnout.errors import ErrorClass
-from turnout.testing.fake import (
-    Behaviour,
-    FakeUpstream,
-    Framing,
-    ToolCall,
-    reply_json,
-    reply_raw,
-    reply_sse,
-    sse_frame,
-)
+from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_sse, sse_frame
+from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
 
 Flavor = Literal["openai", "azure", "xai", "vllm", "groq"]
-DEFAULT_USAGE = Usage(prompt_tokens=12, completion_tokens=5)
-_KEEPALIVE = b": keep-alive\n\n"
-NO_FRAMING = Framing()
 
 # class -> (status, OpenAI code, type, message)
 _ERRORS: Mapping[ErrorClass, tuple[int, str | None, str, str]] = {
@@ -75,20 +64,15 @@ _ERRORS: Mapping[ErrorClass, tuple[int, str | None, str, str]] = {
 }
 
 
-class OpenAIFake(FakeUpstream):
+class OpenAIFake(FormatFake):
     """A loopback OpenAI-compatible server. Endpoints: "chat" (any `.../chat/completions`), "models"."""
 
-    def __init__(self, *, flavor: Flavor = "openai", model: str = "gpt-test") -> None:
-        super().__init__()
-        self.flavor = flavor
-        self.model = model
+    chat_paths = ("/chat/completions",)
+    models_path = "/models"
 
-    def endpoint(self, method: str, path: str) -> str:
-        if path.endswith("/chat/completions"):
-            return "chat"
-        if path.endswith("/models"):
-            return "models"
-        return path
+    def __init__(self, *, flavor: Flavor = "openai", model: str = "gpt-test") -> None:
+        super().__init__(model=model)
+        self.flavor = flavor
 
     # -- non-streaming
 
@@ -190,11 +174,6 @@ class OpenAIFake(FakeUpstream):
             )
         return frames
 
-    def _send(self, frames: list[bytes], framing: Framing) -> Behaviour:
-        if framing.comments:
-            frames = [f for frame in frames for f in (_KEEPALIVE, frame)]
-        return reply_sse(frames, **framing.options())
-
     def stream_text(
         self,
         pieces: Sequence[str],
@@ -205,7 +184,7 @@ class OpenAIFake(FakeUpstream):
     ) -> Behaviour:
         frames = self._head() + [self.chunk({"content": p}) for p in pieces]
         frames += [*self._tail(finish_reason, usage), b"data: [DONE]\n\n"]
-        return self._send(frames, framing)
+        return self.send_sse(frames, framing)
 
     def stream_tool_calls(
         self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = NO_FRAMING
@@ -225,7 +204,7 @@ class OpenAIFake(FakeUpstream):
                     self.chunk({"tool_calls": [{"index": index, "function": {"arguments": args[cut : cut + 7]}}]})
                 )
         frames += [*self._tail("tool_calls", usage), b"data: [DONE]\n\n"]
-        return self._send(frames, framing)
+        return self.send_sse(frames, framing)
 
     def stream_error(self, pieces: Sequence[str], error_class: ErrorClass, *, message: str | None = None) -> Behaviour:
         """Content, then a `data: {"error": ...}` event after the 200 (and no terminator)."""
@@ -272,13 +251,3 @@ class OpenAIFake(FakeUpstream):
                 code = None
             return status, {"object": "error", "message": text, "type": code or kind, "param": None, "code": status}
         return status, {"error": {"message": text, "type": kind, "param": None, "code": code}}
-
-    def error(
-        self, error_class: ErrorClass, *, message: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> Behaviour:
-        status, body = self.error_body(ErrorClass(error_class), message)
-        return reply_json(body, status=status, headers=headers)
-
-    def html_error(self, status: int = 502) -> Behaviour:
-        page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
-        return reply_raw(page, status=status, content_type="text/html")
