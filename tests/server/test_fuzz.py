@@ -146,6 +146,7 @@ def test_hostile_field_values_are_refused(client, server_kit, field, value):
             "text/plain",
             "multipart/form-data; boundary=x",
             "application/xml",
+            "application/x-www-form-urlencoded",
             "",
             "*/*",
             "\u00e9",

@@ -108,14 +108,46 @@ async def test_body_over_limit_is_413(serve, http, openai_error):
         assert openai_error(payload, 413)["code"] == "request_too_large"
 
 
-async def test_wrong_content_type_is_415(serve, http, openai_error):
-    """A non-JSON content type is refused with 415 in OpenAI's shape."""
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def post_untyped(http, url, body, headers):
+    """POST with exactly `headers` (aiohttp adds no Content-Type of its own)."""
+    async with http.post(url + CHAT, data=body, headers=headers, skip_auto_headers=["Content-Type"]) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"model=chat", FORM),  # real form data
+        (b"[1, 2]", FORM),  # JSON, but not an object
+        (b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}', {"Content-Type": "text/xml"}),
+        (b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}', {"Content-Type": "text/plain"}),
+        (b"--x\r\n\r\n--x--", {"Content-Type": "multipart/form-data; boundary=x"}),
+        # what a web page can send cross-origin without a CORS preflight: never accepted from a browser
+        (b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}', {**FORM, "Origin": "https://evil"}),
+        (b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}', {"Origin": "https://evil"}),
+    ],
+)
+async def test_wrong_content_type_is_415(serve, http, primary, openai_error, body, headers):
+    """A non-JSON content type (or a form-encoded or untyped body from a browser) is a 415 in OpenAI's shape."""
     async with serve() as s:
-        status, payload, _ = await post_raw(
-            http, s.url, b"model=chat", {"Content-Type": "application/x-www-form-urlencoded"}
-        )
+        status, payload = await post_untyped(http, s.url, body, headers)
     assert status == 415
-    openai_error(payload, 415)
+    assert openai_error(payload, 415)["code"] == "unsupported_media_type"
+    assert primary.requests == []
+
+
+@pytest.mark.parametrize("headers", [FORM, {}])
+async def test_curl_d_json_body_is_served(serve, http, primary, headers):
+    """`curl -d '{json}'` (form-encoded type) and an untyped body are served when the body is a JSON object."""
+    primary.default("chat", primary.text("hello curl"))
+    body = json.dumps({"model": "chat", "messages": MESSAGES}).encode()
+    async with serve() as s:
+        status, payload = await post_untyped(http, s.url, body, headers)
+    assert status == 200, payload
+    assert payload["choices"][0]["message"]["content"] == "hello curl"
 
 
 async def test_unknown_path_and_wrong_method(serve, http, openai_error):

@@ -53,11 +53,35 @@ def routing_headers(
     return headers
 
 
-def is_json_type(content_type: str | None) -> bool:
+FORM = "application/x-www-form-urlencoded"
+
+
+def body_kind(content_type: str | None, from_browser: bool) -> str | None:
+    """How to read a chat body: "json", "form" (accepted only if it is a JSON object), or None (refuse: 415).
+
+    `application/json` (or `+json`) is read as JSON. Plain `curl -d '{...}'` sends `application/x-www-form-urlencoded`
+    and a client that sends no Content-Type at all leaves it to the body; both are accepted when the body is a JSON
+    object, as many OpenAI-compatible servers do. Not from a browser (an `Origin` header), though: a web page may
+    send those two (unlike `application/json`) cross-origin without a CORS preflight, so accepting them would let
+    any page the user visits spend provider money through a sidecar on localhost. Every other type is refused.
+    """
     if content_type is None:
-        return True  # curl -d without -H, many small clients: the body decides
+        return None if from_browser else "json"  # the body decides (a 400 when it is not JSON)
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
+    if media == "application/json" or media.endswith("+json"):
+        return "json"
+    if media == FORM and not from_browser:
+        return "form"
+    return None
+
+
+def _unsupported_type() -> errors.Failure:
+    return errors.simple(
+        415,
+        "Content-Type must be application/json (with curl: -H 'Content-Type: application/json').",
+        code="unsupported_media_type",
+        param=None,
+    )
 
 
 class ChatHandler:
@@ -85,13 +109,10 @@ class ChatHandler:
 
     async def _parse(self, request: web.Request, limit: int) -> ChatRequest | errors.Failure:
         """The body as a validated ChatRequest, or the 4xx Failure that explains what is wrong with it."""
-        if not is_json_type(request.headers.get("Content-Type")):
-            return errors.simple(
-                415,
-                "Content-Type must be application/json (with curl: -H 'Content-Type: application/json').",
-                code="unsupported_media_type",
-                param=None,
-            )
+        headers = request.headers
+        kind = body_kind(headers.get("Content-Type"), "Origin" in headers)
+        if kind is None:
+            return _unsupported_type()
         size = request.content_length
         if size is not None and size > limit:
             return errors.too_large(size, limit)
@@ -103,11 +124,15 @@ class ChatHandler:
             return errors.too_large(len(body), limit)
         try:
             data = _decode(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            return errors.simple(400, "The request body is not valid UTF-8.", code="invalid_json")
-        except (ValueError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            if kind == "form":
+                return _unsupported_type()  # real form data (`-d model=x`): say what the server wants
+            if isinstance(exc, UnicodeDecodeError):
+                return errors.simple(400, "The request body is not valid UTF-8.", code="invalid_json")
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             return errors.simple(400, f"The request body is not valid JSON: {reason}", code="invalid_json")
+        if kind == "form" and not isinstance(data, dict):
+            return _unsupported_type()
         try:
             return ChatRequest.from_openai(data)
         except InvalidRequest as exc:
