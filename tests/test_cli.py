@@ -158,3 +158,39 @@ def test_serve_is_registered_when_the_sidecar_provides_it():
         assert "serve" not in result.stdout
     else:
         assert "serve" in result.stdout
+
+
+COUNTING_DRIVER = '''
+import os
+from turnout.drivers.mock import MockDriver
+
+
+class CountingDriver(MockDriver):
+    """The mock driver, appending a line to $TURNOUT_TEST_BUILT each time one is built (once per compile)."""
+
+    def __init__(self, spec, *args, **kwargs):
+        with open(os.environ["TURNOUT_TEST_BUILT"], "a") as fh:
+            fh.write(spec.name + "\\n")
+        super().__init__(spec, *args, **kwargs)
+'''
+
+
+def test_explain_compiles_the_file_once(tmp_path: Path):
+    """`turnout explain` builds each provider's driver once: the graph that validated the file is the one shown."""
+    site = tmp_path / "site"
+    (site / "counting_driver-0.dist-info").mkdir(parents=True)
+    (site / "counting_driver-0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: counting-driver\n")
+    (site / "counting_driver-0.dist-info" / "entry_points.txt").write_text(
+        "[turnout.drivers]\ncounting = counting_driver:CountingDriver\n"
+    )
+    (site / "counting_driver.py").write_text(COUNTING_DRIVER)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "version: 1\nproviders:\n  p: {driver: counting}\nmodels:\n  m: {provider: p}\nroutes:\n  r: {chain: [m]}\n"
+    )
+    built = tmp_path / "built.txt"
+    env = {"PYTHONPATH": str(site), "TURNOUT_TEST_BUILT": str(built)}
+    result = run("explain", str(routes), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["routes"][0]["steps"][0]["deployments"][0]["driver"] == "counting"
+    assert built.read_text().splitlines() == ["p"]

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from turnout.config import Config
 from turnout.errors import ConfigError
@@ -107,9 +108,10 @@ def _add_broken(name: str, reason: str, subparsers: argparse._SubParsersAction) 
 def cmd_validate(args: argparse.Namespace) -> int:
     from turnout.explain import summary
 
-    config = _load(args.file)
-    if isinstance(config, int):
-        return config
+    loaded = _load(args.file)
+    if isinstance(loaded, int):
+        return loaded
+    config, _ = loaded
     for warning in config.warnings:
         print(warning, file=sys.stderr)
     print(f"{args.file}: valid — {summary(config)}")
@@ -119,10 +121,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from turnout.explain import explain, render_text
 
-    config = _load(args.file)
-    if isinstance(config, int):
-        return config
-    data = explain(config)
+    loaded = _load(args.file)
+    if isinstance(loaded, int):
+        return loaded
+    config, graph = loaded
+    data = explain(graph if graph is not None else config)  # the graph _load compiled: never compile twice
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
@@ -137,11 +140,11 @@ def cmd_schema(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load(path: str) -> Config | int:
-    """The Config, or the exit code after reporting why there is none (2: unreadable, 1: invalid).
+def _load(path: str) -> tuple[Config, Any] | int:
+    """(Config, its DispatchGraph), or the exit code after reporting why there is none (2: unreadable, 1: invalid).
 
     When the router is installed the config is also compiled, because drivers validate their own options
-    there; its problems are located in the file like the loader's.
+    there; its problems are located in the file like the loader's. The graph is None without the router.
     """
     from turnout.schema import load_text, locate_problems
 
@@ -153,8 +156,7 @@ def _load(path: str) -> Config | int:
         return EXIT_USAGE
     try:
         config = load_text(raw, source=path)
-        _compile(config)
-        return config
+        return config, _compile(config)
     except ConfigError as exc:
         problems = locate_problems(raw, exc.problems)
         for problem in problems:
@@ -164,13 +166,13 @@ def _load(path: str) -> Config | int:
         return EXIT_INVALID
 
 
-def _compile(config: Config) -> None:
-    """Build the dispatch graph (pure, no I/O) if the router is installed; raises ConfigError."""
+def _compile(config: Config) -> Any:
+    """The dispatch graph (pure, no I/O), or None when the router is not installed; raises ConfigError."""
     try:
         from turnout.router.compile import compile_graph
     except ImportError:
-        return
-    compile_graph(config)
+        return None
+    return compile_graph(config)
 
 
 def _silence_stdout() -> None:
