@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
+from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._http import (
     classify_status,
     dumps,
@@ -34,7 +35,7 @@ from turnout.drivers.anthropic_request import build_request
 from turnout.drivers.anthropic_response import classify, error_details, parse_response
 from turnout.drivers.anthropic_stream import AnthropicStream
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
-from turnout.errors import ErrorClass, ProtocolError, ProviderError, provider_error
+from turnout.errors import ErrorClass, ProviderError, provider_error
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -89,12 +90,7 @@ class AnthropicDriver:
         self._default_max_tokens = spec.options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
 
     def _headers(self) -> dict[str, str]:
-        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
-        if self.spec.api_key:
-            if self.spec.options.get("auth") == "bearer":
-                headers["Authorization"] = f"Bearer {self.spec.api_key.reveal()}"
-            else:
-                headers["x-api-key"] = self.spec.api_key.reveal()
+        headers = auth_headers(self.spec, None if self.spec.options.get("auth") == "bearer" else "x-api-key")
         headers["anthropic-version"] = self._version
         if self._beta:
             headers["anthropic-beta"] = self._beta
@@ -178,15 +174,10 @@ class AnthropicDriver:
                 yield chunk
 
     async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
-        provider = self.spec.name
-        async with open_request(
-            ctx, "GET", f"{self._base}/v1/models", provider=provider, model="", headers=self._headers(),
+        return await fetch_model_list(
+            ctx, f"{self._base}/v1/models", provider=self.spec.name, key="data", headers=self._headers(),
             params=params, error_parser=self._errors(""),
-        ) as resp:  # fmt: skip
-            data = await read_json(resp, provider=provider, model="")
-        if not isinstance(data, Mapping) or not isinstance(data.get("data"), list):
-            raise ProtocolError("model list has no 'data' array", provider=provider)
-        return data
+        )  # fmt: skip
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         """GET /v1/models, following `has_more`/`last_id` pages (bounded)."""
@@ -196,15 +187,7 @@ class AnthropicDriver:
             page = await self._models_page(ctx, params)
             for item in page["data"]:
                 if isinstance(item, Mapping) and isinstance(item.get("id"), str):
-                    window = item.get("max_input_tokens")
-                    models.append(
-                        ModelInfo(
-                            id=item["id"],
-                            owned_by="anthropic",
-                            context_window=window if isinstance(window, int) else None,
-                            extra=MappingProxyType(dict(item)),
-                        )
-                    )
+                    models.append(model_info(item, item["id"], "anthropic", item.get("max_input_tokens")))
             if not page.get("has_more") or not page.get("last_id"):
                 break
             params = {"limit": "1000", "after_id": str(page["last_id"])}

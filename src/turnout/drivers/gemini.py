@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
+from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._http import (
     classify_status,
     dumps,
@@ -33,7 +34,7 @@ from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.gemini_request import build_request, remote_image_urls
 from turnout.drivers.gemini_response import error_from_status, parse_response
 from turnout.drivers.gemini_stream import GeminiStream
-from turnout.errors import ProtocolError, ProviderError
+from turnout.errors import ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -77,10 +78,7 @@ class GeminiDriver:
         self._image_urls = spec.options.get("image_urls", "public")
 
     def _headers(self) -> dict[str, str]:
-        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
-        if self.spec.api_key:
-            headers["x-goog-api-key"] = self.spec.api_key.reveal()
-        return headers
+        return auth_headers(self.spec, "x-goog-api-key")
 
     def _url(self, model: str, method: str) -> str:
         return f"{self._root}/models/{model.removeprefix('models/')}:{method}"
@@ -153,15 +151,10 @@ class GeminiDriver:
                 yield chunk
 
     async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
-        provider = self.spec.name
-        async with open_request(
-            ctx, "GET", f"{self._root}/models", provider=provider, model="", headers=self._headers(), params=params,
-            error_parser=self._errors(""),
-        ) as resp:  # fmt: skip
-            data = await read_json(resp, provider=provider, model="")
-        if not isinstance(data, Mapping) or not isinstance(data.get("models", []), list):
-            raise ProtocolError("model list has no 'models' array", provider=provider)
-        return data
+        return await fetch_model_list(
+            ctx, f"{self._root}/models", provider=self.spec.name, key="models", headers=self._headers(),
+            params=params, error_parser=self._errors(""), optional=True,
+        )  # fmt: skip
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         """GET /models, following `nextPageToken` (bounded); ids lose their `models/` prefix."""
@@ -171,15 +164,8 @@ class GeminiDriver:
             page = await self._models_page(ctx, params)
             for item in page.get("models", []):
                 if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                    window = item.get("inputTokenLimit")
-                    models.append(
-                        ModelInfo(
-                            id=item["name"].removeprefix("models/"),
-                            owned_by="google",
-                            context_window=window if isinstance(window, int) else None,
-                            extra=MappingProxyType(dict(item)),
-                        )
-                    )
+                    model_id = item["name"].removeprefix("models/")
+                    models.append(model_info(item, model_id, "google", item.get("inputTokenLimit")))
             token = page.get("nextPageToken")
             if not isinstance(token, str) or not token:
                 break

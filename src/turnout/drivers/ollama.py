@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
+from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._http import (
     dumps,
     iter_ndjson,
@@ -54,10 +55,7 @@ class OllamaDriver:
         self._base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     def _headers(self) -> dict[str, str]:
-        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
-        if self.spec.api_key:
-            headers["Authorization"] = f"Bearer {self.spec.api_key.reveal()}"
-        return headers
+        return auth_headers(self.spec)
 
     def _check(self, request: ChatRequest) -> None:
         if request.assistant_prefix is not None:
@@ -106,17 +104,12 @@ class OllamaDriver:
         )
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
-        provider = self.spec.name
-        async with open_request(
-            ctx, "GET", f"{self._base}/api/tags", provider=provider, model="", headers=self._headers()
-        ) as resp:
-            data = await read_json(resp, provider=provider, model="")
-        models = data.get("models") if isinstance(data, Mapping) else None
-        if not isinstance(models, list):
-            raise ProtocolError("model list has no 'models' array", provider=provider)
+        page = await fetch_model_list(
+            ctx, f"{self._base}/api/tags", provider=self.spec.name, key="models", headers=self._headers()
+        )
         return [
-            ModelInfo(id=str(m.get("name") or m.get("model")), owned_by="library", extra=MappingProxyType(dict(m)))
-            for m in models
+            model_info(m, str(m.get("name") or m.get("model")), "library")
+            for m in page["models"]
             if isinstance(m, Mapping) and (m.get("name") or m.get("model"))
         ]
 

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
+from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._http import (
     dumps,
     iter_sse,
@@ -24,7 +25,7 @@ from turnout.drivers._http import (
 )
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
-from turnout.errors import BadRequest, ProtocolError, ProviderError
+from turnout.errors import BadRequest, ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
 # Re-exported for callers that parse OpenAI bodies themselves.
@@ -69,9 +70,7 @@ class OpenAIDriver:
         return None
 
     def _headers(self) -> dict[str, str]:
-        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
-        if self.spec.api_key:
-            headers["Authorization"] = f"Bearer {self.spec.api_key.reveal()}"
+        headers = auth_headers(self.spec)
         options = self.spec.options
         if "organization" in options:
             headers["OpenAI-Organization"] = options["organization"]
@@ -125,17 +124,12 @@ class OpenAIDriver:
                 yield chunk
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
-        provider = self.spec.name
-        async with open_request(
-            ctx, "GET", self._models_url(), provider=provider, model="", headers=self._headers(), params=self._params()
-        ) as resp:
-            data = await read_json(resp, provider=provider, model="")
-        items = data.get("data") if isinstance(data, Mapping) else None
-        if not isinstance(items, list):
-            raise ProtocolError("model list has no 'data' array", provider=provider)
+        page = await fetch_model_list(
+            ctx, self._models_url(), provider=self.spec.name, key="data", headers=self._headers(), params=self._params()
+        )
         return [
-            ModelInfo(id=str(m["id"]), owned_by=str(m.get("owned_by") or ""), extra=MappingProxyType(dict(m)))
-            for m in items
+            model_info(m, str(m["id"]), str(m.get("owned_by") or ""))
+            for m in page["data"]
             if isinstance(m, Mapping) and "id" in m
         ]
 
@@ -183,10 +177,4 @@ class AzureOpenAIDriver(OpenAIDriver):
         return None if self._v1 else {"api-version": self.spec.options["api_version"]}
 
     def _headers(self) -> dict[str, str]:
-        headers = {name: value.reveal() for name, value in self.spec.headers.items()}
-        if self.spec.api_key:
-            if self.spec.options.get("auth") == "bearer":
-                headers["Authorization"] = f"Bearer {self.spec.api_key.reveal()}"
-            else:
-                headers["api-key"] = self.spec.api_key.reveal()
-        return headers
+        return auth_headers(self.spec, None if self.spec.options.get("auth") == "bearer" else "api-key")
