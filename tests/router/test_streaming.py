@@ -267,6 +267,22 @@ async def test_continue_reports_the_original_failure_when_continuations_fail(bui
     assert info.value.after_first_token
 
 
+async def test_a_continuation_rejecting_the_request_reports_the_original_cut(build):
+    """A continuation that answers 400 (e.g. it rejects the prefix) stops the stream with the original failure."""
+    cut = "{reply: echo, chunk_tokens: 1, faults: [{kind: cut, after_chunks: 2}]}"
+    rejects = "{faults: [{kind: status, status: 400}]}"
+    async with build(mock_yaml(cut, second=rejects, third="{reply: echo}")) as router:
+        stream = router.stream(model="r", messages=LONG)
+        with pytest.raises(ProviderError) as info:
+            await drain(stream, [])
+    assert [(a.deployment, a.error_class) for a in stream.attempts] == [
+        ("m0p/m0", "connection"),
+        ("m1p/m1", "bad_request"),
+    ]
+    assert info.value.error_class is ErrorClass.CONNECTION  # why the stream broke, not the secondary 400
+    assert info.value.after_first_token
+
+
 async def test_a_refusal_after_the_commit_is_raised_not_routed_around(build):
     """Under mid_stream: continue, a continuation that refuses ends the stream with that refusal; no third try."""
     cut = "{reply: echo, chunk_tokens: 1, faults: [{kind: cut, after_chunks: 2}]}"

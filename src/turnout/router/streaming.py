@@ -6,8 +6,9 @@ After it a stall timeout bounds every gap and a failure is handled by the route'
 `error` raises a ProviderError with `after_first_token=True` (a cut stream never ends like a complete one);
 `continue` hands the text so far to the next deployment that supports `prefill` (as `assistant_prefix`) and
 streams its continuation without a second role chunk; with no such deployment left it behaves as `error`
-and reports the original failure. An error whose route action is "fail" (a refusal, by default) is raised
-as is under either policy: a cut answer is never routed around a safety decision.
+and reports the original failure. An error whose route action is "fail" stops the stream under either
+policy: a cut answer is never routed around a safety decision. A refusal is raised as is; any other "fail"
+error from a continuation (say, a 400 for the prefix) is secondary, so the original cut is reported.
 
 Before the commit an attempt is bounded by min(first_token_timeout, attempt_timeout); after it only the
 stall timeout and the request's deadline apply (a long answer may take longer than one attempt_timeout).
@@ -23,7 +24,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from turnout.errors import ProviderError, UpstreamTimeout, provider_error
+from turnout.errors import ErrorClass, ProviderError, UpstreamTimeout, provider_error
 from turnout.router.breaker import Ticket
 from turnout.router.dispatch import Run, driver_bug
 from turnout.router.policy import action_for
@@ -177,6 +178,8 @@ class ChatStream:
                     run.failed(d, h, ticket, started, error)
                     if committed:  # mid-stream: never retry the same deployment, never end as a success
                         if action_for(policy, error) == "fail":  # e.g. a refusal: never routed around
+                            if cut is not None and error.error_class is not ErrorClass.CONTENT_POLICY:
+                                raise run_failed(run, cut)  # a continuation's rejection is secondary to the cut
                             raise run_failed(run, _after_first_token(error))
                         cut = cut or _after_first_token(error)
                         if text is None:
