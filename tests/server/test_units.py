@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -146,3 +147,34 @@ def test_histogram_family_matches_prometheus_semantics():
     assert 't_seconds_bucket{le="+Inf",route="r"} 4.0' in text
     assert 't_seconds_count{route="r"} 4.0' in text
     assert 't_seconds_sum{route="r"} 3.65' in text
+
+
+class _CountingStream(io.StringIO):
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+async def test_access_log_flushes_once_per_interval_not_per_line():
+    """Many lines in a burst cost one flush, issued within FLUSH_INTERVAL (and nothing is lost)."""
+    from turnout.server.access_log import FLUSH_INTERVAL
+
+    out = _CountingStream()
+    log = AccessLog(out)
+    for _ in range(50):
+        log.write(
+            method="POST",
+            path="/v1/chat/completions",
+            status=200,
+            route="r",
+            served_by="p/m",
+            stream=False,
+            attempts=(),
+            latency=0.001,
+        )
+    assert out.flushes == 0
+    await asyncio.sleep(FLUSH_INTERVAL + 0.1)
+    assert out.flushes == 1
+    assert len(out.getvalue().splitlines()) == 50

@@ -8,6 +8,7 @@ provider credentials can leak here; attempt details are turnout's own classified
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -22,19 +23,28 @@ _quote = encode_basestring  # C-accelerated JSON string quoting; the line is ass
 # generic json.dumps of the whole record cost ~3x more on the hot path
 
 
+FLUSH_INTERVAL = 0.2  # seconds: a line reaches the file/pipe within this, with one flush per interval
+
+
 class AccessLog:
-    """Writes access lines to `stream` (None disables it). Cheap: one formatted string, one write."""
+    """Writes access lines to `stream` (None disables it). Cheap: one formatted string, one buffered write.
+
+    Lines are flushed at most `FLUSH_INTERVAL` after they are written (and on shutdown), not one write syscall per
+    request: flushing every line cost ~28 us of CPU per request in `bench/sidecar/run.py` (0.328 -> 0.300 ms).
+    """
 
     def __init__(self, stream: TextIO | None) -> None:
         self._stream = stream
         self._second = -1
         self._stamp = ""
+        self._flush_due = False
 
     @property
     def enabled(self) -> bool:
         return self._stream is not None
 
     def flush(self) -> None:
+        self._flush_due = False
         if self._stream is not None:
             try:
                 self._stream.flush()
@@ -88,9 +98,14 @@ class AccessLog:
         line = text + "}\n"
         try:
             out.write(line)
-            out.flush()
         except (OSError, ValueError):  # a closed or broken log stream must never fail a request
-            pass
+            return
+        if not self._flush_due:
+            self._flush_due = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+            except RuntimeError:  # no event loop (a synchronous caller): flush now
+                self.flush()
 
 
 def _attempt(a: Attempt) -> str:
