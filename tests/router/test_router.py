@@ -174,6 +174,22 @@ async def test_swap_keeps_health_of_unchanged_deployments(build):
         assert router.health["q0/n0"].breaker.state == "closed"
 
 
+async def test_swap_with_a_fixed_provider_resets_its_open_breaker(build):
+    """A reload that changes how a deployment is called (its provider's key, URL or options) gives it fresh health."""
+    yaml = mock_routes(FAIL_AUTH, "{}", prices=("{input: 1, output: 2}", "{input: 1, output: 2}"))
+    async with build(yaml) as router:
+        await router.chat(model="r", messages=HI)
+        assert router.health["q0/n0"].breaker.state == "open"
+        repriced = load_text(yaml.replace("n0: {provider: q0, price: {input: 1", "n0: {provider: q0, price: {input: 3"))
+        assert repriced.models["n0"].price != router.config.models["n0"].price
+        router.swap(repriced)  # a price is not how the deployment is called: its state is kept
+        assert router.health["q0/n0"].breaker.state == "open"
+        router.swap(load_text(yaml.replace(FAIL_AUTH, "{}")))  # the provider is fixed (as a new api_key would)
+        assert router.health["q0/n0"].breaker.state == "closed"
+        reply = await router.chat(model="r", messages=HI)
+    assert reply.served_by == "q0/n0"
+
+
 async def test_swap_with_a_bad_config_keeps_the_old_graph(build):
     """A config whose driver cannot be built raises ConfigError naming the provider; the old graph stays."""
     async with build(mock_routes("{}")) as router:

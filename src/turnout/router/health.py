@@ -1,8 +1,11 @@
 """Mutable per-deployment state, kept apart from the immutable graph so it survives reloads.
 
 One `HealthTable` per Router, keyed by deployment key ("provider/model"). `sync(graph)` is called on every swap:
-entries whose deployment is still present with the same breaker policy and limits are kept (their breaker
-state, limiter window, latency history); changed or new deployments get fresh state; removed ones are dropped.
+entries whose deployment is still present and unchanged are kept (their breaker state, limiter window, latency
+history); changed or new deployments get fresh state; removed ones are dropped. "Unchanged" means the same
+breaker policy and limits and the same way of calling it: provider spec (driver, base_url, credentials, headers,
+options, timeouts), upstream model and model options. Fixing an API key or URL therefore closes the breaker that
+the old one opened, while a price or description edit keeps the state.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from turnout.config import BreakerPolicy, Limits
+from turnout.config import Limits
 from turnout.events import BreakerEvent
 from turnout.router.breaker import Breaker
 from turnout.router.limits import RateLimiter
@@ -27,11 +30,11 @@ class DeploymentHealth:
 
     __slots__ = ("breaker", "failing", "failures", "in_flight", "key", "latency", "limiter", "signature", "successes")
 
-    def __init__(self, key: str, breaker: Breaker, limits: Limits) -> None:
+    def __init__(self, key: str, breaker: Breaker, limits: Limits, identity: tuple[object, ...] = ()) -> None:
         self.key = key
         self.breaker = breaker
         self.limiter = RateLimiter(limits) if limits.rpm is not None or limits.tpm is not None else None
-        self.signature: tuple[BreakerPolicy, Limits] = (breaker.policy, limits)
+        self.signature: tuple[object, ...] = (breaker.policy, limits, *identity)
         self.in_flight = 0
         self.latency: float | None = None  # EWMA of attempt durations in seconds; None until measured
         self.successes = 0
@@ -79,19 +82,21 @@ class HealthTable:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def _new(self, deployment: Deployment) -> DeploymentHealth:
+    def _new(self, deployment: Deployment, identity: tuple[object, ...]) -> DeploymentHealth:
         breaker = Breaker(deployment.key, deployment.breaker, clock=self._clock, emit=self._emit)
-        return DeploymentHealth(deployment.key, breaker, deployment.limits)
+        return DeploymentHealth(deployment.key, breaker, deployment.limits, identity)
 
     def sync(self, graph: DispatchGraph) -> None:
-        """Make the table match `graph`, keeping the state of unchanged deployments."""
+        """Make the table match `graph`, keeping the state of unchanged deployments (see the module docstring)."""
         fresh: dict[str, DeploymentHealth] = {}
+        providers = graph.config.providers
         for deployment in graph.deployments.values():
+            identity = (providers.get(deployment.provider), deployment.upstream, deployment.model_options)
             old = self.entries.get(deployment.key)
-            if old is not None and old.signature == (deployment.breaker, deployment.limits):
+            if old is not None and old.signature == (deployment.breaker, deployment.limits, *identity):
                 fresh[deployment.key] = old
             else:
-                fresh[deployment.key] = self._new(deployment)
+                fresh[deployment.key] = self._new(deployment, identity)
         self.entries = fresh
 
     def open_breakers(self) -> list[str]:
