@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec
 from turnout.router.compile import compile_graph
@@ -19,6 +20,7 @@ from turnout.router.graph import CompiledRoute, DispatchGraph, PlannedMember
 from turnout.schema.units import format_duration
 
 _SECRETISH = re.compile(r"(api_?key|secret|password|passwd|credential|token$|^auth)", re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"(key|token|secret|pass|sig|auth|credential)", re.IGNORECASE)  # ?key=..., ?sig=...
 
 
 def summary(config: Config) -> str:
@@ -142,13 +144,29 @@ def _provider(provider: ProviderSpec) -> dict[str, Any]:
     return {
         "name": provider.name,
         "driver": provider.driver,
-        "base_url": provider.base_url,
+        "base_url": mask_url(provider.base_url) if provider.base_url else provider.base_url,
         "api_key": "***" if provider.api_key else "not set",
         "headers": {name: "***" for name in provider.headers},
         "options": mask_options(provider.options),
         "enabled": provider.enabled,
         "disabled_reason": provider.disabled_reason,
     }
+
+
+def mask_url(url: str) -> str:
+    """`url` with a password in it (`https://user:pw@host`) and credential-like query values (`?key=`) masked."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs], safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # not parseable as a URL: it may hold anything, so show none of it
+        return "***"
 
 
 def mask_options(options: Mapping[str, Any]) -> dict[str, Any]:

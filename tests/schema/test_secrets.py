@@ -59,6 +59,19 @@ def test_explain_text_and_json_mask_every_credential():
     assert providers["dead"]["api_key"] == "not set"
 
 
+def test_explain_masks_credentials_inside_base_urls():
+    """A password or key carried in a provider's base_url (userinfo, ?key=) is masked; the rest of the URL shows."""
+    file = FILE.replace(
+        "base_url: https://partner.example/v1",
+        "base_url: https://bob:{{ env.PARTNER }}@partner.example/v1?api-key={{ env.OPENAI_API_KEY }}&region=eu",
+    )
+    data = explain(load_text(file, env=ENV))
+    _assert_clean(json.dumps(data))
+    _assert_clean(render_text(data))
+    providers = {p["name"]: p for p in data["providers"]}
+    assert providers["partner"]["base_url"] == "https://bob:***@partner.example/v1?api-key=***&region=eu"
+
+
 def test_reprs_and_warnings_hide_credentials():
     """The Config's repr, its specs' reprs and its warnings never contain a credential."""
     config = load_text(FILE, env=ENV)
