@@ -7,6 +7,7 @@ import json
 import re
 import time
 
+from turnout.errors import ErrorClass
 from turnout.testing import slow
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -126,3 +127,33 @@ async def test_reload_applies_new_server_settings(serve, http, keys):
         s.path.write_text(original.replace("server:\n", f'server:\n  api_keys: ["{keys.client}"]\n', 1))
         assert await s.sidecar.reloader.reload("test")
         assert await status_of(http, s.url, "nope") == 401
+
+
+async def breaker_metric(http, url: str, deployment: str) -> str | None:
+    async with http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    found = re.search(rf'^turnout_breaker_state\{{deployment="{re.escape(deployment)}"\}} (\S+)$', text, re.M)
+    return found.group(1) if found else None
+
+
+async def test_reload_keeps_breakers_of_unchanged_deployments_and_resets_fixed_ones(serve, http, primary, keys):
+    """A reload keeps an open breaker when its deployment is unchanged; a new provider key gives it a fresh one."""
+    primary.default("chat", primary.error(ErrorClass.AUTH))
+    async with serve() as s:
+        original = s.path.read_text()
+        assert await status_of(http, s.url, "solo") == 502  # 401 upstream: auth trips the breaker at once
+        assert await status_of(http, s.url, "solo") == 503  # breaker open: not even tried
+        assert await breaker_metric(http, s.url, "primary/p1") == "2.0"
+
+        s.path.write_text(original.replace("routes:\n", "routes:\n  added:\n    chain: [b1]\n", 1))
+        assert await s.sidecar.reloader.reload("unrelated edit")
+        assert s.sidecar.router.health["primary/p1"].breaker.state == "open"
+        assert await breaker_metric(http, s.url, "primary/p1") == "2.0"
+
+        primary.default("chat", primary.text("fixed"))
+        s.path.write_text(original.replace(keys.primary, keys.primary + "-rotated"))
+        assert await s.sidecar.reloader.reload("new key")
+        assert await breaker_metric(http, s.url, "primary/p1") == "0.0"
+        assert await status_of(http, s.url, "solo") == 200
+        async with http.get(f"{s.url}/readyz") as resp:
+            assert (await resp.json())["open_breakers"] == []

@@ -106,6 +106,7 @@ class Sidecar:
     # -- shared bookkeeping --------------------------------------------------------------------------------
     def _config_changed(self, config: Config) -> None:
         self.settings = Settings.of(config.server)
+        self.metrics.sync_breakers(self.router.health)  # reset deployments have fresh breakers: no transition event
 
     def finished(
         self,
@@ -220,6 +221,7 @@ class Sidecar:
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:
         self.router.add_observer(self.metrics)
+        self.metrics.sync_breakers(self.router.health)
         if self.owns_router:
             await self.router.start()
         if self.watch and self.reloader is not None:

@@ -10,7 +10,7 @@ With `turnout serve --workers N` each worker process keeps its own registry; a s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -133,6 +133,13 @@ class Metrics:
     def reload_result(self, ok: bool, problems: int = 0) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
         self.config_problems.set(0 if ok else problems)
+
+    def sync_breakers(self, health: Iterable[Any]) -> None:
+        """Set the breaker gauge from the Router's current health (at startup and after a reload): one series per
+        current deployment, from its kept or fresh breaker; series of removed deployments are dropped."""
+        self.breaker.clear()
+        for entry in health:
+            self.breaker.labels(entry.key).set(BREAKER_STATE.get(entry.breaker.state, 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
