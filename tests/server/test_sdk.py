@@ -70,6 +70,21 @@ async def test_stream_usage_chunk_only_when_asked(serve, primary):
     assert chunks[-1].usage.completion_tokens == 2
 
 
+async def test_stream_usage_chunk_when_upstream_usage_rides_on_the_finish_chunk(serve, primary):
+    """With a Groq-style upstream (usage in `x_groq` on the finish chunk) an include_usage client still gets the
+    usage chunk, synthesised from what the router accounted."""
+    primary.flavor = "groq"
+    primary.script("chat", primary.stream_text(["a", "b"], usage=Usage(prompt_tokens=7, completion_tokens=2)))
+    async with serve() as s:
+        stream = await s.client().chat.completions.create(
+            model="chat", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ab"
+    assert chunks[-1].choices == []
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (7, 2)
+
+
 async def test_stream_headers_name_the_serving_deployment(serve, primary, backup, http):
     """Stream headers are sent after the commit point, so they name the deployment that actually serves."""
     primary.script("chat", primary.error(ErrorClass.OVERLOADED))

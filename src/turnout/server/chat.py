@@ -223,8 +223,9 @@ class ChatHandler:
             response.headers.update(headers)
             await response.prepare(request)
             status = 200
+            # The ChatStream itself (its iterator is `chunks`): relay reads its accounted `usage` at the end.
             outcome = await relay(
-                response, chunks, first, include_usage=chat.include_usage, keep_text=sc.settings.log_content
+                response, stream, first, include_usage=chat.include_usage, keep_text=sc.settings.log_content
             )
             return response
         except asyncio.CancelledError:
