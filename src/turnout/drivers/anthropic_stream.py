@@ -17,26 +17,21 @@ Usage: input counts come from `message_start`, `message_delta.usage` is cumulati
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from turnout.drivers._http import loads
+from turnout.drivers._stream import ChunkTranslator
 from turnout.drivers.anthropic_response import finish_reason, stream_error, usage_from
-from turnout.errors import ErrorClass, ProviderError, provider_error
-from turnout.types import ChatChunk, chunk_data, usage_chunk_data
+from turnout.types import ChatChunk
 
 
-class AnthropicStream:
+class AnthropicStream(ChunkTranslator):
     """Translate one Anthropic stream. `emitted_content` tells whether content already reached the caller."""
 
     def __init__(self, *, provider: str, model: str, created: int | None = None) -> None:
-        self.provider = provider
-        self.model = model
-        self.created = int(time.time()) if created is None else created
-        self.id = ""
+        super().__init__(provider=provider, model=model, created=created)
         self.started = False
         self.done = False
-        self.emitted_content = False
         self._usage: dict[str, Any] = {}
         self._stop_reason: Any = None
         self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool index
@@ -152,31 +147,10 @@ class AnthropicStream:
     def _message_stop(self, payload: dict[str, Any]) -> list[ChatChunk]:
         self.done = True
         reason = finish_reason(self._stop_reason)
-        usage = usage_from(self._usage)
-        final = usage_chunk_data(id=self.id, model=self.model, created=self.created, usage=usage)
         return [
             ChatChunk(data=self._data({}, reason), finish_reason=reason),
-            ChatChunk(data=final, finish_reason=reason, usage=usage, usage_only=True),
+            self._usage_chunk(usage_from(self._usage), reason),
         ]
 
     def _arguments(self, index: int, fragment: str) -> ChatChunk:
         return self._content({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
-
-    def _content(self, delta: dict[str, Any]) -> ChatChunk:
-        self.emitted_content = True
-        return ChatChunk(data=self._data(delta), is_content=True)
-
-    def _chunk(self, delta: dict[str, Any]) -> ChatChunk:
-        return ChatChunk(data=self._data(delta))
-
-    def _data(self, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
-        return chunk_data(id=self.id, model=self.model, created=self.created, delta=delta, finish_reason=reason)
-
-    def _protocol(self, message: str) -> ProviderError:
-        return provider_error(
-            ErrorClass.PROTOCOL,
-            message,
-            provider=self.provider,
-            model=self.model,
-            after_first_token=self.emitted_content,
-        )

@@ -15,10 +15,10 @@ With `n > 1` each candidate keeps its own choice index.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from turnout.drivers._http import loads
+from turnout.drivers._stream import ChunkTranslator
 from turnout.drivers.gemini_response import (
     FAILED_FINISH,
     error_from_status,
@@ -30,19 +30,14 @@ from turnout.drivers.gemini_response import (
     tool_call,
     usage_from,
 )
-from turnout.errors import ErrorClass, ProviderError, provider_error
-from turnout.types import ChatChunk, chunk_data, usage_chunk_data
+from turnout.types import ChatChunk
 
 
-class GeminiStream:
+class GeminiStream(ChunkTranslator):
     """Translate one Gemini SSE stream. `emitted_content` tells whether content already reached the caller."""
 
     def __init__(self, *, provider: str, model: str, created: int | None = None) -> None:
-        self.provider = provider
-        self.model = model
-        self.created = int(time.time()) if created is None else created
-        self.id = ""
-        self.emitted_content = False
+        super().__init__(provider=provider, model=model, created=created)
         self._started = False
         self._usage: Any = None
         self._finish: dict[int, str] = {}  # choice index -> raw finishReason
@@ -64,7 +59,7 @@ class GeminiStream:
             self._started = True
             self.id = str(payload.get("responseId") or "")
             self.model = str(payload.get("modelVersion") or self.model)
-            chunks.append(ChatChunk(data=self._data({"role": "assistant", "content": ""})))
+            chunks.append(self._chunk({"role": "assistant", "content": ""}))
         if payload.get("usageMetadata") is not None:
             self._usage = payload["usageMetadata"]
         candidates = payload.get("candidates")
@@ -88,9 +83,7 @@ class GeminiStream:
         chunks = [
             ChatChunk(data=self._data({}, reason, index=i), finish_reason=reason) for i, reason in reasons.items()
         ]
-        usage = usage_from(self._usage)
-        final = usage_chunk_data(id=self.id, model=self.model, created=self.created, usage=usage)
-        chunks.append(ChatChunk(data=final, finish_reason=reasons[min(reasons)], usage=usage, usage_only=True))
+        chunks.append(self._usage_chunk(usage_from(self._usage), reasons[min(reasons)]))
         return chunks
 
     def _candidate(self, candidate: Any, position: int) -> list[ChatChunk]:
@@ -106,7 +99,7 @@ class GeminiStream:
                     chunks.append(self._content({"content": part["text"]}, index))
             elif is_thought_part(part):
                 if part["text"]:
-                    chunks.append(ChatChunk(data=self._data({"reasoning_content": part["text"]}, index=index)))
+                    chunks.append(self._chunk({"reasoning_content": part["text"]}, index))
             elif isinstance(part, dict) and isinstance(part.get("functionCall"), dict):
                 n = self._calls.get(index, 0)
                 self._calls[index] = n + 1
@@ -118,22 +111,3 @@ class GeminiStream:
         if isinstance(raw, str) and raw:
             self._finish[index] = raw
         return chunks
-
-    def _content(self, delta: dict[str, Any], index: int) -> ChatChunk:
-        self.emitted_content = True
-        return ChatChunk(data=self._data(delta, index=index), is_content=True)
-
-    def _data(self, delta: dict[str, Any], reason: str | None = None, *, index: int = 0) -> dict[str, Any]:
-        data = chunk_data(id=self.id, model=self.model, created=self.created, delta=delta, finish_reason=reason)
-        if index:
-            data["choices"][0]["index"] = index
-        return data
-
-    def _protocol(self, message: str) -> ProviderError:
-        return provider_error(
-            ErrorClass.PROTOCOL,
-            message,
-            provider=self.provider,
-            model=self.model,
-            after_first_token=self.emitted_content,
-        )
