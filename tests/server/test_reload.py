@@ -157,3 +157,19 @@ async def test_reload_keeps_breakers_of_unchanged_deployments_and_resets_fixed_o
         assert await status_of(http, s.url, "solo") == 200
         async with http.get(f"{s.url}/readyz") as resp:
             assert (await resp.json())["open_breakers"] == []
+
+
+async def test_reload_with_options_a_driver_rejects_is_located_and_keeps_serving(serve, http, primary):
+    """A reload whose file only fails at compile time (driver options) reports FILE:LINE:COL; the old graph serves."""
+    primary.default("chat", primary.text("ok"))
+    async with serve() as s:
+        original = s.path.read_text()
+        s.path.write_text(
+            original.replace("  backup: {driver: openai,", "  backup: {driver: openai, options: {bogus: 1},")
+        )
+        assert not await s.sidecar.reloader.reload("test")
+        problems = s.sidecar.reloader.last_error["problems"]
+        assert await status_of(http, s.url, "solo") == 200
+    assert any(re.match(r".*routes\.yaml:\d+:\d+: providers\.backup", p) and ":0:0:" not in p for p in problems), (
+        problems
+    )

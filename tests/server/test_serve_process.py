@@ -106,6 +106,22 @@ async def test_invalid_file_does_not_start(tmp_path):
     assert "Traceback" not in err.decode()
 
 
+async def test_driver_options_rejected_at_compile_time_do_not_start(tmp_path):
+    """Options a driver rejects (found when the graph is compiled) exit 1 with a located problem, not an internal
+    error."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "version: 1\nproviders:\n  echo: {driver: mock, options: {bogus: 1}}\nmodels:\n  echo: {provider: echo}\n"
+        "routes:\n  chat: {chain: [echo]}\n"
+    )
+    async with turnout_serve(path) as child:
+        _, err = await asyncio.wait_for(child.proc.communicate(), 20)
+    text = err.decode()
+    assert child.proc.returncode == 1, text
+    assert re.search(r"bad\.yaml:3:\d+: providers\.echo: .*bogus", text), text
+    assert "internal error" not in text and "Traceback" not in text
+
+
 async def test_sigterm_drains_in_flight_requests(write_routes, http, primary):
     """SIGTERM during a request lets it complete, refuses new connections, and the process exits 0."""
     primary.script("chat", slow(0.8, primary.text("finished during drain")))

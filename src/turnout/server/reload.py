@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from turnout.config import Config
-from turnout.errors import ConfigError
+from turnout.errors import ConfigError, Problem
 
 log = logging.getLogger("turnout.server")
 
@@ -92,7 +92,8 @@ class Reloader:
                 config = await loop.run_in_executor(None, self._loader, self.path)
                 self.router.swap(config)
             except ConfigError as exc:
-                self._failed(trigger, [str(p) for p in exc.problems if p.severity != "warning"] or [str(exc)])
+                problems = [str(p) for p in self._located(exc.problems) if p.severity != "warning"]
+                self._failed(trigger, problems or [str(exc)])
                 return False
             except OSError as exc:
                 self._failed(trigger, [f"{self.path}:0:0: cannot read the file: {exc.strerror or exc}"])
@@ -110,6 +111,17 @@ class Reloader:
             self._on_result(True, 0)
             log.info("reloaded %s (%s): %d routes", self.path, trigger, len(config.routes))
             return True
+
+    def _located(self, problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+        """Compile problems (a driver rejecting its options) come without a line: find it in the file."""
+        if all(p.line for p in problems):
+            return problems
+        from turnout.schema import locate_problems
+
+        try:
+            return locate_problems(Path(self.path).read_bytes(), problems)
+        except OSError:
+            return problems
 
     def _failed(self, trigger: str, problems: list[str]) -> None:
         self.failures += 1

@@ -44,13 +44,26 @@ def load_or_report(path: str, env: Mapping[str, str] | None = None) -> Config | 
     try:
         return load_file(path, env=env)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        print(f"turnout serve: {path} is invalid ({len(exc.problems)} problems); not starting.", file=sys.stderr)
-        return 1
+        return report_invalid(path, exc)
     except OSError as exc:
         print(f"turnout serve: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+def report_invalid(path: str, exc: ConfigError) -> int:
+    """Print every problem as FILE:LINE:COL (compile problems located from their path too); returns exit code 1."""
+    from turnout.schema import locate_problems
+
+    problems = exc.problems
+    try:
+        with open(path, "rb") as fh:
+            problems = locate_problems(fh.read(), problems)
+    except OSError:
+        pass
+    for problem in problems:
+        print(str(problem), file=sys.stderr)
+    print(f"turnout serve: {path} is invalid ({len(problems)} problems); not starting.", file=sys.stderr)
+    return 1
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -108,7 +121,10 @@ async def serve_process(
     """Serve one process until `stop` is set or SIGTERM/SIGINT arrives; then drain and return 0."""
     from turnout.router import Router
 
-    router = Router(config)
+    try:
+        router = Router(config)  # compiles: drivers validate their options here, after the loader's checks
+    except ConfigError as exc:
+        return report_invalid(path, exc)
     app = create_app(router, config_path=path, env=env, access_log=access_log)
     sidecar = app[SIDECAR_KEY]
     runner = make_runner(app)
