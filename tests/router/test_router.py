@@ -283,6 +283,17 @@ async def test_lowest_cost_picks_the_cheapest_for_the_request(build):
     assert served == {"q1/n1"}
 
 
+async def test_lowest_cost_survives_an_absurd_max_tokens(build):
+    """A max_tokens too large for a float (10**400) still ranks by price instead of raising OverflowError."""
+    prices = ("{input: 1, output: 5}", "{input: 1, output: 1}")
+    async with build(mock_routes("{}", "{}", strategy="lowest_cost", prices=prices)) as router:
+        reply = await router.chat(model="r", messages=HI, max_tokens=10**400)
+        streamed = router.stream(model="r", messages=HI, max_tokens=10**400)
+        async for _ in streamed:
+            pass
+    assert (reply.served_by, streamed.served_by) == ("q1/n1", "q1/n1")
+
+
 async def test_conversation_keeps_history_across_turns(build):
     """Conversation appends each user turn and reply; a streamed turn joins the history when complete."""
     async with build(mock_routes("{}")) as router:

@@ -98,6 +98,12 @@ def test_cost_defaults_cached_price_to_input_and_unknown_usage_to_none():
     assert price.cost(None) is None
 
 
+def test_cost_of_absurd_upstream_token_counts_is_unknown_not_a_crash():
+    """Usage too large for a float (a broken upstream reporting 10**400 tokens) prices as None, not OverflowError."""
+    price = TokenPrice.from_spec(Price(Decimal("1"), Decimal("2")))
+    assert price.cost(Usage(10**400, 1)) is None
+
+
 def test_request_cost_sums_billed_attempts_and_propagates_unknown():
     """Skips cost nothing; a sent attempt of unknown cost makes the whole request's cost unknown."""
     ok = Attempt("a", 0, 1, "success", cost_usd=0.5)

@@ -50,12 +50,15 @@ class TokenPrice:
         if usage is None or usage.prompt_tokens is None or usage.completion_tokens is None:
             return None
         plain = max(0, usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens)
-        return (
-            plain * self.input
-            + usage.cached_tokens * self.cached_input
-            + usage.cache_write_tokens * self.cache_write
-            + usage.completion_tokens * self.output
-        )
+        try:
+            return (
+                plain * self.input
+                + usage.cached_tokens * self.cached_input
+                + usage.cache_write_tokens * self.cache_write
+                + usage.completion_tokens * self.output
+            )
+        except OverflowError:  # an upstream reporting absurd token counts (10**400): no believable price
+            return None
 
     def estimate(self, prompt_tokens: int, output_tokens: int) -> float:
         """Expected USD for a request of this size (used by the `lowest_cost` strategy)."""

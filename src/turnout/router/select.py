@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from turnout.router.health import DeploymentHealth
 
 DEFAULT_OUTPUT_ESTIMATE = 256  # tokens assumed when neither the request nor the model caps the output
+MAX_TOKEN_ESTIMATE = 10**15  # a client's absurd max_tokens (10**400) must not overflow the float price estimate
 
 
 class Strategy(Protocol):
@@ -133,7 +134,7 @@ class LowestCost:
             if d.price is None:
                 return float("inf")
             output = request.max_output_tokens or d.max_output_tokens or DEFAULT_OUTPUT_ESTIMATE
-            return d.price.estimate(prompt, output)
+            return d.price.estimate(min(prompt, MAX_TOKEN_ESTIMATE), min(output, MAX_TOKEN_ESTIMATE))
 
         return sorted(deployments, key=expected)
 
