@@ -102,6 +102,31 @@ def test_failed_probe_reopens_with_a_growing_period(clock):
     assert b.open_remaining == 2  # a close resets the growth
 
 
+def test_failed_probes_of_one_half_open_round_count_as_one_trip(clock):
+    """With half_open_probes: 3 all failing, the breaker reopens once: one event, the period grown once, not thrice."""
+    events = []
+    b = make(
+        clock,
+        events,
+        failure_threshold=1,
+        recovery_timeout=2,
+        half_open_probes=3,
+        backoff_factor=2,
+        max_recovery_timeout=100,
+    )
+    fail(b)
+    clock.advance(2)
+    probes = [b.acquire() for _ in range(3)]
+    assert probes == [Ticket.PROBE] * 3
+    clock.advance(0.5)
+    for probe in probes:
+        b.record(probe, BOOM)
+    assert b.open_remaining == 4
+    assert [e.open_for for e in events if isinstance(e, BreakerOpened)] == [2, 4]
+    clock.advance(4)
+    assert b.acquire() is Ticket.PROBE  # the next round admits probes again
+
+
 def test_a_probe_with_a_client_error_frees_the_slot(clock):
     """A probe that ends in a client error tells nothing: still half-open, the next caller may probe."""
     b = make(clock, failure_threshold=1, recovery_timeout=1)

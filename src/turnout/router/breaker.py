@@ -12,7 +12,8 @@ wrong for us:
 - an explicit `failure_threshold: 0` disables the breaker instead of silently becoming 5;
 - only `DEPLOYMENT_FAULTS` count; a client's bad request neither counts nor resets the failure streak;
 - repeated trips grow the open period: `recovery_timeout * backoff_factor ** (trips - 1)`, capped at
-  `max_recovery_timeout`, reset to the base once a probe succeeds;
+  `max_recovery_timeout`, reset to the base once a probe succeeds; failed probes of one half-open round are
+  one trip;
 - every state change is reported through a callback (the Router turns it into Breaker* events).
 """
 
@@ -143,8 +144,10 @@ class Breaker:
             elif cb._failure_count:
                 cb.reset()
         elif cb.is_failure(type(error), error):
-            if cb._state == STATE_OPEN and ticket is not Ticket.PROBE:
-                return  # a call admitted before the breaker opened: already open, don't re-trip it
+            if cb._state == STATE_OPEN and (ticket is not Ticket.PROBE or cb.open_remaining > 0):
+                # Already open: a call admitted before it opened, or a probe of a round that another failed probe
+                # already ended (probes are admitted only once the period ran out). Neither re-trips it.
+                return
             cb.__exit__(type(error), error, None)  # the package counts it and opens at the threshold
 
     def release(self, ticket: Ticket) -> None:
