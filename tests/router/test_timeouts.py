@@ -96,6 +96,33 @@ async def test_a_callers_cancellation_is_not_mistaken_for_a_timeout():
     assert [(e.error_class, e.attempts[0].detail) for e in done] == [("cancelled", "cancelled by the caller")]
 
 
+def test_timeouts_still_fire_when_the_router_moves_to_a_new_event_loop():
+    """A loop that ended with the Router's one timer still armed leaves the next loop's attempts with timeouts."""
+    router = oblivious_router()
+
+    async def abandon() -> None:  # cancelled mid-attempt: the timer is armed when this loop closes
+        task = asyncio.create_task(router.chat(model="r", messages=HI))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await router.aclose()
+
+    async def ask() -> ChatResponse:
+        try:
+            async with asyncio.timeout(3):  # the bound of this test, far above attempt_timeout
+                return await router.chat(model="r", messages=HI)
+        finally:
+            await router.aclose()
+
+    asyncio.run(abandon())
+    started = time.monotonic()
+    reply = asyncio.run(ask())
+    assert reply.served_by == "fine/f"
+    assert reply.attempts[0].error_class == "timeout"
+    assert time.monotonic() - started < 1.0
+
+
 async def test_monitor_cancels_only_overdue_waits_with_one_timer():
     """Three guarded waits: only the overdue one is cancelled; a later limit keeps the others alive."""
     monitor = TimeoutMonitor()

@@ -59,21 +59,31 @@ class TimeoutMonitor:
         """Watch the current task; `until` (loop time) may be set now or per wait with `Guard.wait_until`."""
         task = asyncio.current_task()
         assert task is not None, "guards are only used inside a task"
+        loop = task.get_loop()
+        if loop is not self._loop:
+            self._adopt(loop)
         guard = Guard(self, task, None)
         self._guards.add(guard)
         if until is not None:
             guard.wait_until(until)
         return guard
 
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A Router reused on a new event loop: forget the old loop's timer and guards. A timer still armed when
+        the old loop closed never fires, and its `armed_at` would keep every later, larger limit from arming one."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = None
+        self.armed_at = math.inf
+        self._guards.clear()
+        self._loop = loop
+
     def release(self, guard: Guard) -> None:
         guard.until = None
         self._guards.discard(guard)
 
     def now(self) -> float:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            loop = self._loop = asyncio.get_running_loop()
-        return loop.time()
+        return asyncio.get_running_loop().time()
 
     def arm(self, when: float) -> None:
         loop = asyncio.get_running_loop()
