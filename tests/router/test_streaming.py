@@ -245,6 +245,22 @@ async def test_midstream_continue_hands_the_partial_answer_to_a_prefill_deployme
     assert stream.cost_usd is None  # the cut attempt's billing is unknown
 
 
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+
+async def test_continue_never_splices_a_cut_tool_call(build):
+    """A stream cut inside a tool call cannot be continued from text: under `continue` it ends with the error."""
+    cut = "{tool_call: true, faults: [{kind: cut, after_chunks: 2}]}"
+    async with build(mock_yaml(cut, second="{tool_call: true}")) as router:
+        stream = router.stream(model="r", messages=LONG, tools=TOOLS)
+        got = []
+        with pytest.raises(ProviderError) as info:
+            await drain(stream, got)
+    assert info.value.error_class is ErrorClass.CONNECTION
+    assert info.value.after_first_token
+    assert [a.deployment for a in stream.attempts] == ["m0p/m0"]  # nothing was spliced onto the partial call
+
+
 async def test_continue_skips_failing_continuations_and_keeps_going(build):
     """If the first continuation fails before its content, the next prefill deployment continues instead."""
     cut = "{reply: echo, chunk_tokens: 1, faults: [{kind: cut, after_chunks: 1}]}"

@@ -8,7 +8,9 @@ After it a stall timeout bounds every gap and a failure is handled by the route'
 streams its continuation without a second role chunk; with no such deployment left it behaves as `error`
 and reports the original failure. An error whose route action is "fail" stops the stream under either
 policy: a cut answer is never routed around a safety decision. A refusal is raised as is; any other "fail"
-error from a continuation (say, a 400 for the prefix) is secondary, so the original cut is reported.
+error from a continuation (say, a 400 for the prefix) is secondary, so the original cut is reported. Only text
+can be continued: once a tool call has been streamed, a cut behaves as `error` (a half-sent call cannot be
+resumed from a text prefix, and a restarted one would splice two calls into one).
 
 Before the commit an attempt is bounded by min(first_token_timeout, attempt_timeout); after it only the
 stall timeout and the request's deadline apply (a long answer may take longer than one attempt_timeout).
@@ -128,7 +130,11 @@ class ChatStream:
                         stall = policy.stall_timeout
                         while chunk.usage is None:
                             if text is not None and chunk.is_content:
-                                text.append(chunk.content or "")
+                                delta = chunk.delta
+                                if delta.get("tool_calls") or delta.get("function_call"):
+                                    text = None  # a tool call cannot be resumed from a text prefix: cut = error
+                                else:
+                                    text.append(chunk.content or "")
                             yield chunk
                             seen_content = True
                             guard.wait_until(min(loop.time() + stall, loop_deadline))
