@@ -302,6 +302,20 @@ async def test_access_log_has_one_line_per_request_without_content(serve, http, 
     assert keys.primary not in lines[0]
 
 
+async def test_a_refusal_reports_its_attempt_in_headers_and_access_log(serve, http, primary):
+    """A request failed at once (a refusal) still says an upstream was tried: x-turnout-attempts and the log trail."""
+    primary.script("chat", primary.error(ErrorClass.CONTENT_POLICY))
+    async with serve() as s:
+        body = {"model": "strict", "messages": MESSAGES}
+        async with http.post(s.url + CHAT, json=body) as resp:
+            status, headers = resp.status, resp.headers
+        lines = s.access_lines()
+    assert status == 400
+    assert headers["x-turnout-attempts"] == "1"
+    entry = json.loads(lines[0])
+    assert [(a["outcome"], a["error_class"]) for a in entry["attempts"]] == [("error", "content_policy")]
+
+
 async def test_access_log_content_when_enabled(serve, http, primary):
     """With server.log_content the access line carries the request and the answer text."""
     primary.script("chat", primary.stream_text(["the ", "answer"]))

@@ -265,6 +265,7 @@ class Run:
         action = action_for(self.policy, error)
         if action == "fail":
             self.complete(None, error_class=error.error_class.value)
+            error.attempts = tuple(self.trail)  # type: ignore[attr-defined]  # the trail, for the sidecar to report
             raise error
         if action == "retry":
             delay = retry_delay(self.policy, error, n, self.deadline - self.rt.clock(), self.rt.rng)

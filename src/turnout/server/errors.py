@@ -116,8 +116,8 @@ def failure(exc: BaseException) -> Failure:
         return route_not_found(exc)
     if isinstance(exc, AllUpstreamsFailed):
         return _all_failed(exc)
-    if isinstance(exc, ProviderError):
-        return _provider_failed(exc, (), str(exc))
+    if isinstance(exc, ProviderError):  # failed at once ("fail" action): the router attaches the trail so far
+        return _provider_failed(exc, getattr(exc, "attempts", ()), str(exc))
     return simple(500, "Internal error in the turnout sidecar; see its log.", code="internal_error")
 
 
