@@ -366,3 +366,15 @@ async def test_unencodable_request_is_a_bad_request_that_never_trips_the_breaker
     assert reply.served_by == "p0/m0"
     assert b.requests_to("chat") == []
     assert len(a.requests_to("chat")) == 1  # only the valid request reached an upstream
+
+
+async def test_a_rejected_request_gives_back_its_token_estimate(fakes, build):
+    """A request the provider refused (a 400 for max_tokens=10**9) used no tokens: it must not fill the tpm window."""
+    a = await fakes()
+    a.script("chat", a.error(ErrorClass.BAD_REQUEST), a.text("served"))
+    models = "  m0: {provider: p0, limits: {tpm: 100000}}"
+    async with build(routes_yaml(a.url, models=models)) as router:
+        with pytest.raises(BadRequest):
+            await router.chat(model="r", messages=HI, max_tokens=10**9)
+        reply = await router.chat(model="r", messages=HI, max_tokens=100)
+    assert reply.served_by == "p0/m0"

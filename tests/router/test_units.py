@@ -123,3 +123,15 @@ def test_rate_limiter_sliding_window():
     assert limiter.check(2, 10) == "at rpm limit (2/min)"
     assert limiter.check(60.5, 700) == "at tpm limit (1000/min)"
     assert limiter.check(61.5, 900) is None
+
+
+def test_rate_limiter_refund_frees_tokens_but_keeps_the_request():
+    """A refunded attempt stops counting its tokens against tpm but still counts against rpm; unknown ones: no-op."""
+    limiter = RateLimiter(Limits(rpm=3, tpm=1000))
+    limiter.record(0, 900)
+    limiter.record(1, 50)
+    assert limiter.check(2, 200) == "at tpm limit (1000/min)"
+    limiter.refund(0, 900)
+    limiter.refund(5, 50)  # no such attempt
+    assert limiter.usage(2) == (2, 50)
+    assert limiter.check(2, 200) is None

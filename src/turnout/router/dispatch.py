@@ -231,6 +231,8 @@ class Run:
         # connection never opened; anything else (reset, timeout mid-answer) may have been billed: unknown.
         unbilled = error.status is not None or error.code in _UNSENT
         cost = 0.0 if unbilled and not error.after_first_token else None
+        if cost == 0.0 and h.limiter is not None:  # refused before any output: it used no tokens of the window
+            h.limiter.refund(started, self.request.estimated_total_tokens)
         detail = error.message[:_DETAIL_LIMIT]
         self.trail.append(Attempt(d.key, started, duration, "error", cls.value, error.status, None, cost, detail))
         self.errors.append(error)

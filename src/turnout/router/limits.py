@@ -44,6 +44,22 @@ class RateLimiter:
         self._events.append((now, tokens))
         self._tokens += tokens
 
+    def refund(self, at: float, tokens: int) -> None:
+        """The attempt recorded at `at` used no tokens after all (the provider refused it): stop counting them.
+
+        Without this one request with an absurd max_tokens, refused with a 400, would fill the tpm window and
+        keep the deployment "at its tpm limit" for everyone for a minute. It still counts as a request (rpm).
+        """
+        events = self._events
+        for i in range(len(events) - 1, -1, -1):  # the attempt is recent: search from the newest entry
+            when, counted = events[i]
+            if when < at:
+                return
+            if when == at and counted == tokens:
+                events[i] = (when, 0)
+                self._tokens -= tokens
+                return
+
     def usage(self, now: float) -> tuple[int, int]:
         """(requests, tokens) counted in the current window."""
         self._expire(now)
