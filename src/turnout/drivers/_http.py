@@ -56,6 +56,7 @@ __all__ = [
     "parse_retry_after",
     "probe_credentials",
     "read_json",
+    "request_json",
     "request_timeout",
     "strip_directives",
     "transport_error",
@@ -256,6 +257,52 @@ async def open_request(
             resp.release()
         else:
             resp.close()
+
+
+async def request_json(
+    ctx: CallContext,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    model: str,
+    headers: Mapping[str, str] | None = None,
+    data: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+    error_parser: ErrorParser | None = None,
+) -> Any:
+    """One non-streamed call: send, read the whole body, and return its parsed JSON (2xx) or raise.
+
+    The same contract as `open_request` + `read_json`, without the async context manager: this is the
+    non-streaming hot path, and the generic wrapper costs a few microseconds per call.
+    """
+    if ctx.remaining() == 0:
+        raise UpstreamTimeout("no time left for this attempt", provider=provider, model=model)
+    send_headers = {"Content-Type": "application/json"} if data is not None else {}
+    if headers:
+        send_headers.update(headers)
+    try:
+        resp = await ctx.session.request(
+            method, url, headers=send_headers, data=data, params=params, timeout=request_timeout(ctx)
+        )
+    except Exception as exc:
+        raise transport_error(exc, provider=provider, model=model) from exc
+    ok = 200 <= resp.status < 300
+    try:
+        body = await resp.read()
+    except BaseException as exc:
+        resp.close()  # a half-read connection is not reused
+        if not ok and isinstance(exc, Exception):
+            body = b""
+        elif isinstance(exc, Exception):
+            raise transport_error(exc, provider=provider, model=model) from exc
+        else:
+            raise
+    else:
+        resp.release()
+    if not ok:
+        raise (error_parser or _default_parser(provider, model))(resp.status, body, resp.headers)
+    return loads(body, provider=provider, model=model)
 
 
 async def read_json(resp: aiohttp.ClientResponse, *, provider: str, model: str) -> Any:

@@ -19,7 +19,7 @@ from turnout.drivers._http import (
     iter_sse,
     open_request,
     probe_credentials,
-    read_json,
+    request_json,
     transport_error,
     validate_options,
 )
@@ -57,6 +57,7 @@ class OpenAIDriver:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
         self.spec = spec
         self._base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._request_headers = MappingProxyType(self._headers())  # the spec is frozen: build them once
 
     # -- wire details a flavour may change
 
@@ -88,11 +89,10 @@ class OpenAIDriver:
         self._check(request)
         provider = self.spec.name
         body = build_body(request, ctx, stream=False)
-        async with open_request(
+        data = await request_json(
             ctx, "POST", self._chat_url(ctx), provider=provider, model=ctx.model,
-            headers=self._headers(), data=dumps(body), params=self._params(),
-        ) as resp:  # fmt: skip
-            data = await read_json(resp, provider=provider, model=ctx.model)
+            headers=self._request_headers, data=dumps(body), params=self._params(),
+        )  # fmt: skip
         return response_from(data, provider=provider, model=ctx.model)
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk]:
@@ -101,7 +101,7 @@ class OpenAIDriver:
         body = build_body(request, ctx, stream=True)
         async with open_request(
             ctx, "POST", self._chat_url(ctx), provider=provider, model=model,
-            headers=self._headers(), data=dumps(body), params=self._params(), stream=True,
+            headers=self._request_headers, data=dumps(body), params=self._params(), stream=True,
         ) as resp:  # fmt: skip
             state = StreamState(provider, model)
             # Close the parser explicitly: an abandoned async generator is finalized through
