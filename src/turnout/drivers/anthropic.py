@@ -13,6 +13,7 @@ provider's default.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -89,6 +90,11 @@ class AnthropicDriver:
         self._version = spec.options.get("anthropic_version", DEFAULT_VERSION)
         self._default_max_tokens = spec.options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
 
+    @functools.cached_property
+    def _request_headers(self) -> Mapping[str, str]:
+        """Built once per driver: the spec (and so every header) is frozen, and this is on every request."""
+        return MappingProxyType(self._headers())
+
     def _headers(self) -> dict[str, str]:
         headers = auth_headers(self.spec, None if self.spec.options.get("auth") == "bearer" else "x-api-key")
         headers["anthropic-version"] = self._version
@@ -139,7 +145,7 @@ class AnthropicDriver:
         provider, model = self.spec.name, ctx.model
         data = self._body(request, ctx, stream=False)
         async with open_request(
-            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._headers(),
+            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._request_headers,
             data=data, error_parser=self._errors(model),
         ) as resp:  # fmt: skip
             payload = await read_json(resp, provider=provider, model=model)
@@ -149,7 +155,7 @@ class AnthropicDriver:
         provider, model = self.spec.name, ctx.model
         data = self._body(request, ctx, stream=True)
         async with open_request(
-            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._headers(),
+            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._request_headers,
             data=data, stream=True, error_parser=self._errors(model),
         ) as resp:  # fmt: skip
             machine = AnthropicStream(provider=provider, model=model)
@@ -175,7 +181,7 @@ class AnthropicDriver:
 
     async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
         return await fetch_model_list(
-            ctx, f"{self._base}/v1/models", provider=self.spec.name, key="data", headers=self._headers(),
+            ctx, f"{self._base}/v1/models", provider=self.spec.name, key="data", headers=self._request_headers,
             params=params, error_parser=self._errors(""),
         )  # fmt: skip
 

@@ -11,6 +11,7 @@ so "prefill" is not among the capabilities.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
@@ -77,6 +78,11 @@ class GeminiDriver:
         self._max_image_bytes = spec.options.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
         self._image_urls = spec.options.get("image_urls", "public")
 
+    @functools.cached_property
+    def _request_headers(self) -> Mapping[str, str]:
+        """Built once per driver: the spec (and so every header) is frozen, and this is on every request."""
+        return MappingProxyType(self._headers())
+
     def _headers(self) -> dict[str, str]:
         return auth_headers(self.spec, "x-goog-api-key")
 
@@ -119,7 +125,7 @@ class GeminiDriver:
         data = await self._body(request, ctx)
         async with open_request(
             ctx, "POST", self._url(model, "generateContent"), provider=provider, model=model,
-            headers=self._headers(), data=data, error_parser=self._errors(model),
+            headers=self._request_headers, data=data, error_parser=self._errors(model),
         ) as resp:  # fmt: skip
             payload = await read_json(resp, provider=provider, model=model)
         return parse_response(payload, provider=provider, model=model)
@@ -129,7 +135,8 @@ class GeminiDriver:
         data = await self._body(request, ctx)
         async with open_request(
             ctx, "POST", self._url(model, "streamGenerateContent"), provider=provider, model=model,
-            headers=self._headers(), data=data, params={"alt": "sse"}, stream=True, error_parser=self._errors(model),
+            headers=self._request_headers, data=data, params={"alt": "sse"}, stream=True,
+            error_parser=self._errors(model),
         ) as resp:  # fmt: skip
             machine = GeminiStream(provider=provider, model=model)
             # Close the parser explicitly: an abandoned async generator is finalized through
@@ -152,7 +159,7 @@ class GeminiDriver:
 
     async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
         return await fetch_model_list(
-            ctx, f"{self._root}/models", provider=self.spec.name, key="models", headers=self._headers(),
+            ctx, f"{self._root}/models", provider=self.spec.name, key="models", headers=self._request_headers,
             params=params, error_parser=self._errors(""), optional=True,
         )  # fmt: skip
 

@@ -5,6 +5,7 @@ The translation both ways (and the NDJSON stream state machine) lives in `ollama
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -54,6 +55,11 @@ class OllamaDriver:
         self.spec = spec
         self._base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
 
+    @functools.cached_property
+    def _request_headers(self) -> Mapping[str, str]:
+        """Built once per driver: the spec (and so every header) is frozen, and this is on every request."""
+        return MappingProxyType(self._headers())
+
     def _headers(self) -> dict[str, str]:
         return auth_headers(self.spec)
 
@@ -67,7 +73,7 @@ class OllamaDriver:
         body = await build_body(request, ctx, stream=False, provider=provider, defaults=self.spec.options)
         async with open_request(
             ctx, "POST", f"{self._base}/api/chat", provider=provider, model=ctx.model,
-            headers=self._headers(), data=dumps(body),
+            headers=self._request_headers, data=dumps(body),
         ) as resp:  # fmt: skip
             data = await read_json(resp, provider=provider, model=ctx.model)
         return response_from(data, provider=provider, model=ctx.model)
@@ -79,7 +85,7 @@ class OllamaDriver:
         state = StreamState(provider, model)
         async with open_request(
             ctx, "POST", f"{self._base}/api/chat", provider=provider, model=model,
-            headers=self._headers(), data=dumps(body), stream=True,
+            headers=self._request_headers, data=dumps(body), stream=True,
         ) as resp:  # fmt: skip
             # Close the parser explicitly: an abandoned async generator is finalized through
             # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
@@ -105,7 +111,7 @@ class OllamaDriver:
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         page = await fetch_model_list(
-            ctx, f"{self._base}/api/tags", provider=self.spec.name, key="models", headers=self._headers()
+            ctx, f"{self._base}/api/tags", provider=self.spec.name, key="models", headers=self._request_headers
         )
         return [
             model_info(m, str(m.get("name") or m.get("model")), "library")

@@ -8,6 +8,7 @@ The wire details (body rewriting, parsing, the byte-level stream state machine) 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -57,7 +58,6 @@ class OpenAIDriver:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
         self.spec = spec
         self._base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._request_headers = MappingProxyType(self._headers())  # the spec is frozen: build them once
 
     # -- wire details a flavour may change
 
@@ -69,6 +69,11 @@ class OpenAIDriver:
 
     def _params(self) -> Mapping[str, str] | None:
         return None
+
+    @functools.cached_property
+    def _request_headers(self) -> Mapping[str, str]:
+        """Built once per driver: the spec (and so every header) is frozen, and this is on every request."""
+        return MappingProxyType(self._headers())
 
     def _headers(self) -> dict[str, str]:
         headers = auth_headers(self.spec)
@@ -125,7 +130,12 @@ class OpenAIDriver:
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         page = await fetch_model_list(
-            ctx, self._models_url(), provider=self.spec.name, key="data", headers=self._headers(), params=self._params()
+            ctx,
+            self._models_url(),
+            provider=self.spec.name,
+            key="data",
+            headers=self._request_headers,
+            params=self._params(),
         )
         return [
             model_info(m, str(m["id"]), str(m.get("owned_by") or ""))
