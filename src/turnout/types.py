@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -340,6 +340,8 @@ class ChatChunk:
 
     __slots__ = ("_data", "_raw", "finish_reason", "is_content", "usage", "usage_only")
 
+    count: ClassVar[int] = 1  # chunks this item stands for (see ChunkBatch)
+
     def __init__(
         self,
         *,
@@ -402,11 +404,60 @@ class ChatChunk:
     def to_sse(self) -> bytes:
         return b"data: " + self.raw + b"\n\n"
 
+    @property
+    def has_tool_call(self) -> bool:
+        """True when this chunk streams (part of) a tool or function call."""
+        delta = self.delta
+        return bool(delta.get("tool_calls") or delta.get("function_call"))
+
     def __repr__(self) -> str:
         return (
             f"ChatChunk(content={self.content!r}, finish_reason={self.finish_reason!r}, "
             f"usage={self.usage!r}, is_content={self.is_content})"
         )
+
+
+class ChunkBatch:
+    """Consecutive plain chunks that arrived in one upstream read, handed over as one item.
+
+    Only a consumer that forwards bytes asks for these (`ChatStream.batched()`, which the sidecar uses): it writes
+    `to_sse()` as is instead of paying parser -> driver -> router -> relay hops and a ChatChunk per event. A
+    batch only ever holds chunks after the streaming commit point and before the finish reason, with no usage and
+    no error (the driver checked each one), so the stream's accounting never needs to look inside it; `content`
+    and `has_tool_call` parse the chunks lazily for the few callers that do (content logging, `continue`).
+    Iterating a batch gives its ChatChunks.
+    """
+
+    __slots__ = ("raws",)
+
+    is_content: ClassVar[bool] = True
+    finish_reason: ClassVar[None] = None
+    usage: ClassVar[None] = None
+    usage_only: ClassVar[bool] = False
+
+    def __init__(self, raws: Sequence[bytes]) -> None:
+        self.raws = raws  # the chunks' exact JSON bytes, in order
+
+    @property
+    def count(self) -> int:
+        return len(self.raws)
+
+    def __iter__(self) -> Iterator[ChatChunk]:
+        return (ChatChunk(raw=raw, is_content=True) for raw in self.raws)
+
+    @property
+    def content(self) -> str:
+        return "".join(chunk.content or "" for chunk in self)
+
+    @property
+    def has_tool_call(self) -> bool:
+        return any(chunk.has_tool_call for chunk in self)
+
+    def to_sse(self) -> bytes:
+        return b"data: " + b"\n\ndata: ".join(self.raws) + b"\n\n"
+
+    def __repr__(self) -> str:
+        return f"ChunkBatch({len(self.raws)} chunks)"
 
 
 def chunk_data(

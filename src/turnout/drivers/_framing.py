@@ -22,37 +22,48 @@ def _chunks(stream: Any) -> AsyncIterable[bytes]:
     return iter_any() if iter_any is not None else stream
 
 
-async def iter_sse(stream: Any) -> AsyncIterator[SSEEvent]:
-    """Parse a text/event-stream body into events.
+class SSEParser:
+    """Incremental text/event-stream parser: feed it bytes as they arrive, get back the events they complete.
 
-    Reads whatever bytes are available (one await per TCP read, not per line), so lines split across reads, `\\r\\n`
-    endings, `:` comments (keep-alive pings), multi-line `data:` and a final event without its blank line at EOF
-    are all handled. `id:` and `retry:` fields are ignored; a lone `\\r` is not treated as a line end.
+    Handles lines split across reads, `\\r\\n` endings, `:` comments (keep-alive pings), multi-line `data:` and a
+    final event without its blank line (`end()`). `id:` and `retry:` fields are ignored; a lone `\\r` is not
+    treated as a line end. A plain function call per read rather than an async generator per event: streaming
+    costs are per event, and a generator hop per event is a measurable part of them.
     """
-    buf = b""
-    event: str | None = None
-    data: list[bytes] = []
-    async for piece in _chunks(stream):
-        if buf:
-            piece, buf = buf + piece, b""
-        # Fast path: the read holds exactly one plain `data: ...` event (the common case for token streams).
-        if piece[:6] == b"data: " and piece[-2:] == b"\n\n" and piece.count(b"\n") == 2 and not data:
-            yield SSEEvent(event, piece[6:-2])
-            event = None
-            continue
-        buf = piece
+
+    __slots__ = ("_buf", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event: str | None = None
+        self._data: list[bytes] = []
+
+    def feed(self, piece: bytes) -> list[SSEEvent]:
+        """The events completed by `piece` (possibly none)."""
+        if self._buf:
+            piece, self._buf = self._buf + piece, b""
+        if not self._data and self._event is None and piece[-2:] == b"\n\n" and piece[:6] == b"data: ":
+            # Fast path: the read holds whole single-line `data:` events only (the usual token stream). Each
+            # `\n\n` is then an event boundary, so these two counts prove the shape without a per-line loop.
+            parts = piece[:-2].split(b"\n\n")
+            if piece.count(b"\n") == 2 * len(parts) and piece.count(b"\n\ndata: ") == len(parts) - 1:
+                if b"\r" not in piece:
+                    return [SSEEvent(None, part[6:]) for part in parts]
         if b"\n" not in piece:
-            continue
-        lines = buf.split(b"\n")
-        buf = lines.pop()
+            self._buf = piece
+            return []
+        lines = piece.split(b"\n")
+        self._buf = lines.pop()
+        out: list[SSEEvent] = []
+        data = self._data
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
             if not line:
                 if data:
-                    yield SSEEvent(event, data[0] if len(data) == 1 else b"\n".join(data))
-                    data = []
-                event = None
+                    out.append(SSEEvent(self._event, data[0] if len(data) == 1 else b"\n".join(data)))
+                    data = self._data = []
+                self._event = None
                 continue
             if line[0] == 58:  # b":" comment / keep-alive
                 continue
@@ -62,16 +73,47 @@ async def iter_sse(stream: Any) -> AsyncIterator[SSEEvent]:
             if name == b"data":
                 data.append(value)
             elif name == b"event":
-                event = value.decode("utf-8", "replace")
-    if buf.rstrip(b"\r"):
-        line = buf.rstrip(b"\r")
-        name, _, value = line.partition(b":")
-        if value[:1] == b" ":
-            value = value[1:]
-        if name == b"data":
-            data.append(value)
-    if data:
-        yield SSEEvent(event, b"\n".join(data))
+                self._event = value.decode("utf-8", "replace")
+        return out
+
+    def end(self) -> list[SSEEvent]:
+        """At EOF: the last event when the body ended without its blank line."""
+        line, self._buf = self._buf.rstrip(b"\r"), b""
+        if line:
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                self._data.append(value)
+            elif name == b"event":
+                self._event = value.decode("utf-8", "replace")
+        if not self._data:
+            return []
+        event = SSEEvent(self._event, b"\n".join(self._data))
+        self._data, self._event = [], None
+        return [event]
+
+
+async def iter_sse_reads(stream: Any) -> AsyncIterator[list[SSEEvent]]:
+    """The events of a text/event-stream body, one list per TCP read (one await per read, not per event)."""
+    parser = SSEParser()
+    async for piece in _chunks(stream):
+        events = parser.feed(piece)
+        if events:
+            yield events
+    events = parser.end()
+    if events:
+        yield events
+
+
+async def iter_sse(stream: Any) -> AsyncIterator[SSEEvent]:
+    """Parse a text/event-stream body into events, as bytes arrive (see SSEParser for what is handled)."""
+    parser = SSEParser()
+    async for piece in _chunks(stream):
+        for event in parser.feed(piece):
+            yield event
+    for event in parser.end():
+        yield event
 
 
 async def iter_ndjson(stream: Any) -> AsyncIterator[bytes]:

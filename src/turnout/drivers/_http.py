@@ -34,7 +34,7 @@ from turnout.drivers._classify import (
     error_details,
     parse_retry_after,
 )
-from turnout.drivers._framing import SSEEvent, iter_ndjson, iter_sse
+from turnout.drivers._framing import SSEEvent, SSEParser, iter_ndjson, iter_sse, iter_sse_reads
 from turnout.drivers.base import CredentialCheck
 from turnout.errors import ProtocolError, ProviderError, UpstreamConnectionError, UpstreamTimeout
 
@@ -44,12 +44,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ErrorParser",
     "SSEEvent",
+    "SSEParser",
     "classify_status",
     "dumps",
     "error_class_for",
     "error_details",
     "iter_ndjson",
     "iter_sse",
+    "iter_sse_reads",
     "json_dumps",
     "loads",
     "open_request",

@@ -33,7 +33,9 @@ class CallContext:
     routing file (e.g. `max_tokens_param: max_completion_tokens`). `guarded` is True when the caller (the Router)
     already enforces `remaining()` and the stream timeouts with its own timer: drivers then skip arming per-request
     timers of their own (aiohttp's costs ~15 us per call), but must still never block past `remaining()`
-    when `guarded` is False.
+    when `guarded` is False. `batch` is True when the consumer forwards bytes and accepts `ChunkBatch` items
+    (consecutive plain chunks of one read, after the first content and before the finish reason); a driver may
+    ignore it and always yield single chunks.
     """
 
     session: aiohttp.ClientSession
@@ -46,6 +48,7 @@ class CallContext:
     model_options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     clock: Callable[[], float] = time.monotonic
     guarded: bool = False
+    batch: bool = False
 
     def remaining(self) -> float | None:
         """Seconds left for this attempt: the tighter of the attempt timeout and the overall deadline."""

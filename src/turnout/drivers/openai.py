@@ -17,7 +17,7 @@ from turnout.config import ProviderSpec
 from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._http import (
     dumps,
-    iter_sse,
+    iter_sse_reads,
     open_request,
     probe_credentials,
     request_json,
@@ -25,9 +25,9 @@ from turnout.drivers._http import (
     validate_options,
 )
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
-from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
+from turnout.drivers.openai_wire import StreamState, batch_of, build_body, parse_usage, response_from
 from turnout.errors import BadRequest, ProviderError
-from turnout.types import ChatChunk, ChatRequest, ChatResponse
+from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch
 
 # Re-exported for callers that parse OpenAI bodies themselves.
 __all__ = ["DEFAULT_BASE_URL", "AzureOpenAIDriver", "OpenAIDriver", "build_body", "parse_usage", "response_from"]
@@ -100,7 +100,7 @@ class OpenAIDriver:
         )  # fmt: skip
         return response_from(data, provider=provider, model=ctx.model)
 
-    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk]:
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk | ChunkBatch]:
         self._check(request)
         provider, model = self.spec.name, ctx.model
         body = build_body(request, ctx, stream=True)
@@ -109,14 +109,31 @@ class OpenAIDriver:
             headers=self._request_headers, data=dumps(body), params=self._params(), stream=True,
         ) as resp:  # fmt: skip
             state = StreamState(provider, model)
+            batching = ctx.batch
             # Close the parser explicitly: an abandoned async generator is finalized through
             # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
-            events = iter_sse(resp.content)
+            reads = iter_sse_reads(resp.content)
             try:
-                async for event in events:
-                    chunk = state.feed(event.data)
-                    if chunk is not None:
-                        yield chunk
+                async for events in reads:
+                    run: list[bytes] | None = None  # batchable chunks of this read, handed over as one item
+                    for event in events:
+                        raw = event.data
+                        if batching and state.batchable(raw):
+                            if run is None:
+                                run = [raw]
+                            else:
+                                run.append(raw)
+                            continue
+                        if run is not None:
+                            yield batch_of(run)
+                            run = None
+                        chunk = state.feed(raw)
+                        if chunk is not None:
+                            yield chunk
+                        if state.done:
+                            break
+                    if run is not None:
+                        yield batch_of(run)
                     if state.done:
                         break
             except ProviderError:
@@ -124,7 +141,7 @@ class OpenAIDriver:
             except Exception as exc:
                 raise transport_error(exc, provider=provider, model=model, after_first_token=state.content) from exc
             finally:
-                await events.aclose()
+                await reads.aclose()
             for chunk in state.finish():
                 yield chunk
 

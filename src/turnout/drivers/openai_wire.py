@@ -21,7 +21,7 @@ from typing import Any
 from turnout.drivers._http import dumps, error_class_for, error_details, loads, strip_directives
 from turnout.drivers.base import CallContext
 from turnout.errors import ProtocolError, ProviderError, provider_error
-from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage, chunk_data
+from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Usage, chunk_data
 
 _RESPONSE_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
 _NULL = b"null"
@@ -205,6 +205,13 @@ def build_body(request: ChatRequest, ctx: CallContext, *, stream: bool) -> dict[
     return body
 
 
+def batch_of(raws: list[bytes]) -> ChatChunk | ChunkBatch:
+    """One run of batchable chunks: a ChunkBatch, or the plain chunk when the run is a single one."""
+    if len(raws) == 1:
+        return ChatChunk(raw=raws[0], is_content=_has_content(raws[0]))
+    return ChunkBatch(raws)
+
+
 class StreamState:
     """Per-stream bookkeeping: what was seen, and the chunks held back since the first finish reason."""
 
@@ -257,6 +264,21 @@ class StreamState:
             self.content = True
         self.held.append((raw, empty))
         return None
+
+    def batchable(self, raw: bytes) -> bool:
+        """True when `raw` may travel inside a ChunkBatch: the stream is past its first content and before any
+        finish reason, and the chunk is a JSON object with no error, finish reason or usage (so `feed` would
+        have passed it on untouched). The same byte checks as `feed`, without building a chunk."""
+        return (
+            self.content
+            and self.finish_reason is None
+            and raw[:1] == b"{"
+            and raw[-1:] == b"}"
+            and b'"error"' not in raw
+            and _unset(raw, b'"finish_reason"')
+            and _unset(raw, b'"usage"')
+            and not _empty_choices(raw)
+        )
 
     def finish(self) -> list[ChatChunk]:
         """The held chunks, the last one carrying finish reason and usage; or the error for a truncated stream."""

@@ -172,7 +172,7 @@ class Run:
         self.trail.append(Attempt(d.key, self.rt.clock(), 0.0, "skipped", detail=reason))
 
     # -- one attempt -------------------------------------------------------------------------------------
-    def context(self, d: Deployment, budget: float | None) -> CallContext:
+    def context(self, d: Deployment, budget: float | None, *, batch: bool = False) -> CallContext:
         policy = self.policy
         return CallContext(
             session=self.session,
@@ -185,6 +185,7 @@ class Run:
             model_options=d.model_options,
             clock=self.rt.clock,
             guarded=True,  # our TimeoutMonitor enforces the budget; the driver need not arm timers of its own
+            batch=batch,
         )
 
     def begin(self, d: Deployment, h: DeploymentHealth) -> float:

@@ -31,7 +31,7 @@ from turnout.router.breaker import Ticket
 from turnout.router.dispatch import Run, driver_bug
 from turnout.router.policy import action_for
 from turnout.router.pricing import request_cost
-from turnout.types import Attempt, ChatChunk, Usage
+from turnout.types import Attempt, ChatChunk, ChunkBatch, Usage
 
 
 class ChatStream:
@@ -45,6 +45,7 @@ class ChatStream:
     def __init__(self, run: Run) -> None:
         self._run = run
         self._gen: AsyncIterator[ChatChunk] | None = None
+        self._batch = False
         self.route = run.route.name
         self.served_by: str | None = None
         self.usage: Usage = Usage.UNKNOWN
@@ -59,6 +60,18 @@ class ChatStream:
         if self._gen is None:
             self._gen = self._chunks()
         return self._gen
+
+    def batched(self) -> AsyncIterator[ChatChunk | ChunkBatch]:
+        """Iterate with batching: consecutive plain chunks of one upstream read may arrive as one ChunkBatch.
+
+        For consumers that forward bytes (the sidecar writes `to_sse()` as is): a driver that supports it
+        (`openai`) then hands over a whole read at once instead of one chunk per event. Call it instead of
+        iterating, before the first chunk; accounting, timeouts and mid-stream policies are the same.
+        """
+        if self._gen is not None:
+            raise RuntimeError("batched() must be called before the stream is iterated")
+        self._batch = True
+        return self.__aiter__()  # type: ignore[return-value]
 
     async def __anext__(self) -> ChatChunk:
         return await self.__aiter__().__anext__()
@@ -103,7 +116,8 @@ class ChatStream:
                         h.breaker.release(ticket)
                         raise run_failed(run, cut) if cut is not None else run.exhausted()
                     request = run.request if not committed else run.request.with_prefix("".join(text or ()))
-                    ctx = run.context(d, None)  # a stream's length is bounded by the deadline, not attempt_timeout
+                    # A stream's length is bounded by the deadline, not attempt_timeout.
+                    ctx = run.context(d, None, batch=self._batch)
                     started = run.begin(d, h)
                     upstream = d.driver.stream(request, ctx)
                     guard = monitor.guard()
@@ -130,8 +144,7 @@ class ChatStream:
                         stall = policy.stall_timeout
                         while chunk.usage is None:
                             if text is not None and chunk.is_content:
-                                delta = chunk.delta
-                                if delta.get("tool_calls") or delta.get("function_call"):
+                                if chunk.has_tool_call:
                                     text = None  # a tool call cannot be resumed from a text prefix: cut = error
                                 else:
                                     text.append(chunk.content or "")

@@ -196,7 +196,7 @@ class ChatHandler:
             stream = sc.router.stream(chat, request_id=request.headers.get("x-request-id"))
         except Exception as exc:  # RouteNotFound / InvalidRequest are raised at once
             return self._refuse(request, errors.failure(exc), started, route=chat.model)
-        chunks = stream.__aiter__()
+        chunks = stream.batched()  # plain chunks of one upstream read arrive as one pre-framed batch
         status = CLIENT_CLOSED
         outcome = None
         response = SSEResponse(status=200, headers=SSE_HEADERS)

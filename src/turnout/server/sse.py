@@ -77,42 +77,54 @@ class SSEResponse(web.StreamResponse):
 class CoalescingWriter:
     """Writes SSE events to the response, batching the events that arrive in one burst into one write.
 
-    An upstream usually delivers several events per TCP read, and the router hands them over one by one
-    without suspending. Writing each one costs a send syscall (and a wake-up of the client); instead `add()`
-    buffers and schedules a flush task, which runs as soon as the relay task next waits on the upstream. The
-    client therefore sees every event as early as before, in order, with one write per burst. A failed write
-    (the client went away) is re-raised by the next `add()` or by `close()`.
+    An upstream often delivers several events per TCP read, and the router hands them over without suspending.
+    Writing each one costs a send syscall (and a wake-up of the client); instead `add()` buffers and schedules a
+    flush for the next loop iteration, which comes as soon as the relay waits on the upstream. The client sees
+    every event as early as before, in order, with one write per burst. When the stream ends within the burst
+    (a short answer read in one piece), `close()` takes what is buffered and sends it with the end of the body:
+    headers, events, `[DONE]` and the chunked terminator in a single write. A failed write (the client went
+    away) is re-raised by the next `add()` or by `close()`.
     """
 
-    __slots__ = ("_buffer", "_error", "_loop", "_response", "_taken", "_task")
+    __slots__ = ("_buffer", "_error", "_loop", "_response", "_scheduled", "_task")
 
     def __init__(self, response: web.StreamResponse) -> None:
         self._response = response
         self._loop = asyncio.get_running_loop()
         self._buffer: list[bytes] = []
-        self._task: asyncio.Task[None] | None = None
-        self._taken = True  # the current task (if any) already took the buffer
+        self._scheduled = False  # a flush is due at the next loop iteration
+        self._task: asyncio.Task[None] | None = None  # a flush that is writing (it may wait for the client)
         self._error: BaseException | None = None
 
     def add(self, event: bytes) -> None:
         if self._error is not None:
             raise self._error
         self._buffer.append(event)
-        if self._taken:
-            self._taken = False
-            self._task = self._loop.create_task(self._flush())
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._kick)
 
-    async def _flush(self) -> None:
-        self._taken = True
-        data = b"".join(self._buffer)
-        self._buffer.clear()
+    def _kick(self) -> None:
+        """The relay is waiting on the upstream: write what was buffered (a task, as a write may wait)."""
+        self._scheduled = False
+        if not self._buffer or self._error is not None:
+            return  # close() already took it
+        if self._task is not None and not self._task.done():
+            return  # the previous write is waiting for the client; it writes this buffer next
+        self._task = self._loop.create_task(self._write())
+
+    async def _write(self) -> None:
+        buffer = self._buffer
         try:
-            await self._response.write(data)
+            while buffer:
+                data = b"".join(buffer)
+                buffer.clear()
+                await self._response.write(data)
         except (ConnectionError, asyncio.CancelledError) as exc:
             self._error = exc if isinstance(exc, ConnectionError) else ConnectionResetError("write cancelled")
 
     async def close(self, last: bytes) -> None:
-        """Write what is buffered plus `last`, then end the body."""
+        """Write what is buffered plus `last`, and end the body, in one write."""
         if self._task is not None:
             await self._task
         if self._error is not None:
@@ -120,11 +132,11 @@ class CoalescingWriter:
         self._buffer.append(last)
         data = b"".join(self._buffer)
         self._buffer.clear()
-        await self._response.write(data)
-        await self._response.write_eof()
+        await self._response.write_eof(data)
 
     def abort(self) -> None:
-        """Stop any pending flush (the relay is being cancelled)."""
+        """Stop any pending write (the relay is being cancelled)."""
+        self._buffer.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -157,7 +169,7 @@ async def relay(
                     usage_sent = True
                 continue
             add(chunk.to_sse())
-            outcome.chunks += 1
+            outcome.chunks += chunk.count
             if texts is not None:
                 texts.append(chunk.content or "")
     except ProviderError as exc:  # first: UpstreamConnectionError is also a builtin ConnectionError
