@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     parser.add_argument("--filter", default="turnout/", help="regex on file:function for the listing ('' = all)")
     args = parser.parse_args()
 
@@ -100,7 +101,7 @@ def main() -> None:
         share = "" if label.startswith("idle") else f"{100 * seconds / busy:5.1f}%"
         print(f"  {label:22} {seconds:7.3f}s {share}")
     print()
-    stats.sort_stats("tottime").print_stats(args.filter, args.top)
+    stats.sort_stats(args.sort).print_stats(args.filter, args.top)
 
 
 if __name__ == "__main__":

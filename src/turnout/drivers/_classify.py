@@ -115,7 +115,7 @@ def error_details(body: bytes) -> tuple[str, str | None]:
     """
     try:
         data = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     if not isinstance(data, Mapping):
         return (_plain_text(body) or "(empty body)"), None

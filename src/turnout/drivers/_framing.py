@@ -44,11 +44,11 @@ class SSEParser:
             piece, self._buf = self._buf + piece, b""
         if not self._data and self._event is None and piece[-2:] == b"\n\n" and piece[:6] == b"data: ":
             # Fast path: the read holds whole single-line `data:` events only (the usual token stream). Each
-            # `\n\n` is then an event boundary, so these two counts prove the shape without a per-line loop.
+            # `\n\n` is then an event boundary, so these counts prove the shape without a per-line loop.
             parts = piece[:-2].split(b"\n\n")
-            if piece.count(b"\n") == 2 * len(parts) and piece.count(b"\n\ndata: ") == len(parts) - 1:
-                if b"\r" not in piece:
-                    return [SSEEvent(None, part[6:]) for part in parts]
+            n = len(parts)
+            if piece.count(b"\n") == 2 * n and piece.count(b"\n\ndata: ") == n - 1 and b"\r" not in piece:
+                return [SSEEvent(None, part[6:]) for part in parts]
         if b"\n" not in piece:
             self._buf = piece
             return []

@@ -15,18 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import jsonschema
 
-try:  # optional speedup (`pip install turnout[fast]`); everything works without it
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-
+from turnout import _json
 from turnout.drivers._classify import (
     MAX_MESSAGE,
     classify_status,
@@ -73,31 +68,16 @@ _NEVER_ROUND = 1e9
 # ---------------------------------------------------------------------------------------------------- small helpers
 
 
-def json_dumps(obj: Any) -> bytes:
-    """The stdlib encoder: compact, UTF-8 kept as is."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+json_dumps = _json.stdlib_dumps  # the stdlib encoder: compact, UTF-8 kept as is
 
 
-if _orjson is None:
-    _fast_loads: Callable[[bytes | str], Any] = json.loads
+def dumps(obj: Any) -> bytes:
+    """Compact JSON bytes (no spaces, UTF-8 kept as is): what every driver sends upstream.
 
-    def dumps(obj: Any) -> bytes:
-        """Compact JSON bytes (no spaces, UTF-8 kept as is): what every driver sends upstream."""
-        return json_dumps(obj)
-
-else:
-    _fast_loads = _orjson.loads
-
-    def dumps(obj: Any) -> bytes:
-        """Compact JSON bytes (no spaces, UTF-8 kept as is): what every driver sends upstream.
-
-        orjson when installed (`turnout[fast]`; ~10x faster on a typical chat body), the stdlib for what orjson
-        refuses (non-string keys, integers beyond 64 bits).
-        """
-        try:
-            return _orjson.dumps(obj)
-        except TypeError:
-            return json_dumps(obj)
+    orjson when a safe release is installed (`turnout[fast]`; ~10x faster on a typical chat body), the stdlib
+    for what orjson refuses (see `turnout._json`).
+    """
+    return _json.dumps(obj)
 
 
 def loads(data: bytes | str, *, provider: str, model: str, after_first_token: bool = False) -> Any:
@@ -107,12 +87,8 @@ def loads(data: bytes | str, *, provider: str, model: str, after_first_token: bo
     invalid (it also accepts NaN and lone surrogates, which orjson rejects).
     """
     try:
-        return _fast_loads(data)
-    except ValueError:
-        pass
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return _json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         shown = data[:MAX_MESSAGE] if isinstance(data, str) else data[:MAX_MESSAGE].decode("utf-8", "replace")
         raise ProtocolError(
             f"upstream sent invalid JSON: {shown!r}",

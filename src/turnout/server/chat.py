@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from turnout import _json
 from turnout.errors import InvalidRequest, ProtocolError, TurnoutError
 from turnout.server import errors
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
@@ -34,6 +35,26 @@ def _reject_constant(name: str) -> Any:
 
 
 _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+def encode_body(obj: Any) -> bytes:
+    """Compact JSON bytes of an answer (orjson when installed); `str()` of anything JSON has no type for.
+
+    Never fails: a lone surrogate (an upstream may send `\\ud800`) is written as an escape, as the stdlib does."""
+    try:
+        return _json.dumps(obj, default=str)
+    except UnicodeEncodeError:
+        return _encode(obj).encode()
+
+
+def _strict_decode(body: bytes) -> Any:
+    return _decode(body.decode("utf-8"))
+
+
+def decode_body(body: bytes) -> Any:
+    """A client body as JSON; what orjson refuses is judged by the stdlib decoder, which names the reason
+    (invalid UTF-8, NaN, nesting)."""
+    return _json.loads(body, _strict_decode)
 
 
 def _tried(attempts: tuple[Attempt, ...]) -> int:
@@ -123,7 +144,7 @@ class ChatHandler:
         if len(body) > limit:
             return errors.too_large(len(body), limit)
         try:
-            data = _decode(body.decode("utf-8"))
+            data = decode_body(body)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             if kind == "form":
                 return _unsupported_type()  # real form data (`-d model=x`): say what the server wants
@@ -171,7 +192,7 @@ class ChatHandler:
             if chat.model in sc.router.graph.routes:  # never echo a client-chosen name into a header
                 response.headers.update(routing_headers(chat.model, None, fail.attempts, None))
             return response
-        body = _encode(reply.to_openai()).encode()
+        body = encode_body(reply.to_openai())
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
         headers["Content-Type"] = "application/json"
         content = None
