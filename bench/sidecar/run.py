@@ -3,6 +3,7 @@
     python bench/sidecar/run.py                       # full comparison (~2.5 min)
     python bench/sidecar/run.py --duration 5 --concurrency 1,32 --workers 1,2
     python bench/sidecar/run.py --soak 300 --targets turnout   # bounded soak, RSS every slice
+    python bench/sidecar/run.py --rounds 5 --workers 1         # interleaved rounds, median kept (noisy machine)
 
 Prints, per target, mode (json = non-streaming, sse = streaming), concurrency and worker count: req/s, p50/p99
 latency (ms, from wrk) and CPU milliseconds per request of the proxy process tree (utime+stime deltas from
@@ -163,7 +164,7 @@ class Row:
     cpu_ms: float
 
 
-def measure(target: Target, mode: str, conc: int, seconds: float) -> Row:
+def measure(target: Target, mode: str, conc: int, seconds: float, quiet: bool = False) -> Row:
     payload = target.json_body if mode == "json" else target.sse_body
     run_wrk(target.url(mode), payload, connections=conc, seconds=1)  # warm up connections and caches
     before = target.tree.cpu_by_pid()
@@ -175,12 +176,18 @@ def measure(target: Target, mode: str, conc: int, seconds: float) -> Row:
     split = ""
     if target.workers > 1:  # how evenly SO_REUSEPORT spread the load: CPU seconds per busy process
         split = "  per-process cpu s: " + " ".join(f"{v:.2f}" for v in sorted(used.values(), reverse=True) if v > 0.05)
+    if not quiet:
+        print_row(row, split)
+    return row
+
+
+def print_row(row: Row, extra: str = "") -> None:
+    result = row.load
     print(
-        f"{row.target:9} {mode:4} {conc:5} {row.workers:7} {result.rps:9.0f} {result.p50_ms:8.3f} "
-        f"{result.p99_ms:8.3f} {row.cpu_ms:11.3f} {result.errors:7}{split}",
+        f"{row.target:9} {row.mode:4} {row.conc:5} {row.workers:7} {result.rps:9.0f} {result.p50_ms:8.3f} "
+        f"{result.p99_ms:8.3f} {row.cpu_ms:11.3f} {result.errors:7}{extra}",
         flush=True,
     )
-    return row
 
 
 def ttft(target: Target, samples: int) -> float:
@@ -257,12 +264,25 @@ def soak(target: Target, seconds: float, conc: int, slice_s: float) -> None:
         print(f"  rss first slice {base:.1f} MB, last {samples[-1]:.1f} MB, max deviation {drift:.1f}%")
 
 
+def median_row(rows: list[Row]) -> Row:
+    """The round with the median CPU per request (its latency and req/s come with it)."""
+    ordered = sorted(rows, key=lambda r: r.cpu_ms)
+    return ordered[len(ordered) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement (bounded)")
     parser.add_argument("--concurrency", default="1,32", help="comma-separated open connections")
     parser.add_argument("--targets", default="upstream,bare,turnout")
     parser.add_argument("--workers", default="1,2", help="worker counts for bare and turnout (json, max conc)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleaved rounds of the single-worker rows (bare, turnout, bare, ...); the median round is kept, "
+        "so a noisy neighbour on a shared machine skews both targets alike",
+    )
     parser.add_argument("--ttft-samples", type=int, default=300)
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of soak after the comparison (0 = none)")
     parser.add_argument("--soak-slice", type=float, default=15.0)
@@ -276,31 +296,53 @@ def main() -> None:
     rows: list[Row] = []
     ttfts: dict[str, float] = {}
     print(
-        f"cpus {os.cpu_count()}, duration {args.duration}s per row, upstream nginx at {nginx.base}, workdir {workdir}"
+        f"cpus {os.cpu_count()}, duration {args.duration}s per row, {args.rounds} round(s), "
+        f"upstream nginx at {nginx.base}, workdir {workdir}"
     )
     print(
         f"{'target':9} {'mode':4} {'conc':>5} {'workers':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'cpu ms/req':>11} {'errors':>7}"
     )
+
+    def start(name: str, w: int) -> Target:
+        if name == "upstream":
+            return upstream_target(nginx)
+        if name == "bare":
+            return start_bare(nginx.base, w)
+        return start_turnout(nginx.base, w, workdir)
+
     try:
+        # Single worker: every target alive at once, rows interleaved round by round.
+        singles = [start(name, 1) for name in targets]
+        try:
+            modes = [("json", c) for c in concs] + [("sse", c) for c in concs]
+            by_key: dict[tuple[str, str, int], list[Row]] = {}
+            for _ in range(args.rounds):
+                for mode, conc in modes:
+                    for target in singles:
+                        by_key.setdefault((target.name, mode, conc), []).append(
+                            measure(target, mode, conc, args.duration, quiet=args.rounds > 1)
+                        )
+            if args.rounds > 1:
+                print(f"median of {args.rounds} rounds:")
+                for key in sorted(by_key, key=lambda k: (targets.index(k[0]), k[1], k[2])):
+                    print_row(median_row(by_key[key]))
+            rows += [median_row(found) for found in by_key.values()]
+            for target in singles:
+                ttfts[target.name] = ttft(target, args.ttft_samples)
+            if args.soak:
+                soak(singles[-1], args.soak, max(concs), args.soak_slice)
+        finally:
+            for target in singles:
+                target.stop()
+        # More workers: one target at a time (they would compete for the same cores).
         for name in targets:
-            for w in workers if name != "upstream" else [1]:
-                if name == "upstream":
-                    target = upstream_target(nginx)
-                elif name == "bare":
-                    target = start_bare(nginx.base, w)
-                else:
-                    target = start_turnout(nginx.base, w, workdir)
+            for w in workers:
+                if name == "upstream" or w == 1:
+                    continue
+                target = start(name, w)
                 try:
-                    modes = (
-                        [("json", c) for c in concs] + [("sse", c) for c in concs] if w == 1 else [("json", max(concs))]
-                    )
-                    for mode, conc in modes:
-                        rows.append(measure(target, mode, conc, args.duration))
-                    if w == 1:
-                        ttfts[name] = ttft(target, args.ttft_samples)
-                    if args.soak and name == targets[-1] and w == 1:
-                        soak(target, args.soak, max(concs), args.soak_slice)
+                    rows.append(measure(target, "json", max(concs), args.duration))
                 finally:
                     target.stop()
         summarise(rows, ttfts, concs, workers)

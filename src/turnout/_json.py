@@ -14,7 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 SAFE_ORJSON = (3, 9, 15)
-_BIG_INT = re.compile(rb"\d{19}")
+# Digits -> "0", everything else -> " ": a 19-digit run is then one substring search (~1.5 us/KB; a regex
+# scanning for \d{19} costs more than the stdlib parse it would save).
+_DIGITS_ONLY = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def orjson_is_safe(version: str) -> bool:
@@ -42,9 +45,12 @@ def stdlib_dumps(obj: Any) -> bytes:
 
 def loads(data: bytes | str, fallback: Callable[[Any], Any] = json.loads) -> Any:
     """Parse `data`; what orjson cannot parse exactly is parsed (or refused, with its reason) by `fallback`."""
-    if _orjson is not None and not _BIG_INT.search(data if isinstance(data, bytes) else data.encode()):
+    if _orjson is not None:
+        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+        if _LONG_RUN in raw.translate(_DIGITS_ONLY):
+            return fallback(data)
         try:
-            return _orjson.loads(data)
+            return _orjson.loads(raw)
         except ValueError:
             pass
     return fallback(data)
