@@ -419,3 +419,26 @@ async def test_repeated_disconnects_leak_no_file_descriptors(serve, http, primar
         assert s.sidecar.in_flight == 0
         assert primary.disconnects >= 8
         assert len(os.listdir("/proc/self/fd")) <= baseline + 2
+
+
+async def test_a_burst_stream_is_forwarded_byte_for_byte(serve, http, primary):
+    """An upstream that sends its whole stream in one write (read at once, relayed as batches): the client gets
+    every upstream event unchanged and in order, then [DONE]; the access log has the full text and token counts."""
+    from turnout.testing import reply_sse
+
+    words = ["one ", "two ", "three ", "four ", "five"]
+    frames = primary._head() + [primary.chunk({"content": w}) for w in words]
+    finish = primary.chunk({}, finish_reason="stop")
+    usage = (
+        b'data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1727346180,"model":"gpt-test",'
+        b'"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}\n\n'
+    )
+    primary.script("chat", reply_sse([b"".join([*frames, finish, usage, b"data: [DONE]\n\n"])]))
+    async with serve(server="  log_content: true\n") as s:
+        body = {"model": "solo", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+        async with http.post(s.url + CHAT, json=body) as resp:
+            received = await resp.read()
+        entry = json.loads(s.access_lines()[-1])
+    assert received == b"".join([*frames, finish, usage, b"data: [DONE]\n\n"])
+    assert entry["content"]["response"] == "".join(words)
+    assert (entry["prompt_tokens"], entry["completion_tokens"]) == (9, 5)

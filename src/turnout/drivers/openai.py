@@ -25,7 +25,7 @@ from turnout.drivers._http import (
     validate_options,
 )
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
-from turnout.drivers.openai_wire import StreamState, batch_of, build_body, parse_usage, response_from
+from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
 from turnout.errors import BadRequest, ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch
 
@@ -115,25 +115,10 @@ class OpenAIDriver:
             reads = iter_sse_reads(resp.content)
             try:
                 async for events in reads:
-                    run: list[bytes] | None = None  # batchable chunks of this read, handed over as one item
-                    for event in events:
-                        raw = event.data
-                        if batching and state.batchable(raw):
-                            if run is None:
-                                run = [raw]
-                            else:
-                                run.append(raw)
-                            continue
-                        if run is not None:
-                            yield batch_of(run)
-                            run = None
-                        chunk = state.feed(raw)
-                        if chunk is not None:
-                            yield chunk
-                        if state.done:
-                            break
-                    if run is not None:
-                        yield batch_of(run)
+                    for item in state.take(events, batching):
+                        yield item
+                    if state.failure is not None:
+                        raise state.failure
                     if state.done:
                         break
             except ProviderError:

@@ -14,10 +14,11 @@ truncated answer is never reported as a success.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from turnout.drivers._framing import SSEEvent
 from turnout.drivers._http import dumps, error_class_for, error_details, loads, strip_directives
 from turnout.drivers.base import CallContext
 from turnout.errors import ProtocolError, ProviderError, provider_error
@@ -212,10 +213,30 @@ def batch_of(raws: list[bytes]) -> ChatChunk | ChunkBatch:
     return ChunkBatch(raws)
 
 
+def plain_run(raws: list[bytes]) -> bool:
+    """True when every chunk in `raws` is batchable (see StreamState.batchable), checked on all of them at once:
+    a handful of C-level scans over the joined bytes instead of five checks per chunk. Exact: every count below
+    can only match where the per-chunk check would, and any doubt (odd spacing, a newline inside a payload)
+    answers False, so the caller checks chunk by chunk instead."""
+    joined = b"\n".join(raws)
+    n = len(raws)
+    return (
+        joined[:1] == b"{"
+        and joined[-1:] == b"}"
+        and joined.count(b"\n") == n - 1  # no payload holds a newline, so the separators are exactly these
+        and joined.count(b"}\n{") == n - 1  # ... and every payload is {...}
+        and b'"error"' not in joined
+        and joined.count(b'"finish_reason"') == joined.count(b'"finish_reason":null')
+        and joined.count(b'"usage"') == joined.count(b'"usage":null')
+        and b'"choices":[]' not in joined
+        and b'"choices": []' not in joined
+    )
+
+
 class StreamState:
     """Per-stream bookkeeping: what was seen, and the chunks held back since the first finish reason."""
 
-    __slots__ = ("content", "done", "finish_reason", "held", "model", "provider", "usage")
+    __slots__ = ("content", "done", "failure", "finish_reason", "held", "model", "provider", "usage")
 
     def __init__(self, provider: str, model: str) -> None:
         self.provider = provider
@@ -225,6 +246,7 @@ class StreamState:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.held: list[tuple[bytes, bool]] = []  # (raw, usage_only)
+        self.failure: ProviderError | None = None  # raised by the driver after the chunks before it
 
     def feed(self, raw: bytes) -> ChatChunk | None:
         """One SSE data payload -> a chunk to yield now, or None (held back, skipped or the terminator)."""
@@ -264,6 +286,55 @@ class StreamState:
             self.content = True
         self.held.append((raw, empty))
         return None
+
+    def take(self, events: Sequence[SSEEvent], batching: bool) -> list[ChatChunk | ChunkBatch]:
+        """Everything one upstream read hands over, in order: chunks, or with `batching` a ChunkBatch for each run
+        of plain chunks after the first content. A failure inside the read is kept in `failure` (the caller
+        raises it after handing over what came before it); reading stops at `[DONE]`.
+
+        A read usually holds plain content chunks and then the stream's tail (finish, usage, `[DONE]`), so the
+        tail is found from the end and everything before it checked at once (`plain_run`); a run that fails that
+        check is taken chunk by chunk.
+        """
+        out: list[ChatChunk | ChunkBatch] = []
+        run: list[bytes] | None = None
+        tried = False
+        i, n = 0, len(events)
+        try:
+            while i < n:
+                raw = events[i].data
+                if batching and self.batchable(raw):
+                    if run is None and not tried and n - i > 2:
+                        tried = True
+                        end = n
+                        while end > i + 1 and not self.batchable(events[end - 1].data):
+                            end -= 1
+                        if end - i > 2:
+                            raws = [event.data for event in events[i:end]]
+                            if plain_run(raws):
+                                out.append(ChunkBatch(raws))
+                                i = end
+                                continue
+                    if run is None:
+                        run = [raw]
+                    else:
+                        run.append(raw)
+                    i += 1
+                    continue
+                if run is not None:
+                    out.append(batch_of(run))
+                    run = None
+                chunk = self.feed(raw)
+                if chunk is not None:
+                    out.append(chunk)
+                i += 1
+                if self.done:
+                    break
+        except ProviderError as exc:
+            self.failure = exc
+        if run is not None:
+            out.append(batch_of(run))
+        return out
 
     def batchable(self, raw: bytes) -> bool:
         """True when `raw` may travel inside a ChunkBatch: the stream is past its first content and before any
