@@ -270,6 +270,19 @@ def median_row(rows: list[Row]) -> Row:
     return ordered[len(ordered) // 2]
 
 
+def round_ratios(by_key: dict[tuple[str, str, int], list[Row]], conc: int) -> None:
+    """turnout/bare CPU ratio of each round (the two rows ran back to back, so a drifting machine cancels out)."""
+    for mode in ("json", "sse"):
+        bare, tout = by_key.get(("bare", mode, conc)), by_key.get(("turnout", mode, conc))
+        if not bare or not tout:
+            continue
+        ratios = sorted(t.cpu_ms / b.cpu_ms for b, t in zip(bare, tout, strict=True))
+        print(
+            f"  per-round cpu ratio {mode} c={conc}: median {ratios[len(ratios) // 2]:.2f}x "
+            f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}, {len(ratios)} rounds)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement (bounded)")
@@ -327,6 +340,7 @@ def main() -> None:
                 print(f"median of {args.rounds} rounds:")
                 for key in sorted(by_key, key=lambda k: (targets.index(k[0]), k[1], k[2])):
                     print_row(median_row(by_key[key]))
+                round_ratios(by_key, max(concs))
             rows += [median_row(found) for found in by_key.values()]
             for target in singles:
                 ttfts[target.name] = ttft(target, args.ttft_samples)

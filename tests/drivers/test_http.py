@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from turnout.drivers._http import (
     SSEEvent,
+    SSEParser,
     classify_status,
     dumps,
     error_details,
@@ -113,6 +114,27 @@ async def test_sse_any_split(cuts: list[int], crlf: bool) -> None:
     """However the bytes are split across reads, the events are the same."""
     data = STREAM.replace(b"\n", b"\r\n") if crlf else STREAM
     assert await events(split_at(data, cuts)) == EXPECTED
+
+
+PLAIN = b"".join(b'data: {"n": %d, "s": "data: x"}\n\n' % i for i in range(6))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12), crlf=st.booleans(), plain=st.booleans())
+def test_sse_payloads_any_split(cuts: list[int], crlf: bool, plain: bool) -> None:
+    """feed_payloads (whose fast path takes whole plain reads with one split) gives the payloads feed() gives."""
+    data = PLAIN if plain else STREAM
+    data = data.replace(b"\n", b"\r\n") if crlf else data
+    parser = SSEParser()
+    got = [payload for piece in split_at(data, cuts) for payload in parser.feed_payloads(piece)]
+    got += [event.data for event in parser.end()]
+    assert got == [event.data for event in _all_events(data)]
+    assert len(got) == (6 if plain else len(EXPECTED))
+
+
+def _all_events(data: bytes) -> list[SSEEvent]:
+    parser = SSEParser()
+    return parser.feed(data) + parser.end()
 
 
 async def test_sse_byte_by_byte() -> None:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turnout.config import ProviderSpec, Secret
-from turnout.drivers._framing import SSEEvent, SSEParser
+from turnout.drivers._framing import SSEParser
 from turnout.drivers.base import CallContext
 from turnout.drivers.openai import OpenAIDriver
 from turnout.drivers.openai_wire import StreamState, plain_run
@@ -67,12 +67,15 @@ def flatten(items: list[ChatChunk | ChunkBatch]) -> list[tuple[bytes, Any, str |
     return out
 
 
-def run(reads: list[list[SSEEvent]], batching: bool) -> tuple[list[Any], Any, tuple[Any, ...]]:
+def run(reads: list[list[bytes]], batching: bool) -> tuple[list[Any], Any, tuple[Any, ...]]:
     state = StreamState("p", "m")
     items: list[ChatChunk | ChunkBatch] = []
     failure: Any = None
-    for events in reads:
-        items += state.take(events, batching)
+    for raws in reads:
+        at = 0
+        while at < len(raws) and not state.done and state.failure is None:
+            taken, at = state.take(raws, batching, at)
+            items += taken
         if state.failure is not None:
             failure = (type(state.failure), str(state.failure), state.failure.after_first_token)
             break
@@ -91,7 +94,7 @@ def run(reads: list[list[SSEEvent]], batching: bool) -> tuple[list[Any], Any, tu
 def test_batches_carry_exactly_what_single_chunks_would(events: list[bytes], cuts: list[int]) -> None:
     """Same chunks (bytes, order), same failure, same final state, whatever the reads hold."""
     bounds = [0, *sorted({c % (len(events) + 1) for c in cuts}), len(events)]
-    reads = [[SSEEvent(None, raw) for raw in events[a:b]] for a, b in itertools.pairwise(bounds) if b > a]
+    reads = [events[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     batched, failure, final = run(reads, batching=True)
     single, single_failure, single_final = run(reads, batching=False)
     assert not any(isinstance(item, ChunkBatch) for item in single)
@@ -118,12 +121,13 @@ def test_real_shaped_streams_batch_the_same(middle: list[bytes], injected: list[
     events += [chunk(finish="stop"), chunk(empty=True, usage={"prompt_tokens": 1, "completion_tokens": 2}), b"[DONE]"]
     test_batches_carry_exactly_what_single_chunks_would.hypothesis.inner_test(events, cuts)  # type: ignore[attr-defined]
     if not injected and not cuts and len(middle) >= 2:
-        state = StreamState("p", "m")
-        assert any(isinstance(item, ChunkBatch) for item in state.take([SSEEvent(None, r) for r in events], True))
+        items, _, _ = run([events], batching=True)
+        assert any(isinstance(item, ChunkBatch) for item in items)
 
 
 def test_a_typical_read_becomes_one_batch_between_commit_and_tail() -> None:
-    """Role and first content go one by one (the commit point), the plain middle as one batch, then the tail."""
+    """Role and first content go one by one (the commit point), the plain middle as one batch, then the tail;
+    the first take stops at the commit point (time to first token)."""
     words = [chunk(delta={"content": w}) for w in ["Hel", "lo", ",", " wor", "ld"]]
     events = [
         chunk(delta={"role": "assistant", "content": ""}),
@@ -132,13 +136,15 @@ def test_a_typical_read_becomes_one_batch_between_commit_and_tail() -> None:
         chunk(empty=True, usage={"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}),
         b"[DONE]",
     ]
-    state = StreamState("p", "m")
-    items = state.take([SSEEvent(None, raw) for raw in events], batching=True) + state.finish()
+    items, failure, _ = run([events], batching=True)
+    assert failure is None
     kinds = [type(item).__name__ for item in items]
     assert kinds == ["ChatChunk", "ChatChunk", "ChunkBatch", "ChatChunk", "ChatChunk"]
     assert items[2].raws == words[1:]
     assert items[2].content == "lo, world"
     assert items[-1].usage is not None and items[-1].usage.completion_tokens == 5
+    first, at = StreamState("p", "m").take(events, True)
+    assert [chunk.content for chunk in first] == ["", "Hel"] and at == 2
 
 
 def test_plain_run_refuses_anything_doubtful() -> None:
@@ -159,6 +165,7 @@ def test_the_sse_parser_fast_path_matches_the_line_parser() -> None:
     slow_parser = SSEParser()
     slow = [event for byte in data for event in slow_parser.feed(bytes([byte]))]
     assert fast == slow and len(fast) == 4
+    assert SSEParser().feed_payloads(data) == [event.data for event in slow]
 
 
 async def test_the_driver_batches_a_burst_only_when_asked() -> None:

@@ -76,6 +76,16 @@ class SSEParser:
                 self._event = value.decode("utf-8", "replace")
         return out
 
+    def feed_payloads(self, piece: bytes) -> list[bytes]:
+        """The `data` payloads of the events completed by `piece`, for formats whose events are unnamed."""
+        if self._buf:
+            piece, self._buf = self._buf + piece, b""
+        if not self._data and self._event is None and piece[-2:] == b"\n\n" and piece[:6] == b"data: ":
+            n = piece.count(b"\n\n")
+            if piece.count(b"\n") == 2 * n and piece.count(b"\n\ndata: ") == n - 1 and b"\r" not in piece:
+                return piece[6:-2].split(b"\n\ndata: ")  # one split: every boundary is exactly that
+        return [event.data for event in self.feed(piece)]
+
     def end(self) -> list[SSEEvent]:
         """At EOF: the last event when the body ended without its blank line."""
         line, self._buf = self._buf.rstrip(b"\r"), b""
@@ -94,16 +104,17 @@ class SSEParser:
         return [event]
 
 
-async def iter_sse_reads(stream: Any) -> AsyncIterator[list[SSEEvent]]:
-    """The events of a text/event-stream body, one list per TCP read (one await per read, not per event)."""
+async def iter_sse_payloads(stream: Any) -> AsyncIterator[list[bytes]]:
+    """The `data` payloads of a text/event-stream body, one list per TCP read (one await per read, not per
+    event); event names are dropped, for formats that do not use them (OpenAI's)."""
     parser = SSEParser()
     async for piece in _chunks(stream):
-        events = parser.feed(piece)
-        if events:
-            yield events
+        payloads = parser.feed_payloads(piece)
+        if payloads:
+            yield payloads
     events = parser.end()
     if events:
-        yield events
+        yield [event.data for event in events]
 
 
 async def iter_sse(stream: Any) -> AsyncIterator[SSEEvent]:

@@ -29,7 +29,7 @@ from turnout.drivers._classify import (
     error_details,
     parse_retry_after,
 )
-from turnout.drivers._framing import SSEEvent, SSEParser, iter_ndjson, iter_sse, iter_sse_reads
+from turnout.drivers._framing import SSEEvent, SSEParser, iter_ndjson, iter_sse, iter_sse_payloads
 from turnout.drivers.base import CredentialCheck
 from turnout.errors import ProtocolError, ProviderError, UpstreamConnectionError, UpstreamTimeout
 
@@ -46,7 +46,7 @@ __all__ = [
     "error_details",
     "iter_ndjson",
     "iter_sse",
-    "iter_sse_reads",
+    "iter_sse_payloads",
     "json_dumps",
     "loads",
     "open_request",

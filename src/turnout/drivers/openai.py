@@ -17,7 +17,7 @@ from turnout.config import ProviderSpec
 from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._http import (
     dumps,
-    iter_sse_reads,
+    iter_sse_payloads,
     open_request,
     probe_credentials,
     request_json,
@@ -112,13 +112,16 @@ class OpenAIDriver:
             batching = ctx.batch
             # Close the parser explicitly: an abandoned async generator is finalized through
             # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
-            reads = iter_sse_reads(resp.content)
+            reads = iter_sse_payloads(resp.content)
             try:
-                async for events in reads:
-                    for item in state.take(events, batching):
-                        yield item
-                    if state.failure is not None:
-                        raise state.failure
+                async for raws in reads:
+                    at, n = 0, len(raws)
+                    while at < n and not state.done:
+                        items, at = state.take(raws, batching, at)
+                        for item in items:
+                            yield item
+                        if state.failure is not None:
+                            raise state.failure
                     if state.done:
                         break
             except ProviderError:

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from turnout.drivers._framing import SSEEvent
 from turnout.drivers._http import dumps, error_class_for, error_details, loads, strip_directives
 from turnout.drivers.base import CallContext
 from turnout.errors import ProtocolError, ProviderError, provider_error
@@ -287,10 +286,13 @@ class StreamState:
         self.held.append((raw, empty))
         return None
 
-    def take(self, events: Sequence[SSEEvent], batching: bool) -> list[ChatChunk | ChunkBatch]:
-        """Everything one upstream read hands over, in order: chunks, or with `batching` a ChunkBatch for each run
-        of plain chunks after the first content. A failure inside the read is kept in `failure` (the caller
-        raises it after handing over what came before it); reading stops at `[DONE]`.
+    def take(self, raws: Sequence[bytes], batching: bool, start: int = 0) -> tuple[list[ChatChunk | ChunkBatch], int]:
+        """What one upstream read hands over from `raws[start:]`, in order, and where it stopped.
+
+        Chunks, or with `batching` a ChunkBatch for each run of plain chunks after the first content. It stops
+        right after the stream's first content chunk (the commit point goes out before the rest of the read is
+        looked at: time to first token), at `[DONE]`, or at a failure, which is kept in `failure` for the caller
+        to raise after handing over what came before it.
 
         A read usually holds plain content chunks and then the stream's tail (finish, usage, `[DONE]`), so the
         tail is found from the end and everything before it checked at once (`plain_run`); a run that fails that
@@ -299,20 +301,21 @@ class StreamState:
         out: list[ChatChunk | ChunkBatch] = []
         run: list[bytes] | None = None
         tried = False
-        i, n = 0, len(events)
+        before_content = not self.content
+        i, n = start, len(raws)
         try:
             while i < n:
-                raw = events[i].data
+                raw = raws[i]
                 if batching and self.batchable(raw):
                     if run is None and not tried and n - i > 2:
                         tried = True
                         end = n
-                        while end > i + 1 and not self.batchable(events[end - 1].data):
+                        while end > i + 1 and not self.batchable(raws[end - 1]):
                             end -= 1
                         if end - i > 2:
-                            raws = [event.data for event in events[i:end]]
-                            if plain_run(raws):
-                                out.append(ChunkBatch(raws))
+                            middle = raws[i:end]
+                            if plain_run(middle):
+                                out.append(ChunkBatch(middle))
                                 i = end
                                 continue
                     if run is None:
@@ -325,16 +328,17 @@ class StreamState:
                     out.append(batch_of(run))
                     run = None
                 chunk = self.feed(raw)
+                i += 1
                 if chunk is not None:
                     out.append(chunk)
-                i += 1
-                if self.done:
+                if self.done or (before_content and self.content):
                     break
         except ProviderError as exc:
             self.failure = exc
+            i = n
         if run is not None:
             out.append(batch_of(run))
-        return out
+        return out, i
 
     def batchable(self, raw: bytes) -> bool:
         """True when `raw` may travel inside a ChunkBatch: the stream is past its first content and before any
