@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
+from turnout import _json
 from turnout.errors import InvalidRequest
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -368,13 +369,17 @@ class ChatChunk:
     @property
     def data(self) -> Mapping[str, Any]:
         if self._data is None:
-            object.__setattr__(self, "_data", json.loads(self._raw))
+            object.__setattr__(self, "_data", _json.loads(self._raw))
         return self._data  # type: ignore[return-value]
 
     @property
     def raw(self) -> bytes:
         if self._raw is None:
-            object.__setattr__(self, "_raw", json.dumps(self._data, separators=(",", ":")).encode())
+            try:
+                raw = _json.dumps(self._data)
+            except UnicodeEncodeError:  # a lone surrogate: written as an escape, as the stdlib does
+                raw = json.dumps(self._data, separators=(",", ":")).encode()
+            object.__setattr__(self, "_raw", raw)
         return self._raw  # type: ignore[return-value]
 
     @property

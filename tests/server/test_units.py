@@ -110,6 +110,13 @@ def test_role_chunk_is_added_only_when_missing():
         data={"id": "c", "model": "m", "created": 1, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
     )
     assert role_chunk(with_role) is None
+    # Forwarded upstream bytes: the byte check, and the parse when the bytes leave any doubt.
+    raw_with_role = ChatChunk(raw=b'{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}')
+    assert role_chunk(raw_with_role) is None
+    raw_without = ChatChunk(raw=b'{"id":"c","choices":[{"index":0,"delta":{"content":"\\"role\\":\\"assistant\\""}}]}')
+    assert json.loads(role_chunk(raw_without)[6:])["choices"][0]["delta"]["role"] == "assistant"
+    raw_spaced = ChatChunk(raw=b'{"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}')
+    assert role_chunk(raw_spaced) is None
 
 
 def test_metrics_from_events():

@@ -301,17 +301,19 @@ class StreamState:
         out: list[ChatChunk | ChunkBatch] = []
         run: list[bytes] | None = None
         tried = False
+        tail = len(raws)  # from here on every chunk is known not to be batchable
         before_content = not self.content
         i, n = start, len(raws)
         try:
             while i < n:
                 raw = raws[i]
-                if batching and self.batchable(raw):
+                if batching and i < tail and self.batchable(raw):
                     if run is None and not tried and n - i > 2:
                         tried = True
                         end = n
                         while end > i + 1 and not self.batchable(raws[end - 1]):
                             end -= 1
+                        tail = end
                         if end - i > 2:
                             middle = raws[i:end]
                             if plain_run(middle):

@@ -38,8 +38,14 @@ class RelayOutcome:
     text: str | None = None
 
 
+_ROLE_SET = (b'"role":"assistant"', b'"role": "assistant"')
+
+
 def role_chunk(first: ChatChunk) -> bytes | None:
     """The opening `delta.role` chunk, or None when the first committed chunk already carries the role."""
+    raw = first._raw  # the upstream's bytes when forwarded as is: a byte check spares a parse per stream
+    if raw is not None and (_ROLE_SET[0] in raw or _ROLE_SET[1] in raw) and raw.count(b'"role"') == 1:
+        return None
     data = first.data
     choices = data.get("choices") or ()
     if choices and isinstance(choices[0], dict) and (choices[0].get("delta") or {}).get("role"):
