@@ -50,11 +50,13 @@ __all__ = [
     "json_dumps",
     "loads",
     "open_request",
+    "open_response",
     "parse_retry_after",
     "probe_credentials",
     "read_json",
     "request_json",
     "request_timeout",
+    "settle",
     "strip_directives",
     "transport_error",
     "validate_options",
@@ -185,6 +187,59 @@ def _default_parser(provider: str, model: str) -> ErrorParser:
     return parse
 
 
+async def open_response(
+    ctx: CallContext,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    model: str,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    data: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+    stream: bool = False,
+    error_parser: ErrorParser | None = None,
+) -> aiohttp.ClientResponse:
+    """Send one request on the shared session and return the 2xx response; the caller must `settle()` it.
+
+    A non-2xx answer is read once and raised as the classified ProviderError (`error_parser` or
+    `classify_status`); every transport failure is mapped by `transport_error`. `open_request` wraps this in an
+    async context manager; a streaming hot path calls it directly (the wrapper costs microseconds per stream).
+    """
+    if ctx.remaining() == 0:
+        raise UpstreamTimeout("no time left for this attempt", provider=provider, model=model)
+    send_headers = {"Content-Type": "application/json"} if (json is not None or data is not None) else {}
+    if headers:
+        send_headers.update(headers)
+    payload = dumps(json) if json is not None else data
+    try:
+        resp = await ctx.session.request(
+            method, url, headers=send_headers, data=payload, params=params, timeout=request_timeout(ctx, stream=stream)
+        )
+    except Exception as exc:
+        raise transport_error(exc, provider=provider, model=model) from exc
+    if 200 <= resp.status < 300:
+        return resp
+    try:
+        body = await resp.read()
+    except Exception:
+        body = b""
+    finally:
+        resp.close()
+    parser = error_parser or _default_parser(provider, model)
+    raise parser(resp.status, body, resp.headers)
+
+
+def settle(resp: aiohttp.ClientResponse, completed: bool) -> None:
+    """Release the connection for reuse if the body was read to its end, close it otherwise (e.g. the consumer
+    cancelled mid-stream), so the upstream sees the disconnect."""
+    if completed and resp.content.is_eof():
+        resp.release()
+    else:
+        resp.close()
+
+
 @contextlib.asynccontextmanager
 async def open_request(
     ctx: CallContext,
@@ -200,41 +255,17 @@ async def open_request(
     stream: bool = False,
     error_parser: ErrorParser | None = None,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """Send one request on the shared session and yield the 2xx response.
-
-    A non-2xx answer is read once and raised as the classified ProviderError (`error_parser` or
-    `classify_status`); every transport failure is mapped by `transport_error`. On exit the connection is
-    released for reuse if the body was read, and closed otherwise (e.g. the consumer cancelled mid-stream), so the
-    upstream sees the disconnect.
-    """
-    if ctx.remaining() == 0:
-        raise UpstreamTimeout("no time left for this attempt", provider=provider, model=model)
-    send_headers = {"Content-Type": "application/json"} if (json is not None or data is not None) else {}
-    if headers:
-        send_headers.update(headers)
-    payload = dumps(json) if json is not None else data
-    try:
-        resp = await ctx.session.request(
-            method, url, headers=send_headers, data=payload, params=params, timeout=request_timeout(ctx, stream=stream)
-        )
-    except Exception as exc:
-        raise transport_error(exc, provider=provider, model=model) from exc
+    """`open_response` as an async context manager: yields the 2xx response and settles it on exit."""
+    resp = await open_response(
+        ctx, method, url, provider=provider, model=model, headers=headers, json=json, data=data, params=params,
+        stream=stream, error_parser=error_parser,
+    )  # fmt: skip
     completed = False
     try:
-        if resp.status >= 300 or resp.status < 200:
-            try:
-                body = await resp.read()
-            except Exception:
-                body = b""
-            parser = error_parser or _default_parser(provider, model)
-            raise parser(resp.status, body, resp.headers)
         yield resp
         completed = True
     finally:
-        if completed and resp.content.is_eof():
-            resp.release()
-        else:
-            resp.close()
+        settle(resp, completed)
 
 
 async def request_json(

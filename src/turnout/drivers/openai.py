@@ -18,9 +18,10 @@ from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._http import (
     dumps,
     iter_sse_payloads,
-    open_request,
+    open_response,
     probe_credentials,
     request_json,
+    settle,
     transport_error,
     validate_options,
 )
@@ -104,34 +105,37 @@ class OpenAIDriver:
         self._check(request)
         provider, model = self.spec.name, ctx.model
         body = build_body(request, ctx, stream=True)
-        async with open_request(
+        resp = await open_response(
             ctx, "POST", self._chat_url(ctx), provider=provider, model=model,
             headers=self._request_headers, data=dumps(body), params=self._params(), stream=True,
-        ) as resp:  # fmt: skip
-            state = StreamState(provider, model)
-            batching = ctx.batch
-            # Close the parser explicitly: an abandoned async generator is finalized through
-            # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
-            reads = iter_sse_payloads(resp.content)
-            try:
-                async for raws in reads:
-                    at, n = 0, len(raws)
-                    while at < n and not state.done:
-                        items, at = state.take(raws, batching, at)
-                        for item in items:
-                            yield item
-                        if state.failure is not None:
-                            raise state.failure
-                    if state.done:
-                        break
-            except ProviderError:
-                raise
-            except Exception as exc:
-                raise transport_error(exc, provider=provider, model=model, after_first_token=state.content) from exc
-            finally:
-                await reads.aclose()
-            for chunk in state.finish():
-                yield chunk
+        )  # fmt: skip
+        state = StreamState(provider, model)
+        batching = ctx.batch
+        # Close the parser explicitly: an abandoned async generator is finalized through
+        # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
+        reads = iter_sse_payloads(resp.content)
+        completed = False
+        try:
+            async for raws in reads:
+                at, n = 0, len(raws)
+                while at < n and not state.done:
+                    items, at = state.take(raws, batching, at)
+                    for item in items:
+                        yield item
+                    if state.failure is not None:
+                        raise state.failure
+                if state.done:
+                    break
+            completed = True
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise transport_error(exc, provider=provider, model=model, after_first_token=state.content) from exc
+        finally:
+            await reads.aclose()
+            settle(resp, completed)
+        for chunk in state.finish():
+            yield chunk
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         page = await fetch_model_list(
