@@ -22,6 +22,12 @@ _CHARS_PER_TOKEN = 4
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+def is_mapping(value: Any) -> bool:
+    """isinstance(value, Mapping) with a fast path for dict (all parsed JSON): the ABC check costs ~0.3 us, and
+    a request or a stream's tail is checked dozens of times."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token usage normalised across providers.
@@ -148,7 +154,7 @@ class ChatRequest:
         Raises InvalidRequest naming the offending field (`param`), so the sidecar can answer 400 in OpenAI's
         shape and nothing malformed is ever sent upstream.
         """
-        if not isinstance(body, Mapping):
+        if not is_mapping(body):
             raise InvalidRequest("The request body must be a JSON object.", param=None)
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -168,10 +174,10 @@ class ChatRequest:
         if tools is not None and not isinstance(tools, list):
             raise InvalidRequest("'tools' must be an array.", param="tools")
         stream_options = body.get("stream_options")
-        if stream_options is not None and not isinstance(stream_options, Mapping):
+        if stream_options is not None and not is_mapping(stream_options):
             raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
         response_format = body.get("response_format")
-        if response_format is not None and not isinstance(response_format, Mapping):
+        if response_format is not None and not is_mapping(response_format):
             raise InvalidRequest("'response_format' must be an object.", param="response_format")
         needs_json = bool(response_format) and response_format.get("type") in ("json_object", "json_schema")
         return cls(
@@ -192,7 +198,7 @@ def _scan_messages(messages: list[Any]) -> tuple[int, int]:
     chars = 0
     images = 0
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping):
+        if not is_mapping(message):
             raise InvalidRequest(f"messages[{i}] must be an object.", param=f"messages[{i}]")
         role = message.get("role")
         if not isinstance(role, str) or role not in _ROLES:  # a list role must be a 400, not a TypeError
@@ -204,7 +210,7 @@ def _scan_messages(messages: list[Any]) -> tuple[int, int]:
             chars += len(content)
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+                if not is_mapping(part) or not isinstance(part.get("type"), str):
                     raise InvalidRequest(
                         f"messages[{i}].content[{j}] must be an object with a string 'type'.",
                         param=f"messages[{i}].content[{j}]",
@@ -220,7 +226,7 @@ def _scan_messages(messages: list[Any]) -> tuple[int, int]:
                     chars += len(text)
                 elif kind == "image_url":
                     image = part.get("image_url")
-                    url = image.get("url") if isinstance(image, Mapping) else image
+                    url = image.get("url") if is_mapping(image) else image
                     if not isinstance(url, str) or not url:
                         raise InvalidRequest(
                             f"messages[{i}].content[{j}].image_url.url must be a non-empty string.",
@@ -241,8 +247,8 @@ def _scan_messages(messages: list[Any]) -> tuple[int, int]:
             if not isinstance(tool_calls, list):
                 raise InvalidRequest(f"messages[{i}].tool_calls must be an array.", param=f"messages[{i}].tool_calls")
             for call in tool_calls:
-                fn = call.get("function") if isinstance(call, Mapping) else None
-                if not isinstance(fn, Mapping):
+                fn = call.get("function") if is_mapping(call) else None
+                if not is_mapping(fn):
                     raise InvalidRequest(
                         f"messages[{i}].tool_calls entries need a 'function' object.",
                         param=f"messages[{i}].tool_calls",
@@ -303,7 +309,7 @@ class ChatResponse:
     def text(self) -> str:
         content = self.message.get("content")
         if isinstance(content, list):  # some upstreams answer with parts
-            return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+            return "".join(p.get("text", "") for p in content if is_mapping(p))
         return content or ""
 
     @property

@@ -21,7 +21,7 @@ from typing import Any
 from turnout.drivers._http import dumps, error_class_for, error_details, loads, strip_directives
 from turnout.drivers.base import CallContext
 from turnout.errors import ProtocolError, ProviderError, provider_error
-from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Usage, chunk_data
+from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Usage, chunk_data, is_mapping
 
 _RESPONSE_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
 _NULL = b"null"
@@ -77,12 +77,12 @@ def _count(value: Any) -> int:
 
 def _details(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = data.get(key)
-    return value if isinstance(value, Mapping) else _EMPTY
+    return value if is_mapping(value) else _EMPTY
 
 
 def parse_usage(data: Any) -> Usage:
     """OpenAI's `usage` object -> Usage (cached and reasoning details included); anything else -> unknown."""
-    if not isinstance(data, Mapping):
+    if not is_mapping(data):
         return Usage.UNKNOWN
     prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int) or isinstance(prompt, bool):
@@ -105,14 +105,14 @@ def _usage_of(obj: Mapping[str, Any]) -> Usage | None:
     usage = obj.get("usage")
     if usage is None:
         groq = obj.get("x_groq")
-        usage = groq.get("usage") if isinstance(groq, Mapping) else None
+        usage = groq.get("usage") if is_mapping(groq) else None
     return parse_usage(usage) if usage is not None else None
 
 
 def _finish_of(obj: Mapping[str, Any]) -> str | None:
     choices = obj.get("choices")
     for choice in choices if isinstance(choices, list) else ():
-        if isinstance(choice, Mapping) and choice.get("finish_reason"):
+        if is_mapping(choice) and choice.get("finish_reason"):
             return str(choice["finish_reason"])
     return None
 
@@ -138,7 +138,7 @@ def stream_error(obj: Mapping[str, Any], raw: bytes, *, provider: str, model: st
     """
     message, code = error_details(raw)
     error = obj.get("error")
-    detail = error if isinstance(error, Mapping) else _EMPTY
+    detail = error if is_mapping(error) else _EMPTY
     status = detail.get("status") or detail.get("code")
     if not isinstance(status, int) or not 400 <= status < 600:
         hint = f"{code or ''} {detail.get('type') or ''}".lower()
@@ -155,22 +155,19 @@ def stream_error(obj: Mapping[str, Any], raw: bytes, *, provider: str, model: st
 
 
 def _valid_choice(choice: Any) -> bool:
-    if not isinstance(choice, Mapping) or not isinstance(choice.get("message"), Mapping):
+    if not is_mapping(choice) or not isinstance(choice.get("message"), Mapping):
         return False
     content = choice["message"].get("content")
     return (
         content is None
         or isinstance(content, str)
-        or (
-            isinstance(content, list)
-            and all(isinstance(p, Mapping) and isinstance(p.get("text", ""), str) for p in content)
-        )
+        or (isinstance(content, list) and all(is_mapping(p) and isinstance(p.get("text", ""), str) for p in content))
     )
 
 
 def response_from(data: Any, *, provider: str, model: str) -> ChatResponse:
     """A non-streamed OpenAI body -> ChatResponse (`choices` kept as sent; unknown top-level fields in `extra`)."""
-    if not isinstance(data, Mapping):
+    if not is_mapping(data):
         raise ProtocolError("upstream answered with a non-object JSON body", provider=provider, model=model)
     if data.get("error") is not None:  # an error object inside a 200
         raise stream_error(data, dumps(data), provider=provider, model=model, after=False)
@@ -254,7 +251,7 @@ class StreamState:
             return None
         if b'"error"' in raw:
             obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
-            if isinstance(obj, Mapping) and obj.get("error") is not None:
+            if is_mapping(obj) and obj.get("error") is not None:
                 raise stream_error(obj, raw, provider=self.provider, model=self.model, after=self.content)
         if raw[:1] != b"{" or raw[-1:] != b"}":  # the cheap structural check every chunk gets
             loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
@@ -272,7 +269,7 @@ class StreamState:
                 return None
             return ChatChunk(raw=raw)
         obj = loads(raw, provider=self.provider, model=self.model, after_first_token=self.content)
-        if not isinstance(obj, Mapping):
+        if not is_mapping(obj):
             raise ProtocolError("stream chunk is not a JSON object", provider=self.provider, model=self.model)
         usage = _usage_of(obj)
         if usage is not None:
