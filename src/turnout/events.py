@@ -103,7 +103,27 @@ class ResponseCompleted(Event):
     router_overhead: float | None = None  # seconds spent in turnout itself, outside upstream I/O
 
 
+# Every concrete event type (what an observer without `event_types` receives).
+EVENT_TYPES: frozenset[type[Event]] = frozenset(
+    {
+        RequestStarted,
+        AttemptStarted,
+        AttemptFailed,
+        AttemptSucceeded,
+        FallbackTaken,
+        BreakerOpened,
+        BreakerHalfOpened,
+        BreakerClosed,
+        ResponseCompleted,
+    }
+)
+
+
 class Observer(Protocol):
+    """Any callable taking an Event. It may also have an `event_types` attribute (a collection of exact Event
+    classes): it then receives only those, and when no observer wants a type the Router does not even build
+    those events (of the four events of every request, RequestStarted and AttemptStarted are rarely wanted)."""
+
     def __call__(self, event: Event) -> None: ...
 
 

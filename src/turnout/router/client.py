@@ -61,7 +61,7 @@ class Router:
         self._clock = clock
         self._health = HealthTable(clock=clock, emit=self._emit)
         self._rt = Runtime(clock=clock, sleep=sleep, rng=self._rng, health=self._health)
-        self._rt.observers.extend(observers)
+        self._rt.observe(observers)
         self._graph = compile_graph(config, self._registry, rng=self._rng)
         self._health.sync(self._graph)
         self._session: aiohttp.ClientSession | None = None
@@ -147,10 +147,12 @@ class Router:
         return graph
 
     def add_observer(self, observer: Observer) -> None:
-        self._rt.observers.append(observer)
+        self._rt.observe([*self._rt.observers, observer])
 
     def remove_observer(self, observer: Observer) -> None:
-        self._rt.observers.remove(observer)
+        observers = list(self._rt.observers)
+        observers.remove(observer)
+        self._rt.observe(observers)
 
     def _emit(self, event: Event) -> None:
         self._rt.emit(event)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from turnout.drivers.base import CallContext
@@ -26,6 +26,7 @@ from turnout.errors import (
     UpstreamTimeout,
 )
 from turnout.events import (
+    EVENT_TYPES,
     AttemptFailed,
     AttemptStarted,
     AttemptSucceeded,
@@ -55,7 +56,7 @@ _UNSENT = NOT_SENT_CODES | {UNENCODABLE}
 class Runtime:
     """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
 
-    __slots__ = ("clock", "health", "observers", "rng", "sleep", "timeouts")
+    __slots__ = ("clock", "health", "observers", "rng", "sleep", "timeouts", "wanted")
 
     def __init__(
         self,
@@ -70,11 +71,24 @@ class Runtime:
         self.rng = rng
         self.health = health
         self.observers: list[Callable[[Event], None]] = []
+        self.wanted: frozenset[type] = frozenset()  # event types some observer receives (see `observe`)
         self.timeouts = TimeoutMonitor()
+
+    def observe(self, observers: Sequence[Callable[[Event], None]]) -> None:
+        """Set the observers; an observer with `event_types` receives only those types."""
+        self.observers = list(observers)
+        wanted: set[type] = set()
+        for observer in self.observers:
+            types = getattr(observer, "event_types", None)
+            wanted |= set(EVENT_TYPES if types is None else types)
+        self.wanted = frozenset(wanted)
 
     def emit(self, event: Event) -> None:
         """Deliver to every observer; an observer that raises is logged and never breaks the request."""
         for observer in tuple(self.observers):
+            types = getattr(observer, "event_types", None)
+            if types is not None and type(event) not in types:
+                continue
             try:
                 observer(event)
             except Exception:
@@ -124,7 +138,7 @@ class Run:
         self.upstream_time = 0.0
         self.slept = 0.0
         self.completed = False
-        if rt.observers:
+        if RequestStarted in rt.wanted:
             rt.emit(RequestStarted(self.started, request_id, route.name, request.stream))
 
     # -- choosing ----------------------------------------------------------------------------------------
@@ -195,7 +209,7 @@ class Run:
         if h.limiter is not None:
             h.limiter.record(now, self.request.estimated_total_tokens)
         self.number += 1
-        if self.rt.observers:
+        if AttemptStarted in self.rt.wanted:
             self.rt.emit(AttemptStarted(now, self.request_id, self.route.name, d.key, self.number))
         return now
 

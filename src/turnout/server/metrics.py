@@ -121,6 +121,7 @@ class Metrics:
             BreakerClosed: lambda e: self._breaker(e.deployment, "closed"),
             ResponseCompleted: self._completed,
         }
+        self.event_types = frozenset(self._dispatch)  # the Router builds no other events for us
 
     def __call__(self, event: Event) -> None:
         handler = self._dispatch.get(type(event))
