@@ -433,11 +433,9 @@ class ChunkBatch:
 
     Only a consumer that forwards bytes asks for these (`ChatStream.batched()`, which the sidecar uses): it writes
     `to_sse()` as is instead of paying parser -> driver -> router -> relay hops and a ChatChunk per event. A
-    batch holds chunks before the finish reason with no usage and no error (the driver checked each one), and
-    always content: either it comes after the streaming commit point, or it is the stream's opening (role chunk
-    and first content, folded with what followed them in the same read), so it is itself the commit point. The
-    stream's accounting never needs to look inside it; `content` and `has_tool_call` parse the chunks lazily for
-    the few callers that do (content logging, `continue`).
+    batch only ever holds chunks after the streaming commit point and before the finish reason, with no usage and
+    no error (the driver checked each one), so the stream's accounting never needs to look inside it; `content`
+    and `has_tool_call` parse the chunks lazily for the few callers that do (content logging, `continue`).
     Iterating a batch gives its ChatChunks.
     """
 
@@ -454,11 +452,6 @@ class ChunkBatch:
     @property
     def count(self) -> int:
         return len(self.raws)
-
-    @property
-    def head(self) -> ChatChunk:
-        """The first chunk (for its id, model and role)."""
-        return ChatChunk(raw=self.raws[0])
 
     def __iter__(self) -> Iterator[ChatChunk]:
         return (ChatChunk(raw=raw, is_content=True) for raw in self.raws)

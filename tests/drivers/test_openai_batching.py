@@ -125,29 +125,26 @@ def test_real_shaped_streams_batch_the_same(middle: list[bytes], injected: list[
         assert any(isinstance(item, ChunkBatch) for item in items)
 
 
-def test_a_typical_read_becomes_one_batch_then_the_tail() -> None:
-    """Batched: the opening (role chunk, first content) and the plain middle as one batch, then finish and usage.
-    Single chunks: the first take stops at the commit point (time to first token)."""
-    role = chunk(delta={"role": "assistant", "content": ""})
+def test_a_typical_read_becomes_one_batch_between_commit_and_tail() -> None:
+    """Role and first content go one by one (the commit point), the plain middle as one batch, then the tail;
+    the first take stops at the commit point (time to first token)."""
     words = [chunk(delta={"content": w}) for w in ["Hel", "lo", ",", " wor", "ld"]]
-    finish = chunk(finish="stop")
-    usage = chunk(empty=True, usage={"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8})
-    events = [role, *words, finish, usage, b"[DONE]"]
+    events = [
+        chunk(delta={"role": "assistant", "content": ""}),
+        *words,
+        chunk(finish="stop"),
+        chunk(empty=True, usage={"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}),
+        b"[DONE]",
+    ]
     items, failure, _ = run([events], batching=True)
     assert failure is None
-    assert [type(item).__name__ for item in items] == ["ChunkBatch", "ChatChunk", "ChatChunk"]
-    assert items[0].raws == [role, *words]
-    assert items[0].content == "Hello, world"
-    assert items[0].head.delta["role"] == "assistant"
-    assert (items[1].raw, items[1].finish_reason) == (finish, "stop")
-    assert items[-1].usage is not None and items[-1].usage.completion_tokens == 5 and items[-1].usage_only
-    first, at = StreamState("p", "m").take(events, False)
+    kinds = [type(item).__name__ for item in items]
+    assert kinds == ["ChatChunk", "ChatChunk", "ChunkBatch", "ChatChunk", "ChatChunk"]
+    assert items[2].raws == words[1:]
+    assert items[2].content == "lo, world"
+    assert items[-1].usage is not None and items[-1].usage.completion_tokens == 5
+    first, at = StreamState("p", "m").take(events, True)
     assert [chunk.content for chunk in first] == ["", "Hel"] and at == 2
-    # An opening alone (role and first content only in this read) is one batch too; nothing before content is.
-    items, _ = StreamState("p", "m").take([role, words[0]], True)
-    assert [type(item).__name__ for item in items] == ["ChunkBatch"]
-    items, _ = StreamState("p", "m").take([role, chunk(delta={})], True)
-    assert [type(item).__name__ for item in items] == ["ChatChunk", "ChatChunk"]
 
 
 def test_plain_run_refuses_anything_doubtful() -> None:

@@ -209,31 +209,6 @@ def batch_of(raws: list[bytes]) -> ChatChunk | ChunkBatch:
     return ChunkBatch(raws)
 
 
-def _fold_opening(out: list[ChatChunk | ChunkBatch]) -> list[ChatChunk | ChunkBatch]:
-    """The items of the read that reached the first content, with the opening folded into one ChunkBatch: the
-    plain chunks up to and including the first content chunk, and the batch right after it. One item instead of
-    three for the sidecar to relay; its first write still carries the role chunk and the first content."""
-    raws: list[bytes] = []
-    k = 0
-    for item in out:
-        if isinstance(item, ChunkBatch):
-            if not raws:
-                break
-            raws += item.raws
-            k += 1
-            break
-        if item._raw is None or item.usage is not None or item.finish_reason is not None:
-            break
-        raws.append(item._raw)
-        k += 1
-        if item.is_content and not (k < len(out) and isinstance(out[k], ChunkBatch)):
-            break
-    content_at = next((j for j, item in enumerate(out[:k]) if item.is_content), None)
-    if content_at is None or len(raws) < 2:
-        return out
-    return [ChunkBatch(raws), *out[k:]]
-
-
 def plain_run(raws: list[bytes]) -> bool:
     """True when every chunk in `raws` is batchable (see StreamState.batchable), checked on all of them at once:
     a handful of C-level scans over the joined bytes instead of five checks per chunk. Exact: every count below
@@ -311,11 +286,10 @@ class StreamState:
     def take(self, raws: Sequence[bytes], batching: bool, start: int = 0) -> tuple[list[ChatChunk | ChunkBatch], int]:
         """What one upstream read hands over from `raws[start:]`, in order, and where it stopped.
 
-        Chunks, or with `batching` a ChunkBatch for each run of plain chunks after the first content, and the
-        stream's opening (role chunk, first content, the plain run after it) folded into one batch. Without
-        `batching` it stops right after the first content chunk (the commit point goes out before the rest of
-        the read is looked at). It stops at `[DONE]`, or at a failure, which is kept in `failure` for the
-        caller to raise after handing over what came before it.
+        Chunks, or with `batching` a ChunkBatch for each run of plain chunks after the first content. It stops
+        right after the stream's first content chunk (the commit point goes out before the rest of the read is
+        looked at: time to first token), at `[DONE]`, or at a failure, which is kept in `failure` for the caller
+        to raise after handing over what came before it.
 
         A read usually holds plain content chunks and then the stream's tail (finish, usage, `[DONE]`), so the
         tail is found from the end and everything before it checked at once (`plain_run`); a run that fails that
@@ -356,15 +330,13 @@ class StreamState:
                 i += 1
                 if chunk is not None:
                     out.append(chunk)
-                if self.done or (before_content and self.content and not batching):
+                if self.done or (before_content and self.content):
                     break
         except ProviderError as exc:
             self.failure = exc
             i = n
         if run is not None:
             out.append(batch_of(run))
-        if batching and before_content and self.content and len(out) > 1:
-            out = _fold_opening(out)
         return out, i
 
     def batchable(self, raw: bytes) -> bool:

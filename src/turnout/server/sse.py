@@ -20,7 +20,7 @@ from aiohttp import web
 
 from turnout.errors import ProviderError, UpstreamConnectionError
 from turnout.server.errors import failure
-from turnout.types import ChatChunk, ChunkBatch, Usage, chunk_data, usage_chunk_data
+from turnout.types import ChatChunk, Usage, chunk_data, usage_chunk_data
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -150,7 +150,7 @@ class CoalescingWriter:
 async def relay(
     response: web.StreamResponse,
     stream: Any,
-    first: ChatChunk | ChunkBatch,
+    first: ChatChunk,
     *,
     include_usage: bool,
     keep_text: bool = False,
@@ -158,8 +158,7 @@ async def relay(
     """Write `first` and everything after it from `stream`; end with [DONE] or with an error event."""
     outcome = RelayOutcome(chunks=1)
     texts: list[str] | None = [] if keep_text else None
-    head = first.head if isinstance(first, ChunkBatch) else first  # the stream's first chunk
-    opening = role_chunk(head)
+    opening = role_chunk(first)
     # The first event goes out at once (with the headers, see SSEResponse): time to first token is what a
     # streaming client feels. Later events are coalesced per burst.
     await response.write(first.to_sse() if opening is None else opening + first.to_sse())
@@ -189,7 +188,7 @@ async def relay(
         error = UpstreamConnectionError(f"stream failed: {type(exc).__name__}", after_first_token=True)
         return await _failed(out, error, outcome, texts)
     if include_usage and not usage_sent:
-        extra = usage_event(head, getattr(stream, "usage", None))
+        extra = usage_event(first, getattr(stream, "usage", None))
         if extra is not None:
             add(extra)
     await out.close(DONE)
