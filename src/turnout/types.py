@@ -413,7 +413,7 @@ class ChatChunk:
         return self.data
 
     def to_sse(self) -> bytes:
-        return b"data: " + self.raw + b"\n\n"
+        return _sse_event(self.raw)
 
     @property
     def has_tool_call(self) -> bool:
@@ -465,7 +465,18 @@ class ChunkBatch:
         return any(chunk.has_tool_call for chunk in self)
 
     def to_sse(self) -> bytes:
+        for raw in self.raws:
+            if b"\n" in raw:  # a payload spans lines: frame each one on its own
+                return b"".join(_sse_event(raw) for raw in self.raws)
         return b"data: " + b"\n\ndata: ".join(self.raws) + b"\n\n"
+
+
+def _sse_event(payload: bytes) -> bytes:
+    """One `data:` event; a payload that spans lines (an upstream may send multi-line data) keeps every line a
+    `data:` line, so the client reassembles the same payload."""
+    if b"\n" in payload:
+        payload = payload.replace(b"\n", b"\ndata: ")
+    return b"data: " + payload + b"\n\n"
 
     def __repr__(self) -> str:
         return f"ChunkBatch({len(self.raws)} chunks)"

@@ -153,7 +153,7 @@ def test_plain_run_refuses_anything_doubtful() -> None:
     assert plain_run(plain)
     assert not plain_run([*plain, chunk(finish="stop")])
     assert not plain_run([*plain, b'{"choices":[{"delta":{},"finish_reason": "stop"}]}'])
-    assert not plain_run([plain[0], b'{"a":\n1}'])
+    assert not plain_run([*plain, b"not json"])
     assert not plain_run([*plain, b'{"error":{"message":"x"}}'])
     assert not plain_run([*plain, chunk(empty=True)])
 
@@ -191,3 +191,15 @@ async def test_the_driver_batches_a_burst_only_when_asked() -> None:
     assert all(isinstance(item, ChatChunk) for item in results[False])
     assert b"".join(item.to_sse() for item in results[True]) == b"".join(item.to_sse() for item in results[False])
     assert "".join(item.content or "" for item in results[True]) == "abcd"
+
+
+def test_a_payload_spanning_lines_is_framed_line_by_line() -> None:
+    """Multi-line `data:` (allowed by SSE) survives forwarding: every line of the payload stays a `data:` line,
+    single chunk or batch, so a client's parser gets the same payload back."""
+    spread = b'{"choices":[{"delta":{"content":"x"},\n"finish_reason":null}]}'
+    wire = b"data: " + spread.replace(b"\n", b"\ndata: ") + b"\n\n"
+    assert SSEParser().feed_payloads(wire) == [spread]
+    assert ChatChunk(raw=spread).to_sse() == wire
+    batch = ChunkBatch([chunk(delta={"content": "a"}), spread])
+    assert SSEParser().feed_payloads(batch.to_sse()) == list(batch.raws)
+    assert ChunkBatch([chunk(delta={"content": "a"}), chunk(delta={"content": "b"})]).to_sse().count(b"\n") == 4
