@@ -80,16 +80,16 @@ class SSEParser:
         """The `data` payloads of the events completed by `piece`, for formats whose events are unnamed."""
         if self._buf:
             piece, self._buf = self._buf + piece, b""
-        if not self._data and self._event is None and piece[-2:] == b"\n\n" and piece[:6] == b"data: ":
-            # Whole single-line `data:` events only: then every boundary is exactly "\n\ndata: ", and no payload
-            # holds a newline (which would mean another field, a comment or a blank line inside).
-            if b"\r" not in piece:
-                payloads = piece[6:-2].split(b"\n\ndata: ")
-                for payload in payloads:
-                    if b"\n" in payload:
-                        break
-                else:
-                    return payloads
+        # Whole single-line `data:` events only: then every boundary is exactly "\n\ndata: ", and no payload
+        # holds a newline (which would mean another field, a comment or a blank line inside).
+        plain = not self._data and self._event is None and piece[-2:] == b"\n\n" and piece[:6] == b"data: "
+        if plain and b"\r" not in piece:
+            payloads = piece[6:-2].split(b"\n\ndata: ")
+            for payload in payloads:
+                if b"\n" in payload:
+                    break
+            else:
+                return payloads
         return [event.data for event in self.feed(piece)]
 
     def end(self) -> list[SSEEvent]:
