@@ -56,7 +56,7 @@ _UNSENT = NOT_SENT_CODES | {UNENCODABLE}
 class Runtime:
     """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
 
-    __slots__ = ("clock", "health", "observers", "rng", "sleep", "timeouts", "wanted")
+    __slots__ = ("_by_type", "clock", "health", "observers", "rng", "sleep", "timeouts", "wanted")
 
     def __init__(
         self,
@@ -72,23 +72,23 @@ class Runtime:
         self.health = health
         self.observers: list[Callable[[Event], None]] = []
         self.wanted: frozenset[type] = frozenset()  # event types some observer receives (see `observe`)
+        self._by_type: dict[type, tuple[Callable[[Event], None], ...]] = {}
         self.timeouts = TimeoutMonitor()
 
     def observe(self, observers: Sequence[Callable[[Event], None]]) -> None:
         """Set the observers; an observer with `event_types` receives only those types."""
         self.observers = list(observers)
-        wanted: set[type] = set()
+        by_type: dict[type, list[Callable[[Event], None]]] = {}
         for observer in self.observers:
             types = getattr(observer, "event_types", None)
-            wanted |= set(EVENT_TYPES if types is None else types)
-        self.wanted = frozenset(wanted)
+            for kind in EVENT_TYPES if types is None else types:
+                by_type.setdefault(kind, []).append(observer)
+        self._by_type = {kind: tuple(found) for kind, found in by_type.items()}
+        self.wanted = frozenset(self._by_type)
 
     def emit(self, event: Event) -> None:
         """Deliver to every observer; an observer that raises is logged and never breaks the request."""
-        for observer in tuple(self.observers):
-            types = getattr(observer, "event_types", None)
-            if types is not None and type(event) not in types:
-                continue
+        for observer in self._by_type.get(type(event), ()):
             try:
                 observer(event)
             except Exception:
