@@ -65,7 +65,7 @@ def _has_content(raw: bytes) -> bool:
 
 
 def _empty_choices(raw: bytes) -> bool:
-    return b'"choices":[]' in raw or b'"choices": []' in raw
+    return b"[]" in raw and (b'"choices":[]' in raw or b'"choices": []' in raw)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -276,7 +276,7 @@ class StreamState:
         empty = not obj.get("choices")
         if empty and usage is None:
             return None
-        if _has_content(raw):
+        if not self.content and _has_content(raw):
             self.content = True
         self.held.append((raw, empty))
         return None
