@@ -23,8 +23,8 @@ from typing import Any
 
 import aiohttp
 
+from turnout import _json
 from turnout.config import ProviderSpec, Secret
-from turnout.drivers import _http
 from turnout.drivers.anthropic import AnthropicDriver
 from turnout.drivers.base import CallContext, Driver
 from turnout.drivers.gemini import GeminiDriver
@@ -171,7 +171,7 @@ async def bench(name: str, entry: Entry) -> None:
 
 
 async def main(names: list[str]) -> None:
-    backend = "stdlib json" if _http._orjson is None else "orjson"
+    backend = "orjson" if _json.FAST else "stdlib json"
     print(
         f"python {sys.version.split()[0]}, {backend}; send: {SEND_CALLS} calls; "
         f"stream: {STREAM_CALLS} x {STREAM_CHUNKS} chunks"
