@@ -35,7 +35,7 @@ from turnout.router.client import Router
 from turnout.router.conversation import Conversation
 from turnout.router.graph import DispatchGraph
 from turnout.router.streaming import ChatStream
-from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, Usage
+from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Usage
 
 __all__ = [
     "AllUpstreamsFailed",
@@ -52,6 +52,7 @@ __all__ = [
     "ChatRequest",
     "ChatResponse",
     "ChatStream",
+    "ChunkBatch",
     "Config",
     "ConfigError",
     "Conversation",
