@@ -209,6 +209,12 @@ def batch_of(raws: list[bytes]) -> ChatChunk | ChunkBatch:
     return ChunkBatch(raws)
 
 
+def _ends_a_stream(raw: bytes) -> bool:
+    """A cheap look for the stream's tail (`[DONE]`, the finish chunk, the usage chunk): True only for chunks
+    that are certainly not batchable. What it misses, `plain_run` refuses."""
+    return raw[:1] != b"{" or not _unset(raw, b'"finish_reason"') or not _unset(raw, b'"usage"')
+
+
 def plain_run(raws: list[bytes]) -> bool:
     """True when every chunk in `raws` is batchable (see StreamState.batchable), checked on all of them at once:
     a few C-level scans over the joined bytes instead of five checks per chunk. Exact: each count can only match
@@ -302,19 +308,19 @@ class StreamState:
         try:
             while i < n:
                 raw = raws[i]
+                if batching and not tried and n - i > 2 and self.content and self.finish_reason is None:
+                    tried = True
+                    end = n
+                    while end > i + 1 and _ends_a_stream(raws[end - 1]):
+                        end -= 1
+                    tail = end
+                    if end - i > 2:
+                        middle = raws[i:end]
+                        if plain_run(middle):
+                            out.append(ChunkBatch(middle))
+                            i = end
+                            continue
                 if batching and i < tail and self.batchable(raw):
-                    if run is None and not tried and n - i > 2:
-                        tried = True
-                        end = n
-                        while end > i + 1 and not self.batchable(raws[end - 1]):
-                            end -= 1
-                        tail = end
-                        if end - i > 2:
-                            middle = raws[i:end]
-                            if plain_run(middle):
-                                out.append(ChunkBatch(middle))
-                                i = end
-                                continue
                     if run is None:
                         run = [raw]
                     else:
