@@ -185,3 +185,20 @@ async def test_access_log_flushes_once_per_interval_not_per_line():
     await asyncio.sleep(FLUSH_INTERVAL + 0.1)
     assert out.flushes == 1
     assert len(out.getvalue().splitlines()) == 50
+
+
+def test_serving_raises_the_young_gc_threshold():
+    """The sidecar lets the youngest GC generation grow (the default collected every couple of requests), and
+    leaves a switched-off collector alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from turnout.server.run import GC_THRESHOLD, tune_gc\n"
+        "gc.set_threshold(700, 10, 10); tune_gc(); assert gc.get_threshold() == (GC_THRESHOLD, 10, 10)\n"
+        "gc.set_threshold(0, 10, 10); tune_gc(); assert gc.get_threshold()[0] == 0\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr

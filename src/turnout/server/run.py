@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -34,7 +35,18 @@ from turnout.server.app import SIDECAR_KEY, create_app, make_runner
 
 log = logging.getLogger("turnout.server")
 MAX_RESTARTS = 5
+GC_THRESHOLD = 10_000  # allocations (net) between young-generation collections; CPython's default is 700
 READY_TIMEOUT = 60.0
+
+
+def tune_gc() -> None:
+    """Let the youngest GC generation grow to GC_THRESHOLD allocations before a collection (CPython's default is
+    700). A request allocates hundreds of short-lived containers, nearly all freed by reference counting, so the
+    default collected every couple of requests and found next to nothing: 7% of the sidecar's CPU per request
+    (A/B in bench/sidecar). Cycles are still collected, just less often; memory stays flat (see the soak)."""
+    first, second, third = gc.get_threshold()
+    if first:  # 0: automatic collection was switched off on purpose; leave it so
+        gc.set_threshold(max(GC_THRESHOLD, first), second, third)
 
 
 def load_or_report(path: str, env: Mapping[str, str] | None = None) -> Config | int:
@@ -142,6 +154,7 @@ async def serve_process(
             loop.add_signal_handler(signal.SIGHUP, sidecar.reloader.trigger, "SIGHUP")
     if on_ready is not None:
         on_ready(bound, router.readiness())
+    tune_gc()
     await stop.wait()
     sidecar.draining = True
     log.info(
