@@ -66,3 +66,12 @@ def dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
         except TypeError:  # integers beyond 64 bits, lone surrogates, non-string keys, deep nesting
             pass
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=default).encode()
+
+
+def dumps_escaped(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """`dumps` for what goes to a client: never fails on text, a lone surrogate (an upstream may send `\\ud800`)
+    is written as an escape, as the stdlib does."""
+    try:
+        return dumps(obj, default)
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), default=default).encode()

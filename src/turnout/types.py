@@ -6,7 +6,6 @@ routing needs. Responses and chunks render back to OpenAI JSON / SSE exactly. Al
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -381,11 +380,7 @@ class ChatChunk:
     @property
     def raw(self) -> bytes:
         if self._raw is None:
-            try:
-                raw = _json.dumps(self._data)
-            except UnicodeEncodeError:  # a lone surrogate: written as an escape, as the stdlib does
-                raw = json.dumps(self._data, separators=(",", ":")).encode()
-            object.__setattr__(self, "_raw", raw)
+            object.__setattr__(self, "_raw", _json.dumps_escaped(self._data))
         return self._raw  # type: ignore[return-value]
 
     @property

@@ -40,15 +40,41 @@ class SSEParser:
 
     def feed(self, piece: bytes) -> list[SSEEvent]:
         """The events completed by `piece` (possibly none)."""
+        piece = self._joined(piece)
+        payloads = self._plain(piece)
+        if payloads is not None:
+            return [SSEEvent(None, payload) for payload in payloads]
+        return self._lines(piece)
+
+    def feed_payloads(self, piece: bytes) -> list[bytes]:
+        """The `data` payloads of the events completed by `piece`, for formats whose events are unnamed."""
+        piece = self._joined(piece)
+        payloads = self._plain(piece)
+        if payloads is not None:
+            return payloads
+        return [event.data for event in self._lines(piece)]
+
+    def _joined(self, piece: bytes) -> bytes:
         if self._buf:
             piece, self._buf = self._buf + piece, b""
-        if not self._data and self._event is None and piece[-2:] == b"\n\n" and piece[:6] == b"data: ":
-            # Fast path: the read holds whole single-line `data:` events only (the usual token stream). Each
-            # `\n\n` is then an event boundary, so these counts prove the shape without a per-line loop.
-            parts = piece[:-2].split(b"\n\n")
-            n = len(parts)
-            if piece.count(b"\n") == 2 * n and piece.count(b"\n\ndata: ") == n - 1 and b"\r" not in piece:
-                return [SSEEvent(None, part[6:]) for part in parts]
+        return piece
+
+    def _plain(self, piece: bytes) -> list[bytes] | None:
+        """Fast path: the payloads when `piece` holds whole single-line `data:` events only (the usual token
+        stream), else None. Every boundary is then exactly "\n\ndata: ", and no payload holds a newline (which
+        would mean another field, a comment or a blank line inside)."""
+        if self._data or self._event is not None or piece[-2:] != b"\n\n" or piece[:6] != b"data: ":
+            return None
+        if b"\r" in piece:
+            return None
+        payloads = piece[6:-2].split(b"\n\ndata: ")
+        for payload in payloads:
+            if b"\n" in payload:
+                return None
+        return payloads
+
+    def _lines(self, piece: bytes) -> list[SSEEvent]:
+        """The general line parser (fields, comments, multi-line data, CRLF, a line split across reads)."""
         if b"\n" not in piece:
             self._buf = piece
             return []
@@ -75,22 +101,6 @@ class SSEParser:
             elif name == b"event":
                 self._event = value.decode("utf-8", "replace")
         return out
-
-    def feed_payloads(self, piece: bytes) -> list[bytes]:
-        """The `data` payloads of the events completed by `piece`, for formats whose events are unnamed."""
-        if self._buf:
-            piece, self._buf = self._buf + piece, b""
-        # Whole single-line `data:` events only: then every boundary is exactly "\n\ndata: ", and no payload
-        # holds a newline (which would mean another field, a comment or a blank line inside).
-        plain = not self._data and self._event is None and piece[-2:] == b"\n\n" and piece[:6] == b"data: "
-        if plain and b"\r" not in piece:
-            payloads = piece[6:-2].split(b"\n\ndata: ")
-            for payload in payloads:
-                if b"\n" in payload:
-                    break
-            else:
-                return payloads
-        return [event.data for event in self.feed(piece)]
 
     def end(self) -> list[SSEEvent]:
         """At EOF: the last event when the body ended without its blank line."""

@@ -187,6 +187,32 @@ def _default_parser(provider: str, model: str) -> ErrorParser:
     return parse
 
 
+async def _send(
+    ctx: CallContext,
+    method: str,
+    url: str,
+    provider: str,
+    model: str,
+    headers: Mapping[str, str] | None,
+    data: bytes | None,
+    params: Mapping[str, str] | None,
+    stream: bool,
+) -> aiohttp.ClientResponse:
+    """Send one request on the shared session (JSON content type when there is a body); any status comes back,
+    every transport failure is mapped by `transport_error`."""
+    if ctx.remaining() == 0:
+        raise UpstreamTimeout("no time left for this attempt", provider=provider, model=model)
+    send_headers = {"Content-Type": "application/json"} if data is not None else {}
+    if headers:
+        send_headers.update(headers)
+    try:
+        return await ctx.session.request(
+            method, url, headers=send_headers, data=data, params=params, timeout=request_timeout(ctx, stream=stream)
+        )
+    except Exception as exc:
+        raise transport_error(exc, provider=provider, model=model) from exc
+
+
 async def open_response(
     ctx: CallContext,
     method: str,
@@ -207,18 +233,8 @@ async def open_response(
     `classify_status`); every transport failure is mapped by `transport_error`. `open_request` wraps this in an
     async context manager; a streaming hot path calls it directly (the wrapper costs microseconds per stream).
     """
-    if ctx.remaining() == 0:
-        raise UpstreamTimeout("no time left for this attempt", provider=provider, model=model)
-    send_headers = {"Content-Type": "application/json"} if (json is not None or data is not None) else {}
-    if headers:
-        send_headers.update(headers)
     payload = dumps(json) if json is not None else data
-    try:
-        resp = await ctx.session.request(
-            method, url, headers=send_headers, data=payload, params=params, timeout=request_timeout(ctx, stream=stream)
-        )
-    except Exception as exc:
-        raise transport_error(exc, provider=provider, model=model) from exc
+    resp = await _send(ctx, method, url, provider, model, headers, payload, params, stream)
     if 200 <= resp.status < 300:
         return resp
     try:
@@ -285,17 +301,7 @@ async def request_json(
     The same contract as `open_request` + `read_json`, without the async context manager: this is the
     non-streaming hot path, and the generic wrapper costs a few microseconds per call.
     """
-    if ctx.remaining() == 0:
-        raise UpstreamTimeout("no time left for this attempt", provider=provider, model=model)
-    send_headers = {"Content-Type": "application/json"} if data is not None else {}
-    if headers:
-        send_headers.update(headers)
-    try:
-        resp = await ctx.session.request(
-            method, url, headers=send_headers, data=data, params=params, timeout=request_timeout(ctx)
-        )
-    except Exception as exc:
-        raise transport_error(exc, provider=provider, model=model) from exc
+    resp = await _send(ctx, method, url, provider, model, headers, data, params, False)
     ok = 200 <= resp.status < 300
     try:
         body = await resp.read()

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode  # default: never fail on an odd value
-
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
@@ -38,13 +36,8 @@ _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def encode_body(obj: Any) -> bytes:
-    """Compact JSON bytes of an answer (orjson when installed); `str()` of anything JSON has no type for.
-
-    Never fails: a lone surrogate (an upstream may send `\\ud800`) is written as an escape, as the stdlib does."""
-    try:
-        return _json.dumps(obj, default=str)
-    except UnicodeEncodeError:
-        return _encode(obj).encode()
+    """Compact JSON bytes of an answer (orjson when installed); `str()` of anything JSON has no type for."""
+    return _json.dumps_escaped(obj, default=str)
 
 
 def _strict_decode(body: bytes) -> Any:
