@@ -5,15 +5,16 @@ entries whose deployment is still present and unchanged are kept (their breaker 
 history); changed or new deployments get fresh state; removed ones are dropped. "Unchanged" means the same
 breaker policy and limits and the same way of calling it: provider spec (driver, base_url, credentials, headers,
 options, timeouts), upstream model and model options. Fixing an API key or URL therefore closes the breaker that
-the old one opened, while a price or description edit keeps the state.
+the old one opened, while a price or description edit keeps the state. That rule is `health_identity` plus
+`keeps_health`: the reload and `turnout plan` both ask them, so the plan says exactly what a reload will do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from turnout.config import Limits
+from turnout.config import BreakerPolicy, Config, Limits, ModelSpec, ProviderSpec
 from turnout.events import BreakerEvent
 from turnout.router.breaker import Breaker
 from turnout.router.limits import RateLimiter
@@ -25,6 +26,28 @@ EWMA_ALPHA = 0.3  # weight of the newest latency sample
 FAILURE_LATENCY = 1.0  # seconds: the least a failed attempt counts as, so fast failures never look fast
 
 
+class HealthIdentity(NamedTuple):
+    """What must stay the same for a deployment to keep its health across a reload (see the module docstring)."""
+
+    breaker: BreakerPolicy
+    limits: Limits
+    provider: ProviderSpec | None  # driver, base_url, credentials, headers, options, timeouts
+    upstream: str
+    options: Mapping[str, Any]  # the model's options
+
+
+def health_identity(config: Config, model: ModelSpec) -> HealthIdentity:
+    """The identity of `model`'s deployment in `config`, as the health table compares it on every swap."""
+    return HealthIdentity(
+        config.breaker_for(model), model.limits, config.providers.get(model.provider), model.upstream, model.options
+    )
+
+
+def keeps_health(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
+    """Does a deployment whose identity was `old` keep its health when it becomes `new`? (The one rule.)"""
+    return old == new
+
+
 class DeploymentHealth:
     """Breaker, limiter, in-flight count and latency EWMA of one deployment."""
 
@@ -34,7 +57,7 @@ class DeploymentHealth:
         self.key = key
         self.breaker = breaker
         self.limiter = RateLimiter(limits) if limits.rpm is not None or limits.tpm is not None else None
-        self.signature: tuple[object, ...] = (breaker.policy, limits, *identity)
+        self.signature: tuple[object, ...] = identity or (breaker.policy, limits)
         self.in_flight = 0
         self.latency: float | None = None  # EWMA of attempt durations in seconds; None until measured
         self.successes = 0
@@ -89,11 +112,11 @@ class HealthTable:
     def sync(self, graph: DispatchGraph) -> None:
         """Make the table match `graph`, keeping the state of unchanged deployments (see the module docstring)."""
         fresh: dict[str, DeploymentHealth] = {}
-        providers = graph.config.providers
+        config = graph.config
         for deployment in graph.deployments.values():
-            identity = (providers.get(deployment.provider), deployment.upstream, deployment.model_options)
+            identity = health_identity(config, config.models[deployment.model])
             old = self.entries.get(deployment.key)
-            if old is not None and old.signature == (deployment.breaker, deployment.limits, *identity):
+            if old is not None and keeps_health(old.signature, identity):
                 fresh[deployment.key] = old
             else:
                 fresh[deployment.key] = self._new(deployment, identity)
