@@ -8,8 +8,9 @@ loop, so they must be cheap; an observer that raises is logged and ignored, neve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from turnout.types import Attempt, Usage
 
@@ -103,6 +104,21 @@ class ResponseCompleted(Event):
     router_overhead: float | None = None  # seconds spent in turnout itself, outside upstream I/O
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationUpdated(Event):
+    """A `Conversation` took a turn: its history grew by `added` (the user turn and the reply), now `length` long.
+
+    `added` holds message content, so it is left out of the event's repr (a logging observer never prints it);
+    an observer that persists conversations reads it explicitly.
+    """
+
+    conversation_id: str
+    route: str
+    served_by: str | None
+    length: int
+    added: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
+
+
 # Every concrete event type (what an observer without `event_types` receives).
 EVENT_TYPES: frozenset[type[Event]] = frozenset(
     {
@@ -115,6 +131,7 @@ EVENT_TYPES: frozenset[type[Event]] = frozenset(
         BreakerHalfOpened,
         BreakerClosed,
         ResponseCompleted,
+        ConversationUpdated,
     }
 )
 

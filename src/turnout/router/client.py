@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
 from typing import Any
@@ -35,6 +36,7 @@ CONNECTOR_LIMIT = 256  # concurrent upstream connections per Router (all hosts)
 CONNECTOR_LIMIT_PER_HOST = 64
 KEEPALIVE_TIMEOUT = 30.0
 DNS_CACHE_TTL = 300
+log = logging.getLogger("turnout.router")
 
 
 class Router:
@@ -205,6 +207,65 @@ class Router:
         """
         run = self._prepare(request, model, messages, openai_params, False, request_id)
         return await dispatch_chat(run)
+
+    async def chat_many(
+        self,
+        requests: Iterable[ChatRequest | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        return_exceptions: bool = True,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> list[ChatResponse | Exception]:
+        """Answer many requests with at most `concurrency` in flight; the results come in the order of `requests`.
+
+        Each request is a ChatRequest or a mapping of `chat()` keyword arguments (`model`, `messages`, params).
+        With `return_exceptions` (the default) a failed request has its classified error in its place
+        (AllUpstreamsFailed, ProviderError, RouteNotFound, InvalidRequest) and the others carry on; without it the
+        first failure cancels the rest and is raised. `progress(done, total)` is called as each one completes (an
+        exception it raises is logged, never stops the batch).
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        items = list(requests)
+        total = len(items)
+        results: list[Any] = [None] * total
+        pending = iter(range(total))
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for index in pending:  # shared by the workers: each index is taken once
+                try:
+                    results[index] = await self._one_of_many(items[index])
+                except Exception as exc:
+                    if not return_exceptions:
+                        raise
+                    results[index] = exc
+                done += 1
+                if progress is not None:
+                    try:
+                        progress(done, total)
+                    except Exception:
+                        log.exception("chat_many progress callback failed")
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, total))]
+        try:
+            finished, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION) if workers else ((), ())
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        for task in finished:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return results
+
+    async def _one_of_many(self, item: ChatRequest | Mapping[str, Any]) -> ChatResponse:
+        if isinstance(item, ChatRequest):
+            return await self.chat(item)
+        if isinstance(item, Mapping):
+            return await self.chat(**item)
+        raise InvalidRequest(f"chat_many() takes ChatRequests or mappings, not {type(item).__name__}", param=None)
 
     def stream(
         self,

@@ -1,10 +1,17 @@
-"""`Conversation`: a tiny helper that keeps the message history across turns of one chat."""
+"""`Conversation`: a tiny helper that keeps the message history across turns of one chat.
+
+Every completed turn is announced to the Router's observers as a `ConversationUpdated` event (with the messages
+the turn added), so an observer can persist or audit conversations without wrapping this class.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from turnout.events import ConversationUpdated
 from turnout.types import ChatChunk, ChatResponse
 
 if TYPE_CHECKING:
@@ -14,8 +21,12 @@ if TYPE_CHECKING:
 class Conversation:
     """History of one chat on one route. Each `send` appends the user turn and, on success, the reply.
 
-    A failed turn leaves the history as it was, so the caller can simply send again.
+    A failed turn leaves the history as it was, so the caller can simply send again. `conversation_id` names it
+    in `ConversationUpdated` events (default: unique within the process).
     """
+
+    _ids = itertools.count(1)
+    _prefix = os.urandom(4).hex()
 
     def __init__(
         self,
@@ -24,9 +35,11 @@ class Conversation:
         model: str,
         system: str | None = None,
         messages: Sequence[Mapping[str, Any]] = (),
+        conversation_id: str | None = None,
         **openai_params: Any,
     ) -> None:
         self.router = router
+        self.id = conversation_id or f"conv-{self._prefix}-{next(self._ids)}"
         self.model = model
         self.params = openai_params
         self.messages: list[Mapping[str, Any]] = []
@@ -38,6 +51,7 @@ class Conversation:
         turn = [*self.messages, {"role": "user", "content": content}]
         response = await self.router.chat(model=self.model, messages=turn, **{**self.params, **openai_params})
         self.messages[:] = [*turn, dict(response.message)]
+        self._updated(len(turn) - 1, response.served_by)
         return response
 
     async def stream(self, content: str, **openai_params: Any) -> AsyncIterator[ChatChunk]:
@@ -50,3 +64,10 @@ class Conversation:
                     parts.append(chunk.content)
                 yield chunk
         self.messages[:] = [*turn, {"role": "assistant", "content": "".join(parts)}]
+        self._updated(len(turn) - 1, stream.served_by)
+
+    def _updated(self, before: int, served_by: str | None) -> None:
+        """Tell the Router's observers that the messages after the first `before` joined the history."""
+        router = self.router
+        messages = tuple(self.messages[before:])
+        router._emit(ConversationUpdated(router._clock(), self.id, self.model, served_by, len(self.messages), messages))
