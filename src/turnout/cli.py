@@ -1,7 +1,8 @@
-"""The `turnout` command: validate, explain, schema (and serve, when the sidecar package provides it).
+"""The `turnout` command: validate, explain, schema, the operator commands of `turnout.ops` (plan, drill, models,
+check) and serve (when the sidecar package provides it).
 
-Exit codes: 0 ok, 1 invalid routing file, 2 usage error or unreadable file, 70 internal error (a bug: the
-message says so; never a traceback), 130 interrupted.
+Exit codes: 0 ok, 1 invalid routing file or a failed check, 2 usage error or unreadable file (`plan`: 2 means
+"changes", every error is 1), 70 internal error (a bug: the message says so; never a traceback), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,17 +16,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from turnout.config import Config
-from turnout.errors import ConfigError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
 DEFAULT_FILE = "routes.yaml"
+OPERATOR_COMMANDS = ("plan",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:
+            if exc.code == EXIT_USAGE and _command(argv) == "plan":
+                return EXIT_INVALID  # for plan, 2 means "changes found": every error is 1
+            raise
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
@@ -35,6 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the promise: never a traceback, whatever the input
         print(f"turnout: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option), if any."""
+    words = sys.argv[1:] if argv is None else argv
+    return next((w for w in words if not w.startswith("-")), None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,11 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(func=cmd_schema)
 
+    _add_operator_commands(subparsers)
     _add_extensions(subparsers)
     return parser
 
 
 # ---- extension point: other packages add subcommands here --------------------------------------------------------
+
+
+def _add_operator_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """plan, drill, models, check: one module each in `turnout.ops`, each with `add_parser(subparsers)`."""
+    for name in OPERATOR_COMMANDS:
+        module = importlib.import_module(f"turnout.ops.{name}")
+        module.add_parser(subparsers)
 
 
 def _add_extensions(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -141,38 +161,10 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 
 
 def _load(path: str) -> tuple[Config, Any] | int:
-    """(Config, its DispatchGraph), or the exit code after reporting why there is none (2: unreadable, 1: invalid).
+    """(Config, its DispatchGraph), or the exit code after reporting why there is none (2: unreadable, 1: invalid)."""
+    from turnout.ops.common import load_routing_file
 
-    When the router is installed the config is also compiled, because drivers validate their own options
-    there; its problems are located in the file like the loader's. The graph is None without the router.
-    """
-    from turnout.schema import load_text, locate_problems
-
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        print(f"turnout: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        config = load_text(raw, source=path)
-        return config, _compile(config)
-    except ConfigError as exc:
-        problems = locate_problems(raw, exc.problems)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        count = len(problems)
-        print(f"{path}: invalid — {count} problem{'' if count == 1 else 's'}", file=sys.stderr)
-        return EXIT_INVALID
-
-
-def _compile(config: Config) -> Any:
-    """The dispatch graph (pure, no I/O), or None when the router is not installed; raises ConfigError."""
-    try:
-        from turnout.router.compile import compile_graph
-    except ImportError:
-        return None
-    return compile_graph(config)
+    return load_routing_file(path)
 
 
 def _silence_stdout() -> None:

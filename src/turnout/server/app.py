@@ -7,6 +7,7 @@ GET  /healthz               process alive                          open
 GET  /readyz                graph loaded, every route usable       open (503 when not ready or draining)
 GET  /metrics               Prometheus text                        auth when server.protect_metrics
 POST /admin/reload          reload the routing file now            auth
+GET  /admin/config          what is served, as `turnout plan` data auth (secrets only as salted digests)
 ```
 
 `Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader and the
@@ -40,6 +41,7 @@ BODY_CEILING = 64 * 1024 * 1024  # aiohttp's own cap; the configured limit is ch
 ALLOWED = {  # path -> the method it accepts (for 405 answers)
     "/v1/chat/completions": "POST",
     "/admin/reload": "POST",
+    "/admin/config": "GET",
     "/v1/models": "GET",
     "/healthz": "GET",
     "/readyz": "GET",
@@ -206,6 +208,15 @@ class Sidecar:
         status["routes"] = self.router.routes()
         return web.Response(status=200 if ok else 422, body=errors.json_bytes(status), headers=JSON_HEADERS)
 
+    async def admin_config(self, request: web.Request) -> web.Response:
+        """The served file as a snapshot (`turnout.ops.snapshot`): what `turnout plan NEW` compares NEW with."""
+        if not self.authorised(request):
+            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        from turnout.ops.snapshot import snapshot
+
+        body = errors.json_bytes({"snapshot": snapshot(self.router.config)})
+        return web.Response(body=body, headers={**JSON_HEADERS, "Cache-Control": "no-store"})
+
     async def fallback(self, request: web.Request) -> web.Response:
         """Unknown path (404) or a known path with the wrong method (405), in OpenAI's shape."""
         allowed = ALLOWED.get(request.path) or ("GET" if request.path.startswith("/v1/models/") else None)
@@ -280,6 +291,7 @@ def create_app(
     app.router.add_get("/readyz", sidecar.readyz)
     app.router.add_get("/metrics", sidecar.metrics_endpoint)
     app.router.add_post("/admin/reload", sidecar.admin_reload)
+    app.router.add_get("/admin/config", sidecar.admin_config, allow_head=False)
     app.router.add_route("*", "/{tail:.*}", sidecar.fallback)
     app.on_startup.append(sidecar.on_startup)
     app.on_shutdown.append(sidecar.on_shutdown)
