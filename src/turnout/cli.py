@@ -19,7 +19,7 @@ from turnout.config import Config
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
 DEFAULT_FILE = "routes.yaml"
-OPERATOR_COMMANDS = ("plan", "models", "check")
+OPERATOR_COMMANDS = ("plan", "drill", "models", "check")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Test kit for turnout drivers, public for plug-in authors: loopback fake upstreams and a driver contract suite.
 
 - `FakeUpstream` (in `fake.py`): an aiohttp server on 127.0.0.1:0 that records every request and answers from a
-  script of *behaviours* (`reply_json`, `reply_raw`, `reply_sse`, `reply_ndjson`, `drop`, `hang`, `slow`).
+  script of *behaviours* (`reply_json`, `reply_raw`, `reply_sse`, `reply_ndjson`, `drop`, `hang`, `slow`,
+  `cut_body`, `stall_body`).
 - Per-format fakes render *canonical scenarios* as exact wire bytes: `OpenAIFake`, `OllamaFake`, `AnthropicFake`,
   `GeminiFake`. They share `FormatFake` (in `format_fake.py`: endpoint naming, `error`/`html_error`, keep-alives).
 - `DriverContract` (in `contract.py`, imported lazily because it needs pytest): subclass it in a test module,
@@ -42,6 +43,7 @@ from turnout.testing.fake import (
     Framing,
     RecordedRequest,
     ToolCall,
+    cut_body,
     drop,
     hang,
     reply_json,
@@ -51,6 +53,7 @@ from turnout.testing.fake import (
     reply_stream,
     slow,
     sse_frame,
+    stall_body,
 )
 from turnout.testing.format_fake import DEFAULT_USAGE, FormatFake
 from turnout.testing.gemini_fake import GeminiFake
@@ -70,6 +73,7 @@ __all__ = [
     "OpenAIFake",
     "RecordedRequest",
     "ToolCall",
+    "cut_body",
     "drop",
     "hang",
     "reply_json",
@@ -79,6 +83,7 @@ __all__ = [
     "reply_stream",
     "slow",
     "sse_frame",
+    "stall_body",
 ]
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Framing",
     "RecordedRequest",
     "ToolCall",
+    "cut_body",
     "drop",
     "hang",
     "reply_json",
@@ -40,6 +41,7 @@ __all__ = [
     "reply_stream",
     "slow",
     "sse_frame",
+    "stall_body",
 ]
 
 
@@ -241,17 +243,23 @@ def reply_stream(
     crlf: bool = False,
     cut_after: int | None = None,
     headers: Mapping[str, str] | None = None,
+    cut_after_text: str | None = None,
+    stall_after_text: str | None = None,
+    stall: float = 0.0,
 ) -> Behaviour:
     """Stream `frames` (chunked transfer encoding), optionally paced, split or cut.
 
     `split_every=n` writes every frame in n-byte pieces with a flush between them, so lines straddle TCP reads;
     `crlf` turns each `\\n` into `\\r\\n`; `cut_after=n` aborts the connection after n frames (the client sees
-    a broken body); `delay` sleeps before each frame.
+    a broken body); `delay` sleeps before each frame. `cut_after_text` aborts right after the first frame that
+    contains that text, and `stall_after_text` pauses `stall` seconds after it: a fault placed after a given piece of
+    content whatever the wire format's framing around it.
     """
 
     async def behave(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse | None:
         resp = web.StreamResponse(status=status, headers={"Content-Type": content_type, **(headers or {})})
         await resp.prepare(request)
+        stalled = False
         for index, frame in enumerate(frames):
             if cut_after is not None and index >= cut_after:
                 _abort(request)
@@ -265,6 +273,12 @@ def reply_stream(
                     await asyncio.sleep(0)
             else:
                 await resp.write(data)
+            if cut_after_text is not None and cut_after_text.encode() in frame:
+                _abort(request)
+                return None
+            if stall_after_text is not None and not stalled and stall_after_text.encode() in frame:
+                stalled = True  # once
+                await upstream.sleep(stall)
         if cut_after is not None and cut_after >= len(frames):
             _abort(request)
             return None
@@ -331,6 +345,39 @@ def slow(seconds: float, then: Behaviour) -> Behaviour:
     return behave
 
 
+def cut_body(then: Behaviour) -> Behaviour:
+    """Answer as `then` would (status, headers), but abort the connection halfway through its body."""
+    return _partial_body(then, stall=None)
+
+
+def stall_body(then: Behaviour, seconds: float) -> Behaviour:
+    """Answer as `then` would, but pause `seconds` halfway through its body before sending the rest."""
+    return _partial_body(then, stall=seconds)
+
+
+def _partial_body(then: Behaviour, stall: float | None) -> Behaviour:
+    async def behave(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse | None:
+        response = await then(request, upstream)
+        if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+            return response  # nothing whole to break (a stream, or a dropped connection)
+        body = response.body
+        headers = {
+            k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "transfer-encoding")
+        }
+        resp = web.StreamResponse(status=response.status, headers=headers)
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        if stall is None:
+            _abort(request)
+            return None
+        await upstream.sleep(stall)
+        await resp.write(body[len(body) // 2 :])
+        await resp.write_eof()
+        return resp
+
+    return behave
+
+
 # ------------------------------------------------------------------------------------------- canonical scenarios
 
 
@@ -349,7 +396,8 @@ class Framing:
 
     `split_every` bytes per write (lines straddle TCP reads), `crlf` line endings, `comments` keep-alive
     comments/pings between events (where the format has them), `delay` seconds before each frame, `cut_after`
-    frames before the connection is aborted.
+    frames before the connection is aborted; `cut_after_text` / `stall_after_text` abort / pause `stall` seconds
+    right after the frame carrying that text (e.g. the second piece of content, whatever the framing before it).
     """
 
     split_every: int | None = None
@@ -357,6 +405,17 @@ class Framing:
     comments: bool = False
     delay: float = 0.0
     cut_after: int | None = None
+    cut_after_text: str | None = None
+    stall_after_text: str | None = None
+    stall: float = 0.0
 
     def options(self) -> dict[str, Any]:
-        return {"split_every": self.split_every, "crlf": self.crlf, "delay": self.delay, "cut_after": self.cut_after}
+        return {
+            "split_every": self.split_every,
+            "crlf": self.crlf,
+            "delay": self.delay,
+            "cut_after": self.cut_after,
+            "cut_after_text": self.cut_after_text,
+            "stall_after_text": self.stall_after_text,
+            "stall": self.stall,
+        }
