@@ -120,7 +120,7 @@ def test_the_weak_file_fails_exactly_where_its_policy_is_weak(weak_rows):
         ("tight", "stream-stall", "plain"),
     ]
     assert weak_rows[("tight", "silent", "plain")]["reason"] == (
-        "claims it falls back to backup/claude, yet it ended in timeout: the 25s deadline ran out after 1 attempts"
+        "claims it falls back to backup/claude, yet it ended in timeout: the 25s deadline ran out after 1 attempt"
     )
     assert weak_rows[("same-provider", "silent", "plain")]["reason"].endswith(
         "the 1m deadline ran out after 2 attempts"
@@ -202,7 +202,8 @@ def test_mid_stream_policies_are_read_from_the_route_and_new_ones_slot_in(monkey
 def test_verdicts_catch_what_a_broken_router_would_do():
     """The verdict fails a truncated answer passed off as complete, a refusal routed around, a deadline overrun
     and a non-turnout exception; an answer that never met the fault is skipped, not rescued."""
-    from turnout.ops.drill.runner import Drill, Outcome
+    from turnout.ops.drill.request import Outcome
+    from turnout.ops.drill.runner import Drill
     from turnout.ops.drill.scenarios import BEFORE_FAULT, FULL
     from turnout.types import Attempt
 
@@ -234,3 +235,46 @@ def test_verdicts_catch_what_a_broken_router_would_do():
     assert verdict("silent", late) == ("failed", "took 40.0s against a 25s deadline")
     broken = Outcome(False, "", None, (), None, 0.1, unexpected="KeyError: 'x'")
     assert verdict("silent", broken) == ("failed", "the router misbehaved: KeyError: 'x'")
+
+
+def test_the_cookbook_timeout_recipe_survives_every_scenario(tmp_path):
+    """The cookbook's "Timeouts that leave room for the fallback" recipe fails no row: even two silent OpenAI
+    deployments leave time for Claude, and cut streams continue on it."""
+    text = (ROOT / "docs" / "cookbook.md").read_text(encoding="utf-8")
+    section = text.split("## Timeouts that leave room for the fallback", 1)[1]
+    recipe = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe)
+    report = run_drill(load_file(path, env={}), scenarios=SCENARIOS)
+    assert report.failed == []
+    rows = by_key(report.to_json()["rows"])
+    assert rows[("chat", "silent", "plain")]["wall"] == pytest.approx(40.0, abs=0.5)
+    assert rows[("chat", "stream-cut", "stream")]["served_by"] == "openai/gpt-4o-mini → anthropic/claude-haiku"
+
+
+def test_a_live_progress_line_only_on_a_terminal():
+    """With stderr on a terminal, `drill [n/total] label` lines are drawn and the line is cleared at the end."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in KEYS}
+    argv = [sys.executable, "-m", "turnout.cli", "drill", str(WEAK), "--route", "solo", "--scenario", "silent"]
+    try:
+        result = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=300)
+    finally:
+        os.close(slave)
+    drawn = b""
+    while select.select([master], [], [], 1.0)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other side is closed: everything was read
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(master)
+    assert result.returncode == 0
+    assert b"drill [1/4] solo baseline plain" in drawn and b"drill [4/4] solo silent stream" in drawn
+    assert drawn.endswith(b"\r\x1b[K")
+    assert "drill [" not in result.stdout

@@ -13,72 +13,25 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from turnout.config import Config
-from turnout.errors import AllUpstreamsFailed, ErrorClass, ProviderError, TurnoutError
-from turnout.events import BreakerClosed, BreakerOpened, Event
-from turnout.ops.drill.claims import DEADLINE_SLACK, Claim, breaker_claim, claim
+from turnout.errors import ErrorClass
+from turnout.ops.common import plural
+from turnout.ops.drill.claims import DEADLINE_SLACK, Claim, claim
+from turnout.ops.drill.outage import run_outage
 from turnout.ops.drill.report import Report, Row
+from turnout.ops.drill.request import Outcome, ask
 from turnout.ops.drill.scenarios import BEFORE_FAULT, FULL, Scenario
 from turnout.ops.drill.stage import Stage
 from turnout.router.client import Router
 from turnout.router.compile import compile_graph
 from turnout.router.graph import CompiledRoute, Deployment
-from turnout.router.pricing import request_cost
 from turnout.schema.units import format_duration
 from turnout.testing.virtual_time import run_virtual
 from turnout.types import Attempt
 
-MESSAGES = ({"role": "user", "content": FULL},)
-MAX_TOKENS = 64
-RECOVERY_REQUESTS = 8  # requests after an outage ends, waiting for one to probe the primary
 Progress = Callable[[int, int, str], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One request's end: a complete answer (`ok`) or an error, with the trail and the time it took."""
-
-    ok: bool
-    text: str
-    served_by: str | None
-    attempts: tuple[Attempt, ...]
-    cost: float | None
-    wall: float
-    error_class: str | None = None
-    error: str = ""
-    unexpected: str | None = None  # not a turnout error: the router misbehaved
-
-    @property
-    def tried(self) -> int:
-        return sum(1 for a in self.attempts if a.outcome != "skipped")
-
-    @property
-    def finisher(self) -> str | None:
-        """The deployment whose attempt succeeded (for a continued stream, not the one that committed)."""
-        return next((a.deployment for a in reversed(self.attempts) if a.outcome == "success"), None)
-
-
-class BreakerWatch:
-    """Observer: when the primary's breaker opened (and for how long) and when it closed."""
-
-    event_types = frozenset({BreakerOpened, BreakerClosed})
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.opened_at: float | None = None
-        self.open_for: float | None = None
-        self.closed_at: float | None = None
-
-    def __call__(self, event: Event) -> None:
-        if getattr(event, "deployment", None) != self.key:
-            return
-        if isinstance(event, BreakerOpened) and self.opened_at is None:
-            self.opened_at, self.open_for = event.at, event.open_for
-        elif isinstance(event, BreakerClosed) and self.opened_at is not None:
-            self.closed_at = event.at
 
 
 def run_drill(
@@ -141,7 +94,7 @@ class Drill:
             return
         self.stage.script(stream=stream)
         async with self._router() as router:
-            base = await self._ask(router, route, stream)
+            base = await ask(router, route, stream)
         self._tick(f"{route.name} baseline {mode}")
         if not base.ok or base.served_by is None:
             why = f"the route does not answer with every provider healthy: {base.unexpected or base.error}"
@@ -158,10 +111,10 @@ class Drill:
         for scenario in self.scenarios:
             self.stage.script(stream=stream, faulted=primary.provider, scenario=scenario, policy=route.policy)
             if scenario.outage:
-                self.rows.append(await self._outage(route, scenario, stream, primary))
+                self.rows.append(await run_outage(self, route, scenario, stream, primary))
             else:
                 async with self._router() as router:
-                    outcome = await self._ask(router, route, stream)
+                    outcome = await ask(router, route, stream)
                 self.rows.append(self._judge(route, scenario, stream, primary, outcome))
             self._tick(f"{route.name} {scenario.name} {mode}")
 
@@ -169,45 +122,6 @@ class Drill:
         loop = asyncio.get_running_loop()
         rng = random.Random(self.seed)
         return Router(self.stage.config, clock=loop.time, sleep=asyncio.sleep, rng=rng, observers=observers)
-
-    async def _ask(self, router: Router, route: CompiledRoute, stream: bool) -> Outcome:
-        """One request, as a client sends it; never raises."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        handle = None
-        limit = 2 * route.policy.deadline + 60  # a runaway request, in policy time
-        try:
-            async with asyncio.timeout(limit):
-                if not stream:
-                    reply = await router.chat(model=route.name, messages=MESSAGES, max_tokens=MAX_TOKENS)
-                    wall = loop.time() - started
-                    return Outcome(True, reply.text, reply.served_by, reply.attempts, reply.cost_usd, wall)
-                handle = router.stream(model=route.name, messages=MESSAGES, max_tokens=MAX_TOKENS)
-                parts: list[str] = []
-                async with handle:
-                    async for chunk in handle:
-                        if chunk.is_content and chunk.content:
-                            parts.append(chunk.content)
-                wall = loop.time() - started
-                return Outcome(True, "".join(parts), handle.served_by, handle.attempts, handle.cost_usd, wall)
-        except TurnoutError as exc:
-            trail = tuple(getattr(exc, "attempts", None) or (handle.attempts if handle is not None else ()))
-            cause = exc.last_error if isinstance(exc, AllUpstreamsFailed) else exc
-            cls = cause.error_class.value if isinstance(cause, ProviderError) else None
-            cost = handle.cost_usd if handle is not None else request_cost(trail)
-            served = handle.served_by if handle is not None else None
-            return Outcome(False, "", served, trail, cost, loop.time() - started, cls, str(exc))
-        except TimeoutError:
-            wall = loop.time() - started
-            trail = handle.attempts if handle is not None else ()
-            return Outcome(
-                False, "", None, trail, None, wall, unexpected=f"still running after {format_duration(limit)}"
-            )
-        except Exception as exc:  # the promise under test: nothing but turnout's own errors
-            trail = handle.attempts if handle is not None else ()
-            return Outcome(
-                False, "", None, trail, None, loop.time() - started, unexpected=f"{type(exc).__name__}: {exc}"
-            )
 
     # -- verdicts ------------------------------------------------------------------------------------------------
     def _claim(self, route: CompiledRoute, scenario: Scenario, stream: bool, primary: Deployment, outcome: Outcome):
@@ -280,74 +194,8 @@ class Drill:
     @staticmethod
     def _why(outcome: Outcome, deadline: float) -> str:
         if outcome.wall >= deadline - DEADLINE_SLACK:
-            return f": the {format_duration(deadline)} deadline ran out after {outcome.tried} attempts"
+            return f": the {format_duration(deadline)} deadline ran out after {plural(outcome.tried, 'attempt')}"
         return f": {outcome.error[:160]}"
-
-    # -- the outage sequence -------------------------------------------------------------------------------------
-    async def _outage(self, route: CompiledRoute, scenario: Scenario, stream: bool, primary: Deployment) -> Row:
-        watch = BreakerWatch(primary.key)
-        outcomes: list[Outcome] = []
-        threshold = primary.breaker.failure_threshold
-        async with self._router(watch) as router:
-            for _ in range(max(threshold, 1) + 1):  # every request adds at least one fault
-                outcomes.append(await self._ask(router, route, stream))
-                if watch.opened_at is not None:
-                    break
-            if watch.opened_at is not None:
-                outcomes.append(await self._ask(router, route, stream))  # while open: the primary is skipped
-            during = len(outcomes)
-            self.stage.heal(primary.provider, stream=stream)
-            await asyncio.sleep((watch.open_for or primary.breaker.recovery_timeout) + 0.01)
-            for _ in range(RECOVERY_REQUESTS):
-                outcomes.append(await self._ask(router, route, stream))
-                if watch.closed_at is not None or watch.opened_at is None:
-                    break
-        return self._outage_row(route, scenario, stream, primary, outcomes, during, watch)
-
-    def _outage_row(self, route, scenario, stream, primary, outcomes: list[Outcome], during: int, watch) -> Row:
-        requests = self._claim(route, scenario, stream, primary, outcomes[0])
-        breaker = breaker_claim(primary)
-        story = self._story(outcomes, during, watch, primary)
-        result, why = "rescued", f"{requests.reason}; {story}"
-        problems = [p for p in (self._misbehaved(o, route.policy.deadline, stream) for o in outcomes) if p]
-        failed_during = [o for o in outcomes[:during] if not o.ok]
-        if problems:
-            result, why = "failed", problems[0]
-        elif (
-            breaker.rescue
-            and watch.opened_at is None
-            and _faults(outcomes[:during], primary.key) >= threshold_of(primary)
-        ):
-            result, why = "failed", f"{breaker.reason}, yet it never opened; {story}"
-        elif not outcomes[-1].ok:
-            result, why = "failed", f"the route did not recover once the provider did; {story}"
-        elif failed_during and requests.rescue:
-            result, why = "failed", f"claims it {requests.reason}, yet requests failed during the outage; {story}"
-        elif failed_during:
-            result, why = "clean error", f"{requests.reason}; {story}"
-        wall = max(o.wall for o in outcomes)
-        costs = [o.cost for o in outcomes]
-        cost = None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
-        merged = Outcome(all(o.ok for o in outcomes), "", outcomes[-1].served_by, (), cost, wall)
-        tried = sum(o.tried for o in outcomes)
-        return self._row(route, scenario, stream, result, why, outcome=merged, promise=breaker, attempts=tried)
-
-    @staticmethod
-    def _story(outcomes: list[Outcome], during: int, watch: BreakerWatch, primary: Deployment) -> str:
-        answered = sum(1 for o in outcomes[:during] if o.ok)
-        faults = _faults(outcomes[:during], primary.key)
-        parts = [f"{answered} of {during} requests answered during the outage ({faults} faults on {primary.key})"]
-        if watch.opened_at is not None:
-            parts.append(f"breaker opened for {format_duration(watch.open_for or 0)}")
-        elif faults < threshold_of(primary):
-            parts.append("its breaker never had to open: the strategy stopped sending it requests")
-        if watch.closed_at is not None and watch.opened_at is not None:
-            parts.append(f"closed by a probe {watch.closed_at - watch.opened_at:.0f}s after opening")
-        elif watch.opened_at is not None:
-            parts.append(
-                f"still half-open after {len(outcomes) - during} requests: the strategy sent none to {primary.key}"
-            )
-        return ", ".join(parts)
 
     def _row(self, route: CompiledRoute, scenario: Scenario | None, stream: bool, result: str, why: str, *,
              outcome: Outcome | None = None, promise: Claim | None = None, attempts: int | None = None,
@@ -377,15 +225,6 @@ def _served(outcome: Outcome | None) -> str | None:
     if finisher is not None and outcome.served_by is not None and finisher != outcome.served_by:
         return f"{outcome.served_by} → {finisher}"
     return outcome.served_by
-
-
-def _faults(outcomes: Sequence[Outcome], key: str) -> int:
-    return sum(1 for o in outcomes for a in o.attempts if a.deployment == key and a.outcome == "error")
-
-
-def threshold_of(primary: Deployment) -> int:
-    threshold = primary.breaker.failure_threshold
-    return threshold if threshold > 0 else 1 << 30
 
 
 def _step(attempt: Attempt) -> str:
