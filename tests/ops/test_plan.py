@@ -151,10 +151,12 @@ def test_colour_only_on_a_terminal(monkeypatch):
 
 def test_snapshots_hold_no_secret_and_digests_follow_equality():
     """No credential appears in a snapshot; digests are equal for equal values (1 == 1.0, any key order) and
-    differ with the salt, so a digest from one request cannot be matched against another's."""
+    differ with the salt and with the key (the admin key), so only an admin can test a guess against one."""
     config = load_file(CASES / "health_kept_reset" / "new.yaml")
     text = json.dumps(snapshot(config, salt="s"))
     assert "sk-ant-fixture-ROTATED" not in text and "sk-fixture-0001" not in text
     assert digest({"a": 1, "b": (2.0, "x")}, "s") == digest({"b": [2, "x"], "a": 1.0}, "s")
     assert digest({"a": 1}, "s") != digest({"a": 2}, "s")
     assert digest({"a": 1}, "s") != digest({"a": 1}, "t")
+    assert digest({"a": 1}, "s", "admin-1") != digest({"a": 1}, "s", "admin-2")
+    assert digest({"a": 1}, "s", "admin-1") == digest({"a": 1.0}, "s", "admin-1")

@@ -66,9 +66,13 @@ async def test_the_admin_key_comes_from_the_environment(capsys, monkeypatch, tmp
         assert f"the sidecar at {url} refused /admin/config: HTTP 401" in err and "(set $TURNOUT_ADMIN_KEY)" in err
         monkeypatch.setenv("TURNOUT_ADMIN_KEY", "admin-key-test")
         code, out, err = await plan(capsys, "new.yaml", "--server", url)
-    assert (code, err) == (2, "")
-    assert "chain: gpt-big → haiku → echo  ⇒  haiku → gpt-big → echo (reordered)" in out
-    assert "admin-key-test" not in out
+        assert (code, err) == (2, "")
+        assert "chain: gpt-big → haiku → echo  ⇒  haiku → gpt-big → echo (reordered)" in out
+        assert "kept     4: openai/gpt-mini, openai/gpt-big, anthropic/haiku, echo/echo" in out  # keyed digests agree
+        assert "admin-key-test" not in out
+        monkeypatch.setenv("ANOTHER_ADMIN_KEY", "admin-key-other")
+        code, _, err = await plan(capsys, "new.yaml", "--server", url, "--key-env", "ANOTHER_ADMIN_KEY")
+    assert code == 1 and "HTTP 401" in err
 
 
 async def test_a_provider_disabled_only_here_is_flagged(capsys, monkeypatch):

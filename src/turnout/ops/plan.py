@@ -65,11 +65,12 @@ def run(args: argparse.Namespace) -> int:
         plan = compare(snapshot(old[0], salt=salt), snapshot(new_config, salt=salt))
     else:
         url = args.server or _default_server(new_config)
-        served = fetch_served(url, os.environ.get(args.key_env, ""))
+        key = os.environ.get(args.key_env, "")
+        served = fetch_served(url, key)
         if isinstance(served, str):
             print(f"turnout plan: {served}", file=sys.stderr)
             return EXIT_INVALID
-        plan = compare(served, snapshot(new_config, salt=served["salt"]), remote=True)
+        plan = compare(served, snapshot(new_config, salt=served["salt"], key=key), remote=True)
     _print(plan, args)
     return EXIT_CHANGES if plan.changed else EXIT_OK
 

@@ -5,17 +5,19 @@ health table keys them), pools and routes with their effective policies. The sid
 answers with the snapshot of the file it serves, so `turnout plan NEW` compares a file with what is running by
 the same code that compares two files.
 
-Secrets never appear. Credentials enter only the *health digests*: each component of the deployment's
-`HealthIdentity` (the reload's keep-or-reset rule, `turnout.router.health`) as a salted, truncated SHA-256 of a
-canonical encoding. Equal components give equal digests, so `keeps_health` on the digests answers exactly as
-it does on the identities; the salt is chosen per snapshot (the sidecar picks one per request) and the other side
-digests with the same salt.
+Secrets never appear. Credentials enter only the *digests*: each component of the deployment's `HealthIdentity`
+(the reload's keep-or-reset rule, `turnout.router.health`) as a truncated HMAC-SHA-256 of a canonical encoding,
+keyed with the admin key the caller presented and salted per snapshot (the sidecar picks a salt per request, and
+the plan digests its side with the same salt and key). Equal components give equal digests, so `keeps_health` on
+the digests answers exactly as it does on the identities, while nobody without an admin key can test guesses of a
+provider key against them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import os
 from collections.abc import Mapping
@@ -30,15 +32,16 @@ FORMAT = 1
 DIGEST_CHARS = 24  # 96 bits: equal identities are told apart from different ones with certainty in practice
 
 
-def snapshot(config: Config, *, salt: str | None = None) -> dict[str, Any]:
-    """The file as plain data (JSON-ready); see the module docstring."""
+def snapshot(config: Config, *, salt: str | None = None, key: str = "") -> dict[str, Any]:
+    """The file as plain data (JSON-ready); see the module docstring. `key` keys the digests (the admin key)."""
     salt = salt if salt is not None else os.urandom(8).hex()
+    sign = _Signer(salt, key)
     return {
         "format": FORMAT,
         "source": config.source,
         "salt": salt,
-        "providers": {name: _provider(p, salt) for name, p in config.providers.items()},
-        "deployments": {_key(m): _deployment(config, m, salt) for m in config.models.values()},
+        "providers": {name: _provider(p, sign) for name, p in config.providers.items()},
+        "deployments": {_key(m): _deployment(config, m, sign) for m in config.models.values()},
         "pools": {
             name: {
                 "strategy": pool.strategy,
@@ -55,7 +58,7 @@ def _key(model: ModelSpec) -> str:
     return f"{model.provider}/{model.key}"
 
 
-def _provider(provider: ProviderSpec, salt: str) -> dict[str, Any]:
+def _provider(provider: ProviderSpec, sign: _Signer) -> dict[str, Any]:
     return {
         "driver": provider.driver,
         "base_url": mask_url(provider.base_url) if provider.base_url else None,
@@ -64,11 +67,11 @@ def _provider(provider: ProviderSpec, salt: str) -> dict[str, Any]:
         "connect_timeout": provider.connect_timeout,
         "enabled": provider.enabled,
         "disabled_reason": provider.disabled_reason,
-        "digest": digest(provider, salt),  # changes with any setting, credentials included
+        "digest": sign(provider),  # changes with any setting, credentials included
     }
 
 
-def _deployment(config: Config, model: ModelSpec, salt: str) -> dict[str, Any]:
+def _deployment(config: Config, model: ModelSpec, sign: _Signer) -> dict[str, Any]:
     price = model.price
     identity = health_identity(config, model)
     return {
@@ -89,7 +92,7 @@ def _deployment(config: Config, model: ModelSpec, salt: str) -> dict[str, Any]:
         },
         "limits": {"rpm": model.limits.rpm, "tpm": model.limits.tpm},
         "breaker": breaker_data(config.breaker_for(model)),
-        "health": {name: digest(value, salt) for name, value in identity._asdict().items()},
+        "health": {name: sign(value) for name, value in identity._asdict().items()},
     }
 
 
@@ -139,10 +142,23 @@ def health_of(deployment: Mapping[str, Any]) -> HealthIdentity:
 # ---- digests ------------------------------------------------------------------------------------------------------
 
 
-def digest(value: Any, salt: str) -> str:
-    """Salted, truncated SHA-256 of `value`'s canonical encoding (equal values, equal digests)."""
+class _Signer:
+    __slots__ = ("key", "salt")
+
+    def __init__(self, salt: str, key: str) -> None:
+        self.salt = salt
+        self.key = key
+
+    def __call__(self, value: Any) -> str:
+        return digest(value, self.salt, self.key)
+
+
+def digest(value: Any, salt: str, key: str = "") -> str:
+    """Truncated HMAC-SHA-256 (keyed with `key`) of `salt` and `value`'s canonical encoding: equal values, equal
+    digests."""
     text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{salt}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_CHARS]
+    message = f"{salt}\0{text}".encode("utf-8", "surrogatepass")
+    return hmac.new(key.encode("utf-8", "surrogateescape"), message, hashlib.sha256).hexdigest()[:DIGEST_CHARS]
 
 
 def canonical(value: Any) -> Any:

@@ -7,7 +7,7 @@ GET  /healthz               process alive                          open
 GET  /readyz                graph loaded, every route usable       open (503 when not ready or draining)
 GET  /metrics               Prometheus text                        auth when server.protect_metrics
 POST /admin/reload          reload the routing file now            auth
-GET  /admin/config          what is served, as `turnout plan` data auth (secrets only as salted digests)
+GET  /admin/config          what is served, as `turnout plan` data auth (secrets only in keyed digests)
 ```
 
 `Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader and the
@@ -214,7 +214,9 @@ class Sidecar:
             return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
         from turnout.ops.snapshot import snapshot
 
-        body = errors.json_bytes({"snapshot": snapshot(self.router.config)})
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else ""  # keys the digests: only its holder can check them
+        body = errors.json_bytes({"snapshot": snapshot(self.router.config, key=key)})
         return web.Response(body=body, headers={**JSON_HEADERS, "Cache-Control": "no-store"})
 
     async def fallback(self, request: web.Request) -> web.Response:
