@@ -24,6 +24,17 @@ HEALTH_REASONS: Mapping[str, str] = {
     "options": "model options changed",
 }
 assert set(HEALTH_REASONS) == set(HealthIdentity._fields)
+# A provider's settings as a snapshot shows them (masked); a change only its digest sees is a credential's.
+_PROVIDER_FIELDS = (
+    "driver",
+    "base_url",
+    "options",
+    "headers",
+    "connect_timeout",
+    "breaker",
+    "enabled",
+    "disabled_reason",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +209,13 @@ def _providers(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Chang
     for name in new:
         if name not in old:
             continue
-        visible = ("driver", "base_url", "options", "headers", "connect_timeout", "enabled", "disabled_reason")
-        was = {k: old[name][k] for k in visible}
-        now = {k: new[name][k] for k in visible}
+        was = {k: old[name][k] for k in _PROVIDER_FIELDS}
+        now = {k: new[name][k] for k in _PROVIDER_FIELDS}
         changes = list(_fields("providers", name, flatten(was), flatten(now)))
         yield from changes
         if not changes and old[name]["digest"] != new[name]["digest"]:
-            yield Change("providers", name, "changed", "credentials", note="credentials or header values changed")
+            note = "credentials, header values or masked settings changed"
+            yield Change("providers", name, "changed", "credentials", note=note)
 
 
 def _fields(section: str, subject: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:

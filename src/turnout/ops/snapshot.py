@@ -65,6 +65,7 @@ def _provider(provider: ProviderSpec, sign: _Signer) -> dict[str, Any]:
         "options": mask_options(provider.options),
         "headers": sorted(provider.headers),
         "connect_timeout": provider.connect_timeout,
+        "breaker": breaker_data(provider.breaker) if provider.breaker is not None else None,
         "enabled": provider.enabled,
         "disabled_reason": provider.disabled_reason,
         "digest": sign(provider),  # changes with any setting, credentials included
