@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="turnout",
         description="Route LLM chat requests through a declarative routes.yaml graph.",
-        epilog="exit codes: 0 ok, 1 invalid routing file, 2 usage error or unreadable file, 70 internal error",
+        epilog="exit codes: 0 ok, 1 invalid routing file or failed check, 2 usage error or unreadable file "
+        "(plan: 2 means changes, 1 any error), 70 internal error",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -69,5 +69,7 @@ class Conversation:
     def _updated(self, before: int, served_by: str | None) -> None:
         """Tell the Router's observers that the messages after the first `before` joined the history."""
         router = self.router
+        if ConversationUpdated not in router._rt.wanted:  # no observer takes it: do not build it
+            return
         messages = tuple(self.messages[before:])
         router._emit(ConversationUpdated(router._clock(), self.id, self.model, served_by, len(self.messages), messages))
