@@ -203,6 +203,8 @@ class ServerSpec:
     protect_metrics: bool = False
     drain_timeout: float = 30.0
     watch: bool = True
+    max_in_flight: int = 1024
+    client_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

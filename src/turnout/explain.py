@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec
+from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec, ServerSpec
 from turnout.router.compile import compile_graph
 from turnout.router.graph import CompiledRoute, DispatchGraph, PlannedMember
 from turnout.schema.units import format_duration
@@ -50,7 +50,24 @@ def explain(source: Config | DispatchGraph) -> dict[str, Any]:
         "defaults": policy_data(config.defaults),
         "routes": [_route(config, route) for route in graph.routes.values()],
         "providers": [_provider(p) for p in config.providers.values()],
+        "server": server_data(config.server),
         "warnings": [str(w) for w in config.warnings],
+    }
+
+
+def server_data(server: ServerSpec) -> dict[str, Any]:
+    """The `server:` section as `turnout serve` applies it; client keys are only counted."""
+    return {
+        "host": server.host,
+        "port": server.port,
+        "api_keys": len(server.api_keys),
+        "max_request_bytes": server.max_request_bytes,
+        "max_in_flight": server.max_in_flight,
+        "client_timeout": server.client_timeout,
+        "drain_timeout": server.drain_timeout,
+        "log_content": server.log_content,
+        "protect_metrics": server.protect_metrics,
+        "watch": server.watch,
     }
 
 
@@ -198,9 +215,25 @@ def render_text(data: Mapping[str, Any]) -> str:
         url = f", base_url {p['base_url']}" if p["base_url"] else ""
         headers = f", headers {', '.join(f'{k}: ***' for k in p['headers'])}" if p["headers"] else ""
         lines.append(f"  {p['name']} (driver {p['driver']}{url}), api_key {p['api_key']}{headers} — {state}")
+    if "server" in data:
+        lines += _server_text(data["server"])
     if data["warnings"]:
         lines += ["", "warnings:", *(f"  {w}" for w in data["warnings"])]
     return "\n".join(lines) + "\n"
+
+
+def _server_text(server: Mapping[str, Any]) -> list[str]:
+    keys = f"{server['api_keys']} client key(s) (***)" if server["api_keys"] else "off"
+    drain = _d(server["drain_timeout"]) if server["drain_timeout"] else "0 (in-flight requests are cut at once)"
+    return [
+        "",
+        f"server: http://{server['host']}:{server['port']}; client auth {keys}; "
+        f"metrics {'need a client key' if server['protect_metrics'] else 'open'}",
+        f"  at most {server['max_in_flight']} chat requests in flight per worker (then 503 + Retry-After); "
+        f"requests of at most {server['max_request_bytes']} bytes, sent within {_d(server['client_timeout'])}",
+        f"  on SIGTERM/SIGINT: drain for up to {drain}; reload on change: {'on' if server['watch'] else 'off'}; "
+        f"log content: {'on' if server['log_content'] else 'off'}",
+    ]
 
 
 def _route_text(route: Mapping[str, Any]) -> list[str]:

@@ -203,6 +203,8 @@ def _server(spec: dict[str, Any]) -> ServerSpec:
         protect_metrics=spec.get("protect_metrics", base.protect_metrics),
         drain_timeout=_dur(spec, "drain_timeout", base.drain_timeout),
         watch=spec.get("watch", base.watch),
+        max_in_flight=spec.get("max_in_flight", base.max_in_flight),
+        client_timeout=_dur(spec, "client_timeout", base.client_timeout),
     )
 
 

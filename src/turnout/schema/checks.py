@@ -282,6 +282,8 @@ class Checker:
             self.r.error(("server", "max_request_size"), "must be at least 1 byte")
         if "drain_timeout" in server:
             duration(self.r, server["drain_timeout"], ("server", "drain_timeout"), zero_ok=True)
+        if "client_timeout" in server:
+            duration(self.r, server["client_timeout"], ("server", "client_timeout"))
         keys = _list(server.get("api_keys"))
         if keys and all(isinstance(k, str) and not k.strip() for k in keys):
             self.r.error(
