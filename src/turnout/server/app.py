@@ -10,9 +10,10 @@ POST /admin/reload          reload the routing file now            auth
 GET  /admin/config          what is served, as `turnout plan` data auth (secrets only in keyed digests)
 ```
 
-`Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader and the
-`server:` settings of the *current* config (swapped on reload). No middleware: unknown paths and methods are
-answered by a catch-all route, so the chat hot path pays for nothing it does not use.
+`Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader, the
+client-timeout guard and the `server:` settings of the *current* config (swapped on reload). No middleware:
+unknown paths and methods are answered by a catch-all route, so the chat hot path pays for nothing it does not
+use. Once `draining` is set (see `drain.py`), every answer closes its connection.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from turnout.server import errors
 from turnout.server.access_log import AccessLog
 from turnout.server.auth import UNAUTHORIZED_MESSAGE, ApiKeys
 from turnout.server.chat import ChatHandler
+from turnout.server.guard import ClientGuard, GuardedRunner
 from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
@@ -60,11 +62,19 @@ class Settings:
     log_content: bool
     protect_metrics: bool
     drain_timeout: float
+    max_in_flight: int
+    client_timeout: float
 
     @classmethod
     def of(cls, spec: ServerSpec) -> Settings:
         return cls(
-            ApiKeys(spec.api_keys), spec.max_request_bytes, spec.log_content, spec.protect_metrics, spec.drain_timeout
+            ApiKeys(spec.api_keys),
+            spec.max_request_bytes,
+            spec.log_content,
+            spec.protect_metrics,
+            spec.drain_timeout,
+            spec.max_in_flight,
+            spec.client_timeout,
         )
 
 
@@ -82,17 +92,18 @@ class Sidecar:
         watch_interval: float = 1.0,
         owns_router: bool = True,
         logger: logging.Logger | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.router = router
         self.log = logger or logging.getLogger("turnout.server")
-        self.metrics = Metrics()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.access = AccessLog(access_log)
         self.settings = Settings.of(router.config.server)
-        self.in_flight = 0
+        self.in_flight = 0  # chat requests in progress (body reading included); mirrored by the in-flight gauge
         self.draining = False
         self.owns_router = owns_router
         self.started_at = int(time.time())
-        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        self.guard = ClientGuard(self.settings.client_timeout, on_close=lambda: self.metrics.reject("header_timeout"))
         self.reloader: Reloader | None = None
         if config_path is not None:
             self.reloader = Reloader(
@@ -108,6 +119,7 @@ class Sidecar:
     # -- shared bookkeeping --------------------------------------------------------------------------------
     def _config_changed(self, config: Config) -> None:
         self.settings = Settings.of(config.server)
+        self.guard.timeout = self.settings.client_timeout
         self.metrics.sync_breakers(self.router.health)  # reset deployments have fresh breakers: no transition event
 
     def finished(
@@ -176,24 +188,35 @@ class Sidecar:
         return entry
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', headers=JSON_HEADERS)
+        return self._closing_if_draining(web.Response(body=b'{"status":"ok"}', headers=JSON_HEADERS))
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """200 when every route has a usable deployment; 503 when not, and from the first moment of a drain."""
         detail = dict(self.router.readiness())
         if self.reloader is not None:
             detail.update(self.reloader.status())
         else:
             detail["last_reload_error"] = None
-        detail["draining"] = self.draining
-        detail["in_flight"] = self.in_flight
-        ready = bool(detail.get("ready")) and not self.draining
+        draining = self.draining
+        ready = bool(detail.get("ready")) and not draining
         detail["ready"] = ready
-        return web.Response(status=200 if ready else 503, body=errors.json_bytes(detail), headers=JSON_HEADERS)
+        detail["status"] = "draining" if draining else "ready" if ready else "not_ready"
+        detail["draining"] = draining
+        detail["in_flight"] = self.in_flight
+        response = web.Response(status=200 if ready else 503, body=errors.json_bytes(detail), headers=JSON_HEADERS)
+        return self._closing_if_draining(response)
+
+    def _closing_if_draining(self, response: web.StreamResponse) -> web.StreamResponse:
+        """During a drain, ask the client to close the connection after this answer (and close it ourselves)."""
+        if self.draining:
+            response.force_close()
+        return response
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         if self.settings.protect_metrics and not self.authorised(request):
             return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        response = web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return self._closing_if_draining(response)
 
     async def admin_reload(self, request: web.Request) -> web.Response:
         if not self.authorised(request):
@@ -239,11 +262,13 @@ class Sidecar:
             await self.router.start()
         if self.watch and self.reloader is not None:
             self.reloader.start_watching()
+        self.guard.start()
 
     async def on_shutdown(self, app: web.Application) -> None:
         self.draining = True
 
     async def on_cleanup(self, app: web.Application) -> None:
+        await self.guard.stop()
         if self.reloader is not None:
             await self.reloader.stop()
         self.router.remove_observer(self.metrics)
@@ -268,11 +293,13 @@ def create_app(
     watch: bool | None = None,
     watch_interval: float = 1.0,
     owns_router: bool = True,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """Build the sidecar app around `router`. With `config_path` it can reload (watch, SIGHUP, /admin/reload).
 
     The app starts the Router's session on startup and closes it on cleanup unless `owns_router=False`.
-    `access_log` is a text stream for the JSON access lines (None: no access log).
+    `access_log` is a text stream for the JSON access lines (None: no access log). `metrics`: where the
+    counters live (default: this app only; `turnout serve --workers` passes a shared store).
     """
     sidecar = Sidecar(
         router,
@@ -282,6 +309,7 @@ def create_app(
         watch=watch,
         watch_interval=watch_interval,
         owns_router=owns_router,
+        metrics=metrics,
     )
     app = web.Application(client_max_size=max(BODY_CEILING, sidecar.settings.max_request_bytes + 1))
     app[SIDECAR_KEY] = sidecar
@@ -301,12 +329,23 @@ def create_app(
     return app
 
 
+MIN_SHUTDOWN_TIMEOUT = 0.001  # aiohttp reads a shutdown timeout of 0 as "no limit"
+
+
 def make_runner(app: web.Application, *, drain_timeout: float | None = None) -> web.AppRunner:
-    """A runner that cancels a handler when its client disconnects (so the upstream call is cancelled at once)
-    and drains in-flight requests for up to `drain_timeout` seconds on cleanup."""
+    """A runner that cancels a handler when its client disconnects (so the upstream call is cancelled at once),
+    closes connections that do not send their request within `server.client_timeout`, and lets in-flight
+    requests finish for up to `drain_timeout` seconds on `cleanup()` (0: none). `turnout serve` drains with
+    `drain.drain()` instead, which also refuses new connections first and honours the cap exactly."""
     sidecar = app[SIDECAR_KEY]
     timeout = sidecar.settings.drain_timeout if drain_timeout is None else drain_timeout
-    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=timeout)
+    return GuardedRunner(
+        app,
+        guard=sidecar.guard,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=max(MIN_SHUTDOWN_TIMEOUT, timeout),
+    )
 
 
 def default_access_stream() -> TextIO:

@@ -9,6 +9,7 @@ status, and the headers already name the deployment that serves the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from turnout.server.sse import SSE_HEADERS, SSEResponse, relay
 from turnout.types import Attempt, ChatRequest, Usage
 
 if TYPE_CHECKING:
-    from turnout.server.app import Sidecar
+    from turnout.server.app import Settings, Sidecar
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 
@@ -98,6 +99,17 @@ def _unsupported_type() -> errors.Failure:
     )
 
 
+async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send `response` and close the connection now: a client too slow to send its body gets no more time
+    (aiohttp would otherwise keep reading the rest of the body for its lingering time)."""
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
 class ChatHandler:
     """The chat endpoint of one Sidecar; a class so the hot path reads its state as plain attributes."""
 
@@ -110,30 +122,50 @@ class ChatHandler:
         settings = sc.settings
         if settings.keys.enabled and not settings.keys.allows(request.headers):
             return self._refuse(request, errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"), started)
-        chat_request = await self._parse(request, settings.max_request_bytes)
-        if not isinstance(chat_request, ChatRequest):
-            return self._refuse(request, chat_request, started)
+        if sc.in_flight >= settings.max_in_flight:  # refuse before reading the body: overload must stay cheap
+            sc.metrics.reject("max_in_flight")
+            return self._refuse(request, errors.overloaded(settings.max_in_flight), started)
         sc.in_flight += 1
+        sc.metrics.in_flight_now(sc.in_flight)
         try:
+            chat_request = await self._parse(request, settings)
+            if not isinstance(chat_request, ChatRequest):
+                response = self._refuse(request, chat_request, started)
+                if chat_request.status == 408:
+                    return await _answer_and_close(request, response)
+                return response
             if chat_request.stream:
-                return await self._stream(request, chat_request, started)
-            return await self._complete(request, chat_request, started)
+                response = await self._stream(request, chat_request, started)
+            else:
+                response = await self._complete(request, chat_request, started)
+            if sc.draining:  # shutting down: this connection takes no further request
+                response.force_close()
+            return response
         finally:
             sc.in_flight -= 1
+            sc.metrics.in_flight_now(sc.in_flight)
 
-    async def _parse(self, request: web.Request, limit: int) -> ChatRequest | errors.Failure:
+    async def _parse(self, request: web.Request, settings: Settings) -> ChatRequest | errors.Failure:
         """The body as a validated ChatRequest, or the 4xx Failure that explains what is wrong with it."""
         headers = request.headers
         kind = body_kind(headers.get("Content-Type"), "Origin" in headers)
         if kind is None:
             return _unsupported_type()
+        limit = settings.max_request_bytes
         size = request.content_length
         if size is not None and size > limit:
             return errors.too_large(size, limit)
         try:
-            body = await request.read()
+            if request.content.is_eof():  # the usual case: the body came with the headers
+                body = await request.read()
+            else:
+                async with asyncio.timeout(settings.client_timeout):
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return errors.too_large(None, limit)
+        except TimeoutError:
+            self.sc.metrics.reject("body_timeout")
+            return errors.client_timeout(settings.client_timeout)
         if len(body) > limit:
             return errors.too_large(len(body), limit)
         try:
@@ -175,7 +207,7 @@ class ChatHandler:
         try:
             reply = await sc.router.chat(chat, request_id=request.headers.get("x-request-id"))
         except asyncio.CancelledError:
-            sc.finished(request, CLIENT_CLOSED, route=chat.model, started=started, error="client closed the connection")
+            sc.finished(request, CLIENT_CLOSED, route=chat.model, started=started, error=self._cut_reason())
             raise
         except Exception as exc:
             fail = errors.failure(exc)
@@ -253,6 +285,11 @@ class ChatHandler:
             if status == 200 or status == CLIENT_CLOSED:
                 self._stream_done(request, chat, stream, started, status, outcome)
 
+    def _cut_reason(self) -> str:
+        if self.sc.draining:
+            return "cut at shutdown: server.drain_timeout reached"
+        return "client closed the connection"
+
     def _stream_done(
         self, request: web.Request, chat: ChatRequest, stream: Any, started: float, status: int, outcome: Any
     ) -> None:
@@ -262,7 +299,7 @@ class ChatHandler:
         error_class = outcome.error_class if outcome is not None else None
         error = outcome.error_message if outcome is not None and outcome.error_class else None
         if status == CLIENT_CLOSED:
-            error = "client closed the connection"
+            error = self._cut_reason()
         self.sc.finished(
             request,
             status,

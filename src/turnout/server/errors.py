@@ -41,6 +41,7 @@ _TYPE_BY_STATUS = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    408: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -106,6 +107,19 @@ def too_large(size: int | None, limit: int) -> Failure:
         f"Request body too large{got}: the limit is {limit} bytes (server.max_request_bytes).",
         code="request_too_large",
     )
+
+
+def overloaded(limit: int) -> Failure:
+    """Refused at once because this process already serves `server.max_in_flight` requests."""
+    message = f"The turnout sidecar is at capacity ({limit} requests in flight, server.max_in_flight); retry shortly."
+    fail = simple(503, message, code="server_overloaded")
+    return Failure(fail.status, fail.error, {"Retry-After": "1"})
+
+
+def client_timeout(seconds: float) -> Failure:
+    """The client did not send its whole body within `server.client_timeout`; the connection is closed after."""
+    message = f"The request body did not arrive within {seconds:g}s (server.client_timeout)."
+    return simple(408, message, code="request_timeout")
 
 
 def failure(exc: BaseException) -> Failure:

@@ -1,20 +1,25 @@
 """Prometheus metrics for one sidecar app, fed by the Router's events (an Observer) and by the HTTP handlers.
 
-Every app has its own `CollectorRegistry`, so two apps (or tests) in one process never share counters. The
-per-request families (requests, attempts, fallbacks, latency, time to first token, router overhead, tokens, cost)
-are lock-free `turnout.server.families` exported through a collector; rare ones (breaker state, reloads) are
-ordinary prometheus-client metrics.
+Every app has its own registry and its own cells, so two apps (or tests) in one process never share counters.
+All families are lock-free `turnout.server.families` (an update is a dict lookup and an add to a float64 cell)
+exported through a collector at scrape time.
 
-With `turnout serve --workers N` each worker process keeps its own registry; a scrape sees one worker.
+With `turnout serve --workers N` each worker keeps its cells in a file of a directory the supervisor shares
+with them (`Metrics(store=CellStore.in_directory(...), directory=...)`), and a scrape on any worker renders the
+combination of every worker's cells (`aggregate.py`): counters and histograms are summed over all workers,
+including ones that exited, so they never go down; the in-flight gauge is summed over live workers and the
+breaker state gauge is the worst (highest) state any live worker holds for the deployment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from turnout.events import (
     AttemptFailed,
@@ -26,7 +31,9 @@ from turnout.events import (
     FallbackTaken,
     ResponseCompleted,
 )
-from turnout.server.families import CounterFamily, FamilyCollector, HistogramFamily
+from turnout.server.aggregate import DirectoryReader
+from turnout.server.cells import CellStore
+from turnout.server.families import CounterFamily, Family, FamilyCollector, GaugeFamily, HistogramFamily
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -37,81 +44,112 @@ BREAKER_STATE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 class Metrics:
     """The sidecar's metric families and an event observer (`metrics(event)`) that keeps them current."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+    def __init__(self, store: CellStore | None = None, *, directory: str | None = None) -> None:
+        """`store`: where the cells live (default: this process only). `directory`: render the combination of
+        every store in it instead of this store alone (`--workers`; `store` is one of them)."""
+        self.store = store = store if store is not None else CellStore()
         self.requests = CounterFamily(
-            "turnout_requests", "HTTP requests answered, by route and status.", ["route", "status"]
+            "turnout_requests", "HTTP requests answered, by route and status.", ["route", "status"], store
         )
         self.attempts = CounterFamily(
             "turnout_attempts",
             "Upstream attempts, by deployment, outcome and error class.",
             ["route", "deployment", "outcome", "error_class"],
+            store,
         )
         self.fallbacks = CounterFamily(
             "turnout_fallbacks",
             "Times a request moved on from a deployment, by the error class that made it move.",
             ["route", "from_deployment", "error_class"],
+            store,
         )
         self.latency = HistogramFamily(
             "turnout_request_duration_seconds",
             "End-to-end latency of chat requests.",
             ["route", "stream"],
             LATENCY_BUCKETS,
+            store,
         )
         self.ttft = HistogramFamily(
             "turnout_time_to_first_token_seconds",
             "Streaming: time until the first content chunk.",
             ["route"],
             LATENCY_BUCKETS,
+            store,
         )
         self.overhead = HistogramFamily(
             "turnout_router_overhead_seconds",
             "Time spent in turnout itself, outside upstream I/O.",
             ["route"],
             OVERHEAD_BUCKETS,
+            store,
         )
         self.tokens = CounterFamily(
-            "turnout_tokens", "Tokens used, by route, deployment and kind.", ["route", "deployment", "kind"]
+            "turnout_tokens", "Tokens used, by route, deployment and kind.", ["route", "deployment", "kind"], store
         )
         self.cost = CounterFamily(
-            "turnout_cost_usd", "Accounted cost in USD, by route and deployment.", ["route", "deployment"]
+            "turnout_cost_usd", "Accounted cost in USD, by route and deployment.", ["route", "deployment"], store
         )
-        r.register(
-            FamilyCollector(
-                [
-                    self.requests,
-                    self.attempts,
-                    self.fallbacks,
-                    self.latency,
-                    self.ttft,
-                    self.overhead,
-                    self.tokens,
-                    self.cost,
-                ]
-            )
+        self.rejected = CounterFamily(
+            "turnout_rejected_requests",
+            "Requests refused or cut before routing, by reason: max_in_flight (503), header_timeout and "
+            "body_timeout (server.client_timeout; the connection is closed).",
+            ["reason"],
+            store,
         )
-        self.in_flight = Gauge("turnout_in_flight_requests", "Chat requests being served right now.", registry=r)
-        self.breaker = Gauge(
+        self.in_flight = GaugeFamily(
+            "turnout_in_flight_requests", "Chat requests being served right now (all workers).", [], store
+        )
+        self.breaker = GaugeFamily(
             "turnout_breaker_state",
-            "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
+            "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open (with --workers: the worst state "
+            "any worker holds).",
             ["deployment"],
-            registry=r,
+            store,
+            combine="max",
         )
-        self.breaker_transitions = Counter(
+        self.breaker_transitions = CounterFamily(
             "turnout_breaker_transitions",
             "Breaker state changes by deployment and new state.",
             ["deployment", "state"],
-            registry=r,
+            store,
         )
-        self.reloads = Counter(
-            "turnout_config_reloads", "Config reloads, by result (success | failure).", ["result"], registry=r
+        self.reloads = CounterFamily(
+            "turnout_config_reloads",
+            "Config reloads, by result (success | failure); with --workers each worker reloads and counts.",
+            ["result"],
+            store,
         )
-        self.config_problems = Gauge(
+        self.config_problems = GaugeFamily(
             "turnout_config_last_reload_problems",
             "Problems found by the last failed reload (0 when it succeeded).",
-            registry=r,
+            [],
+            store,
+            combine="max",
         )
+        self.families: tuple[Family, ...] = (
+            self.requests,
+            self.attempts,
+            self.fallbacks,
+            self.latency,
+            self.ttft,
+            self.overhead,
+            self.tokens,
+            self.cost,
+            self.rejected,
+            self.in_flight,
+            self.breaker,
+            self.breaker_transitions,
+            self.reloads,
+            self.config_problems,
+        )
+        self.in_flight.set((), 0)
+        self.config_problems.set((), 0)
+        self.registry = CollectorRegistry(auto_describe=True)
+        if directory is None:
+            self.registry.register(FamilyCollector(self.families))
+        else:
+            self.registry.register(_Combined(DirectoryReader(directory, self.families), self.families))
         self._dispatch: dict[type, Callable[[Any], None]] = {
             AttemptFailed: self._attempt_failed,
             AttemptSucceeded: self._attempt_succeeded,
@@ -131,16 +169,22 @@ class Metrics:
     def request_done(self, route: str, status: int) -> None:
         self.requests.inc((route, status))
 
+    def in_flight_now(self, count: int) -> None:
+        self.in_flight.set((), count)
+
+    def reject(self, reason: str) -> None:
+        self.rejected.inc((reason,))
+
     def reload_result(self, ok: bool, problems: int = 0) -> None:
-        self.reloads.labels("success" if ok else "failure").inc()
-        self.config_problems.set(0 if ok else problems)
+        self.reloads.inc(("success" if ok else "failure",))
+        self.config_problems.set((), 0 if ok else problems)
 
     def sync_breakers(self, health: Iterable[Any]) -> None:
         """Set the breaker gauge from the Router's current health (at startup and after a reload): one series per
         current deployment, from its kept or fresh breaker; series of removed deployments are dropped."""
         self.breaker.clear()
         for entry in health:
-            self.breaker.labels(entry.key).set(BREAKER_STATE.get(entry.breaker.state, 0.0))
+            self.breaker.set((entry.key,), BREAKER_STATE.get(entry.breaker.state, 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -155,8 +199,8 @@ class Metrics:
         self.fallbacks.inc((e.route, e.from_deployment, e.error_class))
 
     def _breaker(self, deployment: str, state: str) -> None:
-        self.breaker.labels(deployment).set(BREAKER_STATE[state])
-        self.breaker_transitions.labels(deployment, state).inc()
+        self.breaker.set((deployment,), BREAKER_STATE[state])
+        self.breaker_transitions.inc((deployment, state))
 
     def _completed(self, e: ResponseCompleted) -> None:
         route = e.route
@@ -177,3 +221,18 @@ class Metrics:
             self.tokens.inc((route, served, "cached"), usage.cached_tokens)
         if e.cost_usd:
             self.cost.inc((route, served), e.cost_usd)
+
+
+class _Combined(Collector):
+    """The registry's view with `--workers`: every worker's cells, combined (see `aggregate.py`)."""
+
+    def __init__(self, reader: DirectoryReader, families: Iterable[Family]) -> None:
+        self._reader = reader
+        self._families = tuple(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._reader.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.empty()

@@ -1,29 +1,29 @@
 """`turnout serve`: run the sidecar in one process, or in N worker processes sharing one port.
 
 One process: load the file (problems are printed as `FILE:LINE:COL: ...`, exit 1), build a Router, listen, print
-where and what is served, then serve until SIGTERM/SIGINT. Shutdown stops accepting, marks /readyz as draining,
-lets in-flight requests finish for up to `server.drain_timeout`, closes the upstream session and exits 0.
-SIGHUP reloads the file.
+where and what is served, then serve until SIGTERM/SIGINT (the same). Shutdown (`drain.py`) marks /readyz as
+draining, stops accepting, lets in-flight requests finish for up to `server.drain_timeout` (0: not at all),
+cuts the rest, closes the upstream session and exits 0. SIGHUP reloads the file.
 
-`--workers N`: a supervisor spawns N processes; each binds the port with SO_REUSEPORT (the kernel spreads
-connections over them) and owns its own Router, so breakers, limits and metrics are per worker. The supervisor
-forwards SIGTERM/SIGINT/SIGHUP, restarts a worker that crashes (at most `MAX_RESTARTS` a minute) and exits 0
-when every worker drained cleanly.
+`--workers N`: a supervisor (`supervisor.py`) spawns N processes; each binds the port with SO_REUSEPORT (the
+kernel spreads connections over them) and owns its own Router, so breakers and limits are per worker, while
+/metrics on any worker shows the sum over all of them (`aggregate.py`). The supervisor forwards signals,
+restarts a worker that crashes, and exits 0 when every worker drained cleanly; workers die with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
 import os
-import queue
+import shutil
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
@@ -32,11 +32,13 @@ from aiohttp import web
 from turnout.config import Config
 from turnout.errors import ConfigError
 from turnout.server.app import SIDECAR_KEY, create_app, make_runner
+from turnout.server.drain import UNWIND, drain
+from turnout.server.metrics import Metrics
+from turnout.server.supervisor import WORKER_SIGNALS, Supervisor, WorkerLink
 
 log = logging.getLogger("turnout.server")
-MAX_RESTARTS = 5
 GC_THRESHOLD = 10_000  # allocations (net) between young-generation collections; CPython's default is 700
-READY_TIMEOUT = 60.0
+PR_SET_PDEATHSIG = 1
 
 
 def tune_gc() -> None:
@@ -125,21 +127,24 @@ async def serve_process(
     port: int,
     *,
     reuse_port: bool = False,
+    metrics: Metrics | None = None,
     access_log: TextIO | None = None,
     on_ready: Callable[[int, Mapping[str, Any]], None] | None = None,
     env: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Serve one process until `stop` is set or SIGTERM/SIGINT arrives; then drain and return 0."""
+    """Serve one process until `stop` is set or SIGTERM/SIGINT arrives; then drain and return 0.
+
+    `metrics`: a shared store for `--workers` (default: this process's own)."""
     from turnout.router import Router
 
     try:
         router = Router(config)  # compiles: drivers validate their options here, after the loader's checks
     except ConfigError as exc:
         return report_invalid(path, exc)
-    app = create_app(router, config_path=path, env=env, access_log=access_log)
+    app = create_app(router, config_path=path, env=env, access_log=access_log, metrics=metrics)
     sidecar = app[SIDECAR_KEY]
-    runner = make_runner(app)
+    runner = make_runner(app, drain_timeout=UNWIND)  # `drain()` does the waiting; the runner only tidies up
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
     await site.start()
@@ -152,16 +157,12 @@ async def serve_process(
     if sidecar.reloader is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, sidecar.reloader.trigger, "SIGHUP")
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # a worker starts with them blocked: handled now
     if on_ready is not None:
         on_ready(bound, router.readiness())
     tune_gc()
     await stop.wait()
-    sidecar.draining = True
-    log.info(
-        "shutting down: draining %d in-flight requests (up to %.0fs)", sidecar.in_flight, sidecar.settings.drain_timeout
-    )
-    await runner.cleanup()
-    log.info("stopped")
+    await drain(runner, sidecar)
     return 0
 
 
@@ -203,20 +204,65 @@ def serve(
 
 
 # -- workers --------------------------------------------------------------------------------------------------
-def _worker(path: str, host: str, port: int, access_log: str, ready: Any, index: int) -> None:
-    """One worker process: load the file itself, serve with SO_REUSEPORT, report readiness to the supervisor."""
+def _worker(path: str, host: str, port: int, access_log: str, ready: Any, link: WorkerLink) -> None:
+    """One worker process: load the file itself, serve with SO_REUSEPORT, report readiness to the supervisor.
+
+    Started with SIGTERM/SIGINT/SIGHUP blocked (`serve_process` unblocks them once handled); exits with its
+    supervisor (parent-death signal, and the parent pipe watched by the loop)."""
+    _die_with_parent(link.parent_pid)
     setup_logging()
     config = load_or_report(path)
     if isinstance(config, int):
         sys.exit(config)
     stream = open_access_log(access_log)
+    from turnout.server.cells import CellStore
+
+    metrics = Metrics(CellStore.in_directory(link.metrics_dir, link.store), directory=link.metrics_dir)
 
     def on_ready(bound: int, readiness: Mapping[str, Any]) -> None:
-        ready.put((index, os.getpid(), readiness))
+        ready.put((link.index, os.getpid(), readiness))
 
-    sys.exit(
-        asyncio.run(serve_process(path, config, host, port, reuse_port=True, access_log=stream, on_ready=on_ready))
-    )
+    async def serve_until_stopped() -> int:
+        stop = asyncio.Event()
+        orphaned = _watch_parent(stop)
+        code = await serve_process(
+            path, config, host, port, reuse_port=True, metrics=metrics, access_log=stream, on_ready=on_ready, stop=stop
+        )
+        if orphaned.is_set():  # nobody will clean up the metrics directory after us
+            shutil.rmtree(link.metrics_dir, ignore_errors=True)
+        return code
+
+    sys.exit(asyncio.run(serve_until_stopped()))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM when the supervisor dies (Linux), and exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        sys.exit(0)
+
+
+def _watch_parent(stop: asyncio.Event) -> asyncio.Event:
+    """Set `stop` when the pipe multiprocessing keeps to the parent reaches EOF (the parent is gone): the portable
+    half of "workers exit when the supervisor dies". Returns an event that tells whether that happened."""
+    orphaned = asyncio.Event()
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None) if parent is not None else None
+    if sentinel is None:
+        return orphaned
+    loop = asyncio.get_running_loop()
+
+    def parent_gone() -> None:
+        loop.remove_reader(sentinel)
+        log.warning("the supervisor is gone; draining and exiting")
+        orphaned.set()
+        stop.set()
+
+    loop.add_reader(sentinel, parent_gone)
+    return orphaned
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -229,92 +275,19 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 def supervise(path: str, config: Config, host: str, port: int, workers: int, access_log: str) -> int:
-    """Run `workers` processes on one port; forward signals; restart crashed workers; exit 0 after a clean drain."""
+    """Run `workers` processes on one port until SIGTERM/SIGINT; see `supervisor.py` for the exact lifecycle."""
     reserved = _reserve_port(host, port)
-    supervisor = _Supervisor(path, host, reserved.getsockname()[1], access_log)
-    signal.signal(signal.SIGTERM, supervisor.stop)
-    signal.signal(signal.SIGINT, supervisor.stop)
-    signal.signal(signal.SIGHUP, supervisor.forward_hup)
+    bound = reserved.getsockname()[1]
+    supervisor = Supervisor(_worker, (path, host, bound, access_log))
+    supervisor.install_signals()
     for index in range(workers):
         supervisor.spawn(index)
     readiness = supervisor.wait_ready(workers)
     reserved.close()
-    if readiness is None:
+    if readiness is not None:
+        print(banner(path, config, readiness, host, bound, workers), file=sys.stderr, flush=True)
+    elif supervisor.stop_signal is None:  # not stopped on purpose: a worker died or never became ready
         print("turnout serve: a worker failed to start; stopping.", file=sys.stderr)
-        supervisor.stop(signal.SIGTERM, None)
-    else:
-        print(banner(path, config, readiness, host, supervisor.port, workers), file=sys.stderr, flush=True)
-    code = supervisor.run()
-    return code if readiness is not None else 1
-
-
-class _Supervisor:
-    """The parent of `--workers N`: owns the worker processes and their lifecycle."""
-
-    def __init__(self, path: str, host: str, port: int, access_log: str) -> None:
-        self.ctx = multiprocessing.get_context("spawn")
-        self.ready = self.ctx.Queue()
-        self.path, self.host, self.port, self.access_log = path, host, port, access_log
-        self.procs: dict[int, Any] = {}
-        self.stopping = False
-        self.restarts: list[float] = []
-
-    def spawn(self, index: int) -> None:
-        args = (self.path, self.host, self.port, self.access_log, self.ready, index)
-        proc = self.ctx.Process(target=_worker, args=args, name=f"turnout-worker-{index}")
-        proc.start()
-        self.procs[index] = proc
-
-    def stop(self, signum: int, frame: Any) -> None:
-        self.stopping = True
-        _signal_all(self.procs, signal.SIGTERM)
-
-    def forward_hup(self, signum: int, frame: Any) -> None:
-        _signal_all(self.procs, signal.SIGHUP)
-
-    def wait_ready(self, workers: int) -> Mapping[str, Any] | None:
-        """The readiness report once every worker listens; None if one died, time ran out or we were stopped."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        readiness: Mapping[str, Any] = {}
-        started = 0
-        while started < workers:
-            try:
-                _, _, readiness = self.ready.get(timeout=0.2)
-                started += 1
-            except queue.Empty:
-                failed = any(p.exitcode is not None for p in self.procs.values())
-                if failed or self.stopping or time.monotonic() > deadline:
-                    return None
-        return readiness
-
-    def run(self) -> int:
-        """Supervise until every worker has exited; 0 when all of them drained cleanly."""
-        while True:
-            alive = False
-            for index, proc in list(self.procs.items()):
-                proc.join(timeout=0.1)
-                if proc.exitcode is None:
-                    alive = True
-                elif not self.stopping and self._may_restart(index, proc):
-                    self.spawn(index)
-                    alive = True
-            if not alive:
-                break
-        return 0 if all(p.exitcode == 0 for p in self.procs.values()) else 1
-
-    def _may_restart(self, index: int, proc: Any) -> bool:
-        now = time.monotonic()
-        self.restarts = [t for t in self.restarts if now - t < 60] + [now]
-        if len(self.restarts) > MAX_RESTARTS:
-            log.error("workers keep crashing (%d restarts in a minute); stopping", len(self.restarts))
-            self.stop(signal.SIGTERM, None)
-            return False
-        log.error("worker %d (pid %s) exited with %s; restarting it", index, proc.pid, proc.exitcode)
-        return True
-
-
-def _signal_all(procs: Mapping[int, Any], sig: int) -> None:
-    for proc in procs.values():
-        if proc.exitcode is None and proc.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
+        supervisor.failed = True
+        supervisor.request_stop()
+    return supervisor.run()
