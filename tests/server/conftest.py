@@ -7,8 +7,12 @@ off and breakers lenient in the default file so no test ever waits on a backoff.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import os
+import re
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +190,105 @@ def server_kit() -> Any:
     from types import SimpleNamespace
 
     return SimpleNamespace(serving=serving, routes_yaml=routes_yaml, assert_openai_error=assert_openai_error)
+
+
+# -- the real `turnout serve` as a child process ----------------------------------------------------------------
+SERVE = [sys.executable, "-c", "import sys; from turnout.cli import main; sys.exit(main())", "serve"]
+
+
+class Process:
+    """A `turnout serve` child: its listening URL (parsed from the banner) and everything it printed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.url = ""
+        self.port = 0
+        self.banner: list[str] = []
+        self.stderr: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def wait_listening(self, within: float = 20.0) -> None:
+        async def read_banner() -> None:
+            assert self.proc.stderr is not None
+            while True:
+                line = (await self.proc.stderr.readline()).decode()
+                if not line:
+                    raise AssertionError(f"serve exited early: {''.join(self.stderr)}")
+                self.stderr.append(line)
+                match = re.search(r"listening on (http://[\d.]+:(\d+))", line)
+                if match:
+                    self.url, self.port = match.group(1), int(match.group(2))
+                    break
+            # the rest of the banner follows at once
+            for _ in range(10):
+                try:
+                    line = (await asyncio.wait_for(self.proc.stderr.readline(), 0.3)).decode()
+                except TimeoutError:
+                    break
+                self.banner.append(line)
+                self.stderr.append(line)
+
+        await asyncio.wait_for(read_banner(), within)
+        self._reader = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            self.stderr.append(line.decode())
+
+    async def finish(self, within: float = 15.0) -> int:
+        code = await asyncio.wait_for(self.proc.wait(), within)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
+    def log(self) -> str:
+        return "".join(self.stderr)
+
+
+@contextlib.asynccontextmanager
+async def turnout_serve(path: Path, *args: str) -> AsyncIterator[Process]:
+    """`turnout serve PATH --port 0 ARGS...`; killed (with any workers left) if the test does not stop it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        *SERVE, str(path), "--port", "0", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    child = Process(proc)
+    try:
+        yield child
+    finally:
+        if proc.returncode is None:
+            leftovers = children(proc.pid)
+            proc.kill()
+            await proc.wait()
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+
+
+def children(parent: int) -> list[int]:
+    """The child pids of `parent` (workers and the spawn context's resource tracker)."""
+    pids = []
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for task in os.listdir(f"/proc/{parent}/task"):
+            with open(f"/proc/{parent}/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def serving_workers(parent: int) -> list[int]:
+    """The worker processes of a `--workers` supervisor (not the resource tracker the spawn context adds)."""
+    serving = []
+    for pid in children(parent):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError), open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"resource_tracker" not in f.read():
+                serving.append(pid)
+    return serving
+
+
+@pytest.fixture(scope="session")
+def cli() -> Any:
+    """Run the real `turnout serve`: `async with cli.serve(path, *args) as child`, plus process helpers."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(serve=turnout_serve, children=children, serving_workers=serving_workers)

@@ -44,7 +44,7 @@ class DirectoryReader:
         self.directory = directory
         self.families = {family.name: family for family in families}
         self._keys: dict[str, _Keys] = {}
-        self._final: dict[str, list[float]] = {}  # cells of exited workers never change again
+        self._final: dict[str, tuple[int, list[float]]] = {}  # exited workers' cells (by key count) stay as read
 
     def collect(self) -> Iterator[Metric]:
         combined = self.combined()
@@ -59,11 +59,13 @@ class DirectoryReader:
             keys = self._read_keys(name)
             if not keys.entries:
                 continue
-            cells = self._final.get(name)
-            if cells is None:
+            known = self._final.get(name)
+            if known is not None and known[0] == len(keys.entries):
+                cells = known[1]
+            else:
                 cells = self._read_cells(name, keys.entries)
                 if not live:
-                    self._final[name] = cells
+                    self._final[name] = (len(keys.entries), cells)
             for family_name, labels, slot in keys.entries:
                 family = self.families.get(family_name)
                 if family is None or (family.kind == "gauge" and not live):

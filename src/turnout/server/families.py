@@ -40,7 +40,7 @@ class _Family:
     kind = ""
     width = 1
 
-    def __init__(self, name: str, doc: str, labels: Sequence[str], store: CellStore | None) -> None:
+    def __init__(self, name: str, doc: str, labels: Sequence[str], store: CellStore | None = None) -> None:
         self.name = name
         self.doc = doc
         self.labels = tuple(labels)
