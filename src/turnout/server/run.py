@@ -228,7 +228,7 @@ def _worker(path: str, host: str, port: int, access_log: str, ready: Any, link: 
         code = await serve_process(
             path, config, host, port, reuse_port=True, metrics=metrics, access_log=stream, on_ready=on_ready, stop=stop
         )
-        if orphaned.is_set():  # nobody will clean up the metrics directory after us
+        if orphaned.is_set() or os.getppid() != link.parent_pid:  # nobody will remove the metrics directory
             shutil.rmtree(link.metrics_dir, ignore_errors=True)
         return code
 
