@@ -202,3 +202,21 @@ def test_serving_raises_the_young_gc_threshold():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_serving_lifts_the_soft_open_files_limit_to_the_hard_one():
+    """`turnout serve` raises a low soft limit on open files (a shell's 1024) to the hard limit, capped."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "from turnout.server.run import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+        "now = raise_open_files_limit(ceiling=4096)\n"
+        "assert now == resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(hard, 4096), now\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -51,6 +51,23 @@ def tune_gc() -> None:
         gc.set_threshold(max(GC_THRESHOLD, first), second, third)
 
 
+def raise_open_files_limit(ceiling: int = 1 << 20) -> int:
+    """Lift the soft limit on open files to the hard limit (as Go's runtime does): every client connection and
+    every upstream one is a file, and a shell's usual soft limit of 1024 would make accept() fail under load.
+    Workers inherit it. Returns the soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            return wanted
+    return soft
+
+
 def load_or_report(path: str, env: Mapping[str, str] | None = None) -> Config | int:
     """The config, or the exit code (1 invalid, 2 unreadable) after printing why to stderr (never a traceback)."""
     from turnout.schema import load_file
@@ -184,6 +201,7 @@ def serve(
 ) -> int:
     """Entry point of `turnout serve`; returns the process exit code."""
     setup_logging()
+    raise_open_files_limit()
     config = load_or_report(path, env)
     if isinstance(config, int):
         return config
