@@ -26,11 +26,12 @@ from run import ROUTES_YAML, body
 from upstream import Nginx, free_port, wait_port
 
 
-def start(src: str, routes: Path, workdir: Path, name: str) -> tuple[int, subprocess.Popen[bytes]]:
+def start(src: str, routes: Path, workdir: Path, name: str, workers: int = 1) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
     cmd = [sys.executable, "-c", "from turnout.cli import main; main()", "serve", str(routes)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--access-log", str(workdir / f"{name}.log")]
+    cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc, timeout=30)
     return port, proc
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ttft", action="store_true", help="also compare time to first SSE event")
+    parser.add_argument("--workers", type=int, default=1, help="turnout serve --workers for both trees")
     args = parser.parse_args()
 
     nginx = Nginx().start()
@@ -54,7 +56,7 @@ def main() -> None:
     procs: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     try:
         for name, src in (("a", args.a), ("b", args.b)):
-            procs[name] = start(src, routes, workdir, name)
+            procs[name] = start(src, routes, workdir, name, args.workers)
         stream = args.mode == "sse"
         payload = body("bench-stream" if stream else "bench", stream)
         cpu: dict[str, list[float]] = {name: [] for name in procs}

@@ -15,13 +15,19 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
         help="run the OpenAI-compatible sidecar",
         description=(
             "Serve /v1/chat/completions, /v1/models, /healthz, /readyz and /metrics for a routing file. "
-            "The file is watched and reloaded on change, SIGHUP or POST /admin/reload; SIGTERM drains and exits 0."
+            "The file is watched and reloaded on change, SIGHUP or POST /admin/reload; SIGTERM or SIGINT drains "
+            "(up to server.drain_timeout) and exits 0."
         ),
     )
     serve.add_argument("file", nargs="?", default="routes.yaml", help="routing file (default: ./routes.yaml)")
     serve.add_argument("--host", default=None, help="address to bind (default: server.host, else 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: server.port, else 8080; 0 = any)")
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port via SO_REUSEPORT")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port via SO_REUSEPORT; /metrics shows all of them together",
+    )
     serve.add_argument(
         "--access-log",
         default="-",
