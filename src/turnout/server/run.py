@@ -174,7 +174,8 @@ async def serve_process(
     if sidecar.reloader is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, sidecar.reloader.trigger, "SIGHUP")
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # a worker starts with them blocked: handled now
+    if hasattr(signal, "pthread_sigmask"):  # a worker starts with them blocked: handled from now on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     if on_ready is not None:
         on_ready(bound, router.readiness())
     tune_gc()
@@ -250,7 +251,13 @@ def _worker(path: str, host: str, port: int, access_log: str, ready: Any, link: 
             shutil.rmtree(link.metrics_dir, ignore_errors=True)
         return code
 
-    sys.exit(asyncio.run(serve_until_stopped()))
+    try:
+        code = asyncio.run(serve_until_stopped())
+    except OSError as exc:
+        reason = exc.strerror or exc
+        print(f"turnout serve: worker {link.index} cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
 
 
 def _die_with_parent(parent_pid: int) -> None:

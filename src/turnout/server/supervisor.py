@@ -39,7 +39,8 @@ log = logging.getLogger("turnout.server")
 MAX_RESTARTS = 5
 READY_TIMEOUT = 60.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # blocked in a worker until it handles them
+# blocked in a worker until it handles them (SIGHUP is POSIX only)
+WORKER_SIGNALS = {getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)}
 
 
 @dataclass(frozen=True, slots=True)
