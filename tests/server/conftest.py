@@ -258,12 +258,12 @@ async def turnout_serve(path: Path, *args: str) -> AsyncIterator[Process]:
         yield child
     finally:
         if proc.returncode is None:
-            leftovers = children(proc.pid)
+            leftovers = children(proc.pid)  # its workers, if any: they die with it, this only makes it immediate
             proc.kill()
-            await proc.wait()
             for pid in leftovers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
+            await proc.wait()
 
 
 def children(parent: int) -> list[int]:

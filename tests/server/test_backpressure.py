@@ -128,8 +128,8 @@ async def test_max_in_flight_applies_after_a_reload(serve, http, primary):
 async def test_a_connection_that_sends_nothing_is_closed_after_client_timeout(serve):
     """A client that connects and never sends a request is disconnected once client_timeout has passed."""
     async with serve(server="  client_timeout: 300ms\n") as s:
+        opened = time.monotonic()  # before the connect: the server's deadline starts at its accept, later
         reader, writer = await asyncio.open_connection("127.0.0.1", int(s.url.rsplit(":", 1)[1]))
-        opened = time.monotonic()
         assert await read_until_closed(reader, within=10) == b""
         assert time.monotonic() - opened >= 0.25
         writer.close()
@@ -138,9 +138,9 @@ async def test_a_connection_that_sends_nothing_is_closed_after_client_timeout(se
 async def test_half_sent_headers_are_closed_and_counted(serve, http):
     """Headers that stop half way are not waited for beyond client_timeout; the metric counts the closing."""
     async with serve(server="  client_timeout: 300ms\n") as s:
+        opened = time.monotonic()
         reader, writer = await asyncio.open_connection("127.0.0.1", int(s.url.rsplit(":", 1)[1]))
         writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
-        opened = time.monotonic()
         assert await read_until_closed(reader, within=10) == b""
         assert time.monotonic() - opened >= 0.25
         writer.close()
@@ -151,9 +151,9 @@ async def test_a_body_that_stops_half_way_gets_408_then_the_connection_closes(se
     """Headers that arrive but a body that does not finish in client_timeout: 408 in OpenAI's shape, then closed,
     and the upstream never sees the request."""
     async with serve(server="  client_timeout: 300ms\n") as s:
+        opened = time.monotonic()
         reader, writer = await asyncio.open_connection("127.0.0.1", int(s.url.rsplit(":", 1)[1]))
         writer.write(request_bytes(BODY[:10], declared=len(BODY)))
-        opened = time.monotonic()
         answer = await read_until_closed(reader, within=10)
         waited = time.monotonic() - opened
         writer.close()
@@ -213,8 +213,8 @@ async def test_2000_half_sent_requests_are_closed_while_normal_requests_keep_bei
 
         async def half_sent(index: int) -> tuple[float, bytes]:
             async with connect_slots:
+                opened = time.monotonic()  # the server's deadline starts at its accept, after this
                 reader, writer = await asyncio.open_connection("127.0.0.1", child.port)
-            opened = time.monotonic()
             if index < headers_only:
                 writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
             else:

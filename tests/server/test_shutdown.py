@@ -247,7 +247,8 @@ async def test_workers_exit_when_the_supervisor_is_killed(write_routes, cli, pri
             assert refused(child.port)
             assert await eventually(lambda: not any(os.path.exists(d) for d in metrics_dirs), within=5)
             await asyncio.wait_for(child.proc.wait(), 10)
-        finally:
+        finally:  # only if the test failed: never signal a pid that may have been reused
             for pid in workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                if not gone(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
