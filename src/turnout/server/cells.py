@@ -35,10 +35,14 @@ class CellUser(Protocol):
 class CellStore:
     """A growable array of float64 cells with a slot allocator; optionally backed by a file other processes read."""
 
-    def __init__(self, *, capacity: int = INITIAL_CELLS) -> None:
+    def __init__(self, *, capacity: int = INITIAL_CELLS, path: str | None = None) -> None:
+        """Cells for this process only, or (`path`) in `path.cells` with keys in `path.keys`, both created new."""
+        self.name = os.path.basename(path) if path is not None else None
         self._fd: int | None = None
         self._keys: Any = None
-        self.name: str | None = None
+        if path is not None:
+            self._fd = os.open(path + CELLS_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            self._keys = open(path + KEYS_SUFFIX, "x", encoding="utf-8")  # noqa: SIM115 - lives with the store
         self._used = 0
         self._capacity = max(1, capacity)
         self._users: list[CellUser] = []
@@ -47,18 +51,8 @@ class CellStore:
 
     @classmethod
     def in_directory(cls, directory: str, name: str, *, capacity: int = INITIAL_CELLS) -> CellStore:
-        """A store whose cells and keys are `directory/name.cells` and `.keys` (created; must not exist yet)."""
-        store = cls.__new__(cls)
-        store.name = name
-        store._used = 0
-        store._capacity = max(1, capacity)
-        store._users = []
-        store._maps = []
-        base = os.path.join(directory, name)
-        store._fd = os.open(base + CELLS_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        store._keys = open(base + KEYS_SUFFIX, "x", encoding="utf-8")  # noqa: SIM115 - lives as long as the store
-        store.cells = store._map(store._capacity)
-        return store
+        """The store of one `--workers` worker: `directory/name.cells` and `.keys` (must not exist yet)."""
+        return cls(capacity=capacity, path=os.path.join(directory, name))
 
     @property
     def shared(self) -> bool:
