@@ -102,7 +102,8 @@ async def test_the_openai_sdk_retries_an_overload_answer(serve, primary):
         assert await wait_for(lambda: len(primary.requests) == 1)
         retrying = openai.AsyncOpenAI(base_url=f"{s.url}/v1", api_key="unused", max_retries=3, timeout=10)
         second = asyncio.create_task(retrying.chat.completions.create(model="solo", messages=MESSAGES))
-        await asyncio.sleep(0.3)  # the second one has been refused once and waits Retry-After
+        refused = s.sidecar.metrics.rejected
+        assert await wait_for(lambda: refused.value(("max_in_flight",)) == 1)  # now it waits Retry-After
         gate.set()
         assert (await first).choices[0].message.content == "released"
         assert (await second).choices[0].message.content == "after the retry"
