@@ -18,12 +18,13 @@ from turnout.errors import ErrorClass, Problem
 Action = Literal["retry", "next", "fail"]
 Strategy = Literal["priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost"]
 Capability = Literal["tools", "vision", "json", "prefill", "streaming"]
-MidStreamPolicy = Literal["error", "continue"]
+MidStreamPolicy = Literal["error", "continue", "restart"]
 Jitter = Literal["full", "equal", "none"]
 
 STRATEGIES: tuple[str, ...] = ("priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost")
 CAPABILITIES: tuple[str, ...] = ("tools", "vision", "json", "prefill", "streaming")
 BUILTIN_DRIVERS: tuple[str, ...] = ("openai", "azure", "anthropic", "gemini", "ollama", "mock")
+DEFAULT_RESTART_BUFFER = 256 * 1024  # bytes of answer `mid_stream: restart` holds back (~64k tokens of text)
 
 # The architecture's taxonomy table: what a route does with each error class unless it overrides it.
 DEFAULT_ACTIONS: Mapping[ErrorClass, Action] = MappingProxyType(
@@ -109,6 +110,7 @@ class Policy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_error: Mapping[ErrorClass, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
     mid_stream: MidStreamPolicy = "error"
+    restart_buffer: int = DEFAULT_RESTART_BUFFER  # `mid_stream: restart`: bytes held back before committing
 
     def action(self, error_class: ErrorClass) -> Action:
         return self.on_error[error_class]

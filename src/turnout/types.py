@@ -97,6 +97,7 @@ class Attempt:
     usage: Usage | None = None
     cost_usd: float | None = None
     detail: str = ""
+    estimated: bool = False  # `usage` (and so `cost_usd`) estimated: a stream cut before it reported usage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,7 +108,24 @@ class Attempt:
             "duration_ms": round(self.duration * 1000, 3),
             "cost_usd": self.cost_usd,
             "detail": self.detail,
+            "usage_estimated": self.estimated,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Splice:
+    """A cut stream continued on another deployment (`mid_stream: continue`).
+
+    `continued_from` is the deployment whose stream broke, `continued_by` the one that carried on from the text
+    the caller already had (`chars_kept` characters, all kept: a delivered word cannot be taken back).
+    """
+
+    continued_from: str
+    continued_by: str
+    chars_kept: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"continued_from": self.continued_from, "continued_by": self.continued_by, "chars_kept": self.chars_kept}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +193,11 @@ class ChatRequest:
         stream_options = body.get("stream_options")
         if stream_options is not None and not is_mapping(stream_options):
             raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
+        include_usage = stream_options.get("include_usage") if stream_options else None
+        if include_usage is not None and not isinstance(include_usage, bool):
+            raise InvalidRequest(
+                "'stream_options.include_usage' must be a boolean.", param="stream_options.include_usage"
+            )
         response_format = body.get("response_format")
         if response_format is not None and not is_mapping(response_format):
             raise InvalidRequest("'response_format' must be an object.", param="response_format")
@@ -183,7 +206,7 @@ class ChatRequest:
             body=body,
             model=model,
             stream=stream,
-            include_usage=bool(stream_options and stream_options.get("include_usage")),
+            include_usage=include_usage is True,
             needs_tools=bool(tools),
             needs_vision=images > 0,
             needs_json=needs_json,
@@ -465,6 +488,9 @@ class ChunkBatch:
                 return b"".join(_sse_event(raw) for raw in self.raws)
         return b"data: " + b"\n\ndata: ".join(self.raws) + b"\n\n"
 
+    def __repr__(self) -> str:
+        return f"ChunkBatch({len(self.raws)} chunks)"
+
 
 def _sse_event(payload: bytes) -> bytes:
     """One `data:` event; a payload that spans lines (an upstream may send multi-line data) keeps every line a
@@ -472,9 +498,6 @@ def _sse_event(payload: bytes) -> bytes:
     if b"\n" in payload:
         payload = payload.replace(b"\n", b"\ndata: ")
     return b"data: " + payload + b"\n\n"
-
-    def __repr__(self) -> str:
-        return f"ChunkBatch({len(self.raws)} chunks)"
 
 
 def chunk_data(

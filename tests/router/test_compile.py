@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from types import MappingProxyType
+
 import pytest
 
 from turnout import ConfigError
@@ -69,12 +72,42 @@ def test_capabilities_are_declared_else_the_drivers():
     assert route.excluded[0].reason == "lacks prefill"
 
 
+def _with(config, section: str, name: str, **changes):
+    """`config` with one provider/model replaced (a Config built in code: the loader's checks never saw it)."""
+    entries = getattr(config, section)
+    return dataclasses.replace(
+        config, **{section: MappingProxyType({**entries, name: dataclasses.replace(entries[name], **changes)})}
+    )
+
+
 def test_bad_driver_options_are_a_config_error_naming_the_provider():
-    """A driver rejecting its options fails compilation with a problem at the provider."""
-    bad = load_text(FILE.replace("mk: {driver: mock}", "mk: {driver: mock, options: {latency: -5}}"), env={})
+    """A driver rejecting its options (in a Config built in code) fails compilation with a problem at the provider."""
+    bad = _with(load_text(FILE, env={}), "providers", "mk", options=MappingProxyType({"latency": -5}))
     with pytest.raises(ConfigError) as info:
         compile_graph(bad)
     assert any(p.path.startswith("providers.mk") for p in info.value.problems)
+
+
+def test_a_declared_capability_the_driver_cannot_honour_fails_compilation():
+    """prefill declared on an openai model without a dialect (a Config built in code) is a problem at supports."""
+    bad = _with(load_text(FILE, env={}), "models", "plain", supports=frozenset({"prefill", "streaming"}))
+    with pytest.raises(ConfigError) as info:
+        compile_graph(bad)
+    assert [p.path for p in info.value.problems] == ["models.plain.supports"]
+    assert "cannot honour 'prefill'" in info.value.problems[0].message
+
+
+def test_a_prefill_dialect_makes_an_openai_deployment_prefill_capable():
+    """options.prefill on the provider, or on one model, adds prefill to the deployment's capabilities."""
+    text = FILE.replace("oa: {driver: openai, api_key: sk-test}", "oa: {driver: openai, api_key: sk-test}\n"
+                        "  vl: {driver: openai, api_key: sk-test, options: {prefill: vllm}}")  # fmt: skip
+    text = text.replace("plain: {provider: oa}", "plain: {provider: oa}\n  own: {provider: oa, options: "
+                        "{prefill: prefix}}\n  served: {provider: vl}")  # fmt: skip
+    text = text.replace("cont: {chain: [plain, echo]", "more: {chain: [own, served]}\n  cont: {chain: [plain, echo]")
+    g = compile_graph(load_text(text, env={}))
+    assert "prefill" in g.deployments["oa/own"].capabilities
+    assert "prefill" in g.deployments["vl/served"].capabilities
+    assert "prefill" not in g.deployments["oa/plain"].capabilities
 
 
 def test_explain_renders_the_compiled_graph():

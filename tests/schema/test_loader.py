@@ -135,11 +135,62 @@ def test_explicit_registry_decides_which_drivers_exist():
     text = BASE.replace("driver: mock", "driver: custom")
     assert any("unknown driver 'custom'" in p for p in _problems(text))
 
-    class Custom:  # a stand-in class: the loader checks names only, it never instantiates drivers
+    class Custom:  # a stand-in class: the loader resolves drivers but never instantiates them
         pass
 
     registry = DriverRegistry({"custom": Custom}, use_entry_points=False)  # type: ignore[dict-item]
     assert load_text(text, env={}, registry=registry).providers["mock"].driver == "custom"
+
+
+class TextOnly:
+    """A plug-in driver that cannot send images, and streams only when its options say so."""
+
+    name = "textonly"
+    options_schema = {"type": "object", "additionalProperties": False, "properties": {"sse": {"type": "boolean"}}}
+    capability_hints = {"vision": "this upstream takes text only"}
+
+    @classmethod
+    def capabilities_for(cls, options, model_options):
+        return frozenset({"tools", "streaming"} if options.get("sse") else {"tools"})
+
+
+TEXT_ONLY = DriverRegistry({"textonly": TextOnly}, use_entry_points=False)  # type: ignore[dict-item]
+
+
+def test_a_declared_capability_the_driver_cannot_honour_is_located():
+    """`vision` on a driver that cannot send images is an error at the `supports` entry, with the driver's hint."""
+    text = BASE.replace("driver: mock", "driver: textonly, options: {sse: true}").replace(
+        "{provider: mock}", "{provider: mock, supports: [streaming, vision]}"
+    )
+    assert _problems(text, registry=TEXT_ONLY) == [
+        "t.yaml:5:48: models.echo.supports[1]: driver 'textonly' cannot honour 'vision' for this model: "
+        "this upstream takes text only"
+    ]
+
+
+def test_what_a_driver_honours_may_depend_on_its_options():
+    """The same declaration is valid or not depending on the provider's options (capabilities_for)."""
+    text = BASE.replace("driver: mock", "driver: textonly, options: {sse: false}").replace(
+        "{provider: mock}", "{provider: mock, supports: [tools, streaming]}"
+    )
+    assert _problems(text, registry=TEXT_ONLY) == [
+        "t.yaml:5:44: models.echo.supports[1]: driver 'textonly' cannot honour 'streaming' for this model: "
+        "it offers tools"
+    ]
+    config = load_text(text.replace("sse: false", "sse: true"), env={}, registry=TEXT_ONLY)
+    assert config.models["echo"].supports == {"tools", "streaming"}
+
+
+def test_a_supports_list_without_streaming_warns_only_where_the_driver_streams():
+    """Omitting `streaming` warns at the model when its driver could stream; a chain that cannot stream at all
+    warns at the route either way (its streamed requests all fail)."""
+    text = BASE.replace("driver: mock", "driver: textonly").replace(
+        "{provider: mock}", "{provider: mock, supports: [tools]}"
+    )
+    assert [w.path for w in load_text(text, env={}, registry=TEXT_ONLY).warnings] == ["routes.chat.chain"]
+    streaming = load_text(text.replace("driver: textonly", "driver: textonly, options: {sse: true}"), env={},
+                          registry=TEXT_ONLY)  # fmt: skip
+    assert [w.path for w in streaming.warnings] == ["models.echo.supports", "routes.chat.chain"]
 
 
 def test_problems_are_sorted_and_all_reported():

@@ -4,12 +4,20 @@ A driver is built from its `ProviderSpec` without I/O. Per call it receives the 
 `CallContext` that carries the Router's shared aiohttp session, the upstream model id and the time budget.
 Drivers translate every foreign failure into a `turnout.errors.ProviderError` subclass at their boundary;
 nothing aiohttp-specific escapes them.
+
+What a driver can honour may depend on its options (the `openai` driver continues a prefix only when told the
+upstream's prefill dialect). Beyond the protocol, a driver class may therefore define, all optional:
+- `capabilities_for(options, model_options) -> frozenset[str]` (a classmethod): what it honours for one model, given
+  the provider's and the model's options; without it, its `capabilities` attribute is used (`honoured()` below);
+- `model_options_schema`: a JSON Schema for a model's `options` (checked, located, when the file loads);
+- `capability_hints`: capability -> how to make the driver honour it (added to the load error).
+A model whose `supports` declares what its driver cannot honour is a located error when the file loads.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -56,6 +64,34 @@ class CallContext:
         if self.attempt_timeout is None:
             return left
         return self.attempt_timeout if left is None else min(left, self.attempt_timeout)
+
+
+def honoured(
+    driver: Any, options: Mapping[str, Any], model_options: Mapping[str, Any] = _EMPTY
+) -> frozenset[str] | None:
+    """The capabilities `driver` (a class or an instance) honours for one model; None when it does not say."""
+    capabilities_for = getattr(driver, "capabilities_for", None)
+    if callable(capabilities_for):
+        return frozenset(capabilities_for(options, model_options))
+    declared = getattr(driver, "capabilities", None)
+    return frozenset(declared) if isinstance(declared, frozenset | set) else None
+
+
+def unhonoured(
+    driver: Any, supports: Sequence[str], options: Mapping[str, Any], model_options: Mapping[str, Any] = _EMPTY
+) -> list[tuple[int, str]]:
+    """(index, message) for each entry of a model's `supports` that `driver` cannot honour with these options."""
+    offers = honoured(driver, options, model_options)
+    if offers is None:
+        return []
+    name = getattr(driver, "name", type(driver).__name__)
+    hints: Mapping[str, str] = getattr(driver, "capability_hints", None) or _EMPTY
+    out = []
+    for index, capability in enumerate(supports):
+        if capability not in offers:
+            hint = hints.get(capability) or f"it offers {', '.join(sorted(offers)) or 'nothing'}"
+            out.append((index, f"driver '{name}' cannot honour '{capability}' for this model: {hint}"))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 Near-passthrough: the client's body goes upstream with only `model` replaced (plus `stream_options.include_usage`
 when streaming, and an optional `max_tokens` <-> `max_completion_tokens` rename from the model's options).
+A continuation (`mid_stream: continue`) is sent in the upstream's prefill dialect, `options.prefill` on the
+provider or the model (`openai_prefill`); without one the driver does not offer "prefill" at all.
 
 The wire details (body rewriting, parsing, the byte-level stream state machine) live in `openai_wire`.
 """
@@ -26,6 +28,7 @@ from turnout.drivers._http import (
     validate_options,
 )
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.drivers.openai_prefill import DIALECTS, HINT, OPTION_SCHEMA, dialect_of
 from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
 from turnout.errors import BadRequest, ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch
@@ -50,15 +53,40 @@ class OpenAIDriver:
             "properties": {
                 "organization": {"type": "string", "description": "sent as OpenAI-Organization"},
                 "project": {"type": "string", "description": "sent as OpenAI-Project"},
+                "prefill": OPTION_SCHEMA,
             },
         }
     )
-    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming"})
+    model_options_schema: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "max_tokens_param": {
+                    "enum": ["max_tokens", "max_completion_tokens"],
+                    "description": "send the client's output limit under this name (reasoning models want "
+                    "max_completion_tokens; older compatible servers max_tokens)",
+                },
+                "prefill": {**OPTION_SCHEMA, "description": "this model's prefill dialect (overrides the provider's)"},
+            },
+        }
+    )
+    capability_hints: ClassVar[Mapping[str, str]] = MappingProxyType({"prefill": HINT})
+    BASE_CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"tools", "vision", "json", "streaming"})
+    capabilities: frozenset[str] = BASE_CAPABILITIES  # per instance: plus prefill when the provider names a dialect
 
     def __init__(self, spec: ProviderSpec) -> None:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
         self.spec = spec
         self._base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.capabilities = self.capabilities_for(spec.options, {})
+
+    @classmethod
+    def capabilities_for(cls, options: Mapping[str, Any], model_options: Mapping[str, Any]) -> frozenset[str]:
+        """Everything but prefill, plus prefill when the provider or the model names a known dialect."""
+        if dialect_of(options, model_options) is None:
+            return cls.BASE_CAPABILITIES
+        return cls.BASE_CAPABILITIES | {"prefill"}
 
     # -- wire details a flavour may change
 
@@ -85,16 +113,25 @@ class OpenAIDriver:
             headers["OpenAI-Project"] = options["project"]
         return headers
 
-    def _check(self, request: ChatRequest) -> None:
-        if request.assistant_prefix is not None:
-            raise BadRequest("this driver cannot continue an assistant prefix (no prefill)", provider=self.spec.name)
+    def _prefill(self, request: ChatRequest, ctx: CallContext) -> str | None:
+        """The dialect a continuation is sent in (None for any other request); refuses one it cannot send."""
+        if request.assistant_prefix is None:
+            return None
+        dialect = dialect_of(self.spec.options, ctx.model_options)
+        if dialect is None:
+            raise BadRequest(
+                f"this upstream cannot continue an assistant prefix: no prefill dialect ({', '.join(DIALECTS)}) "
+                "is named in options.prefill",
+                provider=self.spec.name,
+                model=ctx.model,
+            )
+        return dialect
 
     # -- calls
 
     async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
-        self._check(request)
         provider = self.spec.name
-        body = build_body(request, ctx, stream=False)
+        body = build_body(request, ctx, stream=False, prefill=self._prefill(request, ctx))
         data = await request_json(
             ctx, "POST", self._chat_url(ctx), provider=provider, model=ctx.model,
             headers=self._request_headers, data=dumps(body), params=self._params(),
@@ -102,9 +139,8 @@ class OpenAIDriver:
         return response_from(data, provider=provider, model=ctx.model)
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk | ChunkBatch]:
-        self._check(request)
         provider, model = self.spec.name, ctx.model
-        body = build_body(request, ctx, stream=True)
+        body = build_body(request, ctx, stream=True, prefill=self._prefill(request, ctx))
         resp = await open_response(
             ctx, "POST", self._chat_url(ctx), provider=provider, model=model,
             headers=self._request_headers, data=dumps(body), params=self._params(), stream=True,
@@ -172,6 +208,25 @@ class AzureOpenAIDriver(OpenAIDriver):
             },
         }
     )
+    model_options_schema: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"max_tokens_param": OpenAIDriver.model_options_schema["properties"]["max_tokens_param"]},
+        }
+    )
+    capability_hints: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"prefill": "Azure OpenAI, like OpenAI, cannot continue a partial answer"}
+    )
+
+    @classmethod
+    def capabilities_for(cls, options: Mapping[str, Any], model_options: Mapping[str, Any]) -> frozenset[str]:
+        return cls.BASE_CAPABILITIES
+
+    def _prefill(self, request: ChatRequest, ctx: CallContext) -> str | None:
+        if request.assistant_prefix is not None:
+            raise BadRequest("Azure OpenAI cannot continue an assistant prefix (no prefill)", provider=self.spec.name)
+        return None
 
     def __init__(self, spec: ProviderSpec) -> None:
         super().__init__(spec)

@@ -20,6 +20,7 @@ from typing import Any
 
 from turnout.drivers._http import dumps, error_class_for, error_details, loads, strip_directives
 from turnout.drivers.base import CallContext
+from turnout.drivers.openai_prefill import with_prefix
 from turnout.errors import ProtocolError, ProviderError, provider_error
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Usage, chunk_data, is_mapping
 
@@ -184,10 +185,13 @@ def response_from(data: Any, *, provider: str, model: str) -> ChatResponse:
     )
 
 
-def build_body(request: ChatRequest, ctx: CallContext, *, stream: bool) -> dict[str, Any]:
-    """The upstream body: the client's, minus `turnout_*` directives, with model/stream options set."""
+def build_body(request: ChatRequest, ctx: CallContext, *, stream: bool, prefill: str | None = None) -> dict[str, Any]:
+    """The upstream body: the client's, minus `turnout_*` directives, with model/stream options set, and the
+    request's `assistant_prefix` (a continuation) in the upstream's `prefill` dialect (`openai_prefill`)."""
     body = strip_directives(request.body)
     body["model"] = ctx.model
+    if request.assistant_prefix is not None and prefill is not None:
+        with_prefix(body, request.assistant_prefix, prefill)
     param = ctx.model_options.get("max_tokens_param")
     if param == "max_completion_tokens" and "max_tokens" in body and "max_completion_tokens" not in body:
         body["max_completion_tokens"] = body.pop("max_tokens")

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from turnout.config import CAPABILITIES, Config, ModelSpec, ProviderSpec, RouteSpec
-from turnout.drivers.base import Driver
+from turnout.drivers._http import validate_options
+from turnout.drivers.base import Driver, honoured, unhonoured
 from turnout.drivers.registry import DriverRegistry, UnknownDriver
 from turnout.errors import ConfigError, Problem
 from turnout.router.graph import CompiledRoute, Deployment, DispatchGraph, Excluded, PlannedMember, PlannedStep, Step
@@ -48,9 +49,11 @@ def compile_graph(
     deployments: dict[str, Deployment] = {}
     for model in config.models.values():
         driver = built.get(model.provider)
-        if driver is not None:
+        if driver is not None and _model_fits(config, model, driver, problems):
             deployment = _deployment(config, model, driver)
             deployments[deployment.key] = deployment
+    if problems:
+        raise ConfigError(problems)
 
     routes = {name: _route(config, spec, deployments, disabled, rng) for name, spec in config.routes.items()}
     return DispatchGraph(
@@ -84,9 +87,29 @@ def _build_driver(
     return None
 
 
+def _model_fits(config: Config, model: ModelSpec, driver: Driver, problems: list[Problem]) -> bool:
+    """The model's options suit its driver and its `supports` asks only what the driver honours (a file's loader
+    checks both with locations; this catches a Config built in code)."""
+    where = f"models.{model.key}"
+    schema = getattr(driver, "model_options_schema", None)
+    if schema is not None and model.options:
+        try:
+            validate_options(driver.name, model.provider, schema, model.options)
+        except ValueError as exc:
+            problems.append(Problem(config.source, 0, 0, f"{where}.options", str(exc)))
+            return False
+    if model.supports is None:
+        return True
+    options = config.providers[model.provider].options
+    wrong = unhonoured(driver, sorted(model.supports), options, model.options)
+    for _, message in wrong:
+        problems.append(Problem(config.source, 0, 0, f"{where}.supports", message))
+    return not wrong
+
+
 def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
-    capabilities = model.supports if model.supports is not None else getattr(driver, "capabilities", None)
     provider = config.providers[model.provider]
+    capabilities = model.supports if model.supports is not None else honoured(driver, provider.options, model.options)
     return Deployment(
         key=f"{model.provider}/{model.key}",
         provider=model.provider,

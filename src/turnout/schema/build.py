@@ -39,6 +39,7 @@ _POLICY_KEYS = frozenset(
         "retry",
         "on_error",
         "mid_stream",
+        "restart_buffer",
     }
 )
 
@@ -87,6 +88,7 @@ def _policy(spec: dict[str, Any], base: Policy) -> Policy:
         retry=_retry(spec.get("retry") or {}, base.retry),
         on_error=base.on_error if actions == dict(base.on_error) else MappingProxyType(actions),
         mid_stream=spec.get("mid_stream", base.mid_stream),
+        restart_buffer=parse_size(spec["restart_buffer"]) if "restart_buffer" in spec else base.restart_buffer,
     )
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from turnout.schema.capabilities import DriverChecks
 from turnout.schema.problems import Path, Reporter, did_you_mean
 from turnout.schema.templates import is_template
 from turnout.schema.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from turnout.drivers.registry import DriverRegistry
 
 HOUR = 3600.0
 CREDENTIAL_KEY = re.compile(r"(api_?key|secret|password|passwd|token)$", re.IGNORECASE)
@@ -58,8 +62,10 @@ class Checker:
         drivers: Iterable[str],
         disabled: dict[str, str],
         disabled_at: dict[str, Path] | None = None,
+        registry: DriverRegistry | None = None,
     ):
         self.data = data
+        self.registry = registry
         self.r = reporter
         self.drivers = sorted(drivers)
         self.disabled = disabled
@@ -78,6 +84,8 @@ class Checker:
         self._guarded(self._routes)
         self._guarded(self._server)
         self._guarded(self._unused)
+        if self.registry is not None:
+            self._guarded(DriverChecks(self, self.registry).run)
 
     def _guarded(self, check: Callable[[], None]) -> None:
         """Run one check as best effort on data the schema already rejected (e.g. a list where a name belongs).
@@ -106,6 +114,9 @@ class Checker:
         own = _dict(retry.get("backoff"))
         if own:
             self._backoff(own, _dict(inherited_retry.get("backoff")), (*path, "retry", "backoff"))
+        size = policy.get("restart_buffer")
+        if isinstance(size, str) and _size_or_none(size) == 0:  # the schema reports malformed sizes
+            self.r.error((*path, "restart_buffer"), "must be at least 1 byte")
 
     def _backoff(self, own: dict[str, Any], inherited: dict[str, Any], path: Path) -> None:
         """initial <= max, comparing this level's values with the ones it inherits (built-in: 250ms, 8s)."""
@@ -230,6 +241,11 @@ class Checker:
                     self.r.error((*path, "chain", i), f"unknown pool or model '{target}'{did_you_mean(target, known)}")
             self._requires(name, spec, list(seen))
             self._all_disabled(name, list(seen))
+            mode = spec.get("mid_stream", _dict(self.data.get("defaults")).get("mid_stream", "error"))
+            if "restart_buffer" in spec and mode != "restart":
+                self.r.warning(
+                    (*path, "restart_buffer"), f"restart_buffer has no effect: this route's mid_stream is {mode}"
+                )
 
     def _requires(self, route: str, spec: dict[str, Any], chain: list[str]) -> None:
         """A directly chained model lacking a required capability is an error; pool members are skipped."""

@@ -69,7 +69,7 @@ def _load(text: str | bytes, reporter: Reporter, env: Mapping[str, str], registr
     renderer = Renderer(env, reporter)
     renderer.render_all(data)
     reporter.settle()
-    Checker(data, reporter, registry.names(), renderer.disabled, renderer.disabled_at).run()
+    Checker(data, reporter, registry.names(), renderer.disabled, renderer.disabled_at, registry).run()
     if reporter.errors:
         raise ConfigError(reporter.errors)
     return build_config(data, reporter.source, renderer.disabled, reporter.warnings)
