@@ -134,7 +134,8 @@ def test_schema_prints_the_shipped_schema():
 
 
 def test_validate_reports_driver_option_errors_with_their_location(tmp_path: Path):
-    """When the router is installed, options a driver rejects at compile time fail validate, located."""
+    """Options outside a driver's schema fail validate at their key; what only the driver's constructor rejects
+    (found when the graph is compiled) is located at the provider."""
     pytest.importorskip("turnout.router.compile")
     bad = tmp_path / "opts.yaml"
     bad.write_text(
@@ -144,8 +145,12 @@ def test_validate_reports_driver_option_errors_with_their_location(tmp_path: Pat
     )
     result = run("validate", str(bad))
     assert result.returncode == 1
+    assert f"{bad}:3:34: providers.echo.options.bogus: unknown option 'bogus'" in result.stderr
+    bad.write_text(bad.read_text().replace("driver: mock, options: {bogus: 1}", "driver: azure, base_url: https://x"))
+    result = run("validate", str(bad))
+    assert result.returncode == 1
     assert f"{bad}:3:9: providers.echo:" in result.stderr
-    assert "bogus" in result.stderr
+    assert "api_version is required" in result.stderr
 
 
 def test_serve_is_registered_when_the_sidecar_provides_it():

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from turnout.types import Attempt, Usage
+from turnout.types import Attempt, Splice, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,18 @@ class FallbackTaken(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamContinued(Event):
+    """A cut stream is continued (`mid_stream: continue`): `deployment` carries on from the `chars_kept`
+    characters the caller already has, which `continued_from` streamed before it broke."""
+
+    request_id: str
+    route: str
+    continued_from: str
+    deployment: str
+    chars_kept: int
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerEvent(Event):
     deployment: str
     open_for: float | None = None  # seconds the breaker stays open (on open)
@@ -102,6 +114,7 @@ class ResponseCompleted(Event):
     time_to_first_token: float | None = None
     error_class: str | None = None
     router_overhead: float | None = None  # seconds spent in turnout itself, outside upstream I/O
+    splices: tuple[Splice, ...] = ()  # where a cut stream was continued (`mid_stream: continue`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +140,7 @@ EVENT_TYPES: frozenset[type[Event]] = frozenset(
         AttemptFailed,
         AttemptSucceeded,
         FallbackTaken,
+        StreamContinued,
         BreakerOpened,
         BreakerHalfOpened,
         BreakerClosed,
@@ -154,7 +168,7 @@ class LoggingObserver:
         self._log = logger or logging.getLogger("turnout.events")
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken):
+        if isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken | StreamContinued):
             self._log.warning("%s", event)
         elif self._log.isEnabledFor(logging.DEBUG):
             self._log.debug("%s", event)

@@ -242,7 +242,11 @@ async def test_midstream_continue_hands_the_partial_answer_to_a_prefill_deployme
     assert [(a.deployment, a.outcome) for a in stream.attempts] == [("m0p/m0", "error"), ("m1p/m1", "success")]
     assert stream.attempts[0].error_class == "connection"
     assert stream.served_by == "m0p/m0"  # the deployment that committed the stream
-    assert stream.cost_usd is None  # the cut attempt's billing is unknown
+    cut, rest = stream.attempts
+    assert cut.estimated and cut.usage.completion_tokens == 2  # the cut never reported usage: two chunks arrived
+    assert stream.usage == cut.usage + rest.usage  # the answer's usage and cost sum both attempts
+    assert stream.cost_usd == pytest.approx(cut.cost_usd + rest.cost_usd)
+    assert [(s.continued_from, s.continued_by, s.chars_kept) for s in stream.splices] == [("m0p/m0", "m1p/m1", 8)]
 
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]

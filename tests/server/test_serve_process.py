@@ -47,14 +47,14 @@ async def test_driver_options_rejected_at_compile_time_do_not_start(tmp_path, cl
     error."""
     path = tmp_path / "bad.yaml"
     path.write_text(
-        "version: 1\nproviders:\n  echo: {driver: mock, options: {bogus: 1}}\nmodels:\n  echo: {provider: echo}\n"
+        "version: 1\nproviders:\n  echo: {driver: azure, base_url: 'https://x'}\nmodels:\n  echo: {provider: echo}\n"
         "routes:\n  chat: {chain: [echo]}\n"
     )
     async with cli.serve(path) as child:
         _, err = await asyncio.wait_for(child.proc.communicate(), 20)
     text = err.decode()
     assert child.proc.returncode == 1, text
-    assert re.search(r"bad\.yaml:3:\d+: providers\.echo: .*bogus", text), text
+    assert re.search(r"bad\.yaml:3:\d+: providers\.echo: .*api_version is required", text), text
     assert "internal error" not in text and "Traceback" not in text
 
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from turnout.drivers.base import CallContext
@@ -34,12 +35,13 @@ from turnout.events import (
     FallbackTaken,
     RequestStarted,
     ResponseCompleted,
+    StreamContinued,
 )
 from turnout.router.breaker import Ticket
 from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay
 from turnout.router.pricing import request_cost
 from turnout.router.timeouts import TimeoutMonitor
-from turnout.types import Attempt, ChatRequest, ChatResponse, Usage
+from turnout.types import Attempt, ChatRequest, ChatResponse, Splice, Usage
 
 if TYPE_CHECKING:
     import aiohttp
@@ -113,6 +115,7 @@ class Run:
         "rt",
         "session",
         "slept",
+        "splices",
         "started",
         "trail",
         "upstream_time",
@@ -131,6 +134,7 @@ class Run:
         self.started = rt.clock()
         self.deadline = self.started + self.policy.deadline
         self.trail: list[Attempt] = []
+        self.splices: list[Splice] = []
         self.errors: list[ProviderError] = []
         self.min_window: int | None = None
         self.need_prefill = False
@@ -229,8 +233,17 @@ class Run:
             self.rt.emit(AttemptSucceeded(now, self.request_id, self.route.name, d.key, duration, ttft))
         return now
 
-    def failed(self, d: Deployment, h: DeploymentHealth, ticket: Ticket, started: float, error: ProviderError) -> None:
-        """Record a failed attempt and feed the breaker (and context-window escalation)."""
+    def failed(
+        self,
+        d: Deployment,
+        h: DeploymentHealth,
+        ticket: Ticket,
+        started: float,
+        error: ProviderError,
+        estimate: Usage | None = None,
+    ) -> None:
+        """Record a failed attempt and feed the breaker (and context-window escalation). `estimate` is the usage of
+        a stream cut after content arrived (it never reported its own): the attempt is priced from it, flagged."""
         now = self.rt.clock()
         duration = now - started
         self.upstream_time += duration
@@ -249,7 +262,10 @@ class Run:
         if cost == 0.0 and h.limiter is not None:  # refused before any output: it used no tokens of the window
             h.limiter.refund(started, self.request.estimated_total_tokens)
         detail = error.message[:_DETAIL_LIMIT]
-        self.trail.append(Attempt(d.key, started, duration, "error", cls.value, error.status, None, cost, detail))
+        if estimate is not None:
+            cost = d.price.cost(estimate) if d.price is not None else None
+        attempt = Attempt(d.key, started, duration, "error", cls.value, error.status, estimate, cost, detail)
+        self.trail.append(attempt if estimate is None else replace(attempt, estimated=True))
         self.errors.append(error)
         if self.rt.observers:
             self.rt.emit(
@@ -297,6 +313,16 @@ class Run:
             self.rt.emit(
                 FallbackTaken(self.rt.clock(), self.request_id, self.route.name, d.key, error.error_class.value)
             )
+
+    def spliced(self, continued_from: str, d: Deployment, chars_kept: int) -> Splice:
+        """Record that `d` continues a cut stream from the `chars_kept` characters the caller already has."""
+        splice = Splice(continued_from, d.key, chars_kept)
+        self.splices.append(splice)
+        if self.rt.observers:
+            self.rt.emit(
+                StreamContinued(self.rt.clock(), self.request_id, self.route.name, continued_from, d.key, chars_kept)
+            )
+        return splice
 
     def remaining(self) -> float:
         return self.deadline - self.rt.clock()
@@ -347,6 +373,7 @@ class Run:
                 ttft,
                 error_class,
                 overhead,
+                tuple(self.splices),
             )
         )
 

@@ -3,21 +3,28 @@
 Nothing reaches the caller before the first content chunk of some attempt (the commit point); until then
 every failure, including a first-token timeout, fails over invisibly exactly like a non-streamed request.
 After it a stall timeout bounds every gap and a failure is handled by the route's `mid_stream` policy:
-`error` raises a ProviderError with `after_first_token=True` (a cut stream never ends like a complete one);
-`continue` hands the text so far to the next deployment that supports `prefill` (as `assistant_prefix`) and
-streams its continuation without a second role chunk; with no such deployment left it behaves as `error`
-and reports the original failure. An error whose route action is "fail" stops the stream under either
-policy: a cut answer is never routed around a safety decision. A refusal is raised as is; any other "fail"
-error from a continuation (say, a 400 for the prefix) is secondary, so the original cut is reported. Only text
-can be continued: once a tool call has been streamed, a cut behaves as `error` (a half-sent call cannot be
-resumed from a text prefix, and a restarted one would splice two calls into one).
+- `error` raises a ProviderError with `after_first_token=True` (a cut stream never ends like a complete one);
+- `continue` hands the text so far to the next deployment that supports `prefill` (as `assistant_prefix`) and
+  streams its continuation without a second role chunk, joined at the seam (`turnout.router.rescue`); a
+  continuation that breaks too is continued again, within the deadline. With no such deployment left it behaves
+  as `error` and reports the original failure;
+- `restart` moves the commit point to the end of the answer: chunks are held back (`Holdback`) until the answer is
+  complete, so a failure anywhere is handled like one before the first token (retry, next deployment, fail) and
+  the caller gets one whole answer or a clean error. Time to first token is then the whole answer's latency.
+  An answer outgrowing `restart_buffer` bytes is released and the stream commits: from then on, `error`.
+An error whose route action is "fail" stops the stream under any policy: a cut answer is never routed around a
+safety decision. A refusal is raised as is; any other "fail" error from a continuation (say, a 400 for the
+prefix) is secondary, so the original cut is reported. Only text can be continued: once a tool call has been
+streamed, a cut behaves as `error` (a half-sent call cannot be resumed from a text prefix, and a restarted one
+would splice two calls into one).
 
-Before the commit an attempt is bounded by min(first_token_timeout, attempt_timeout); after it only the
-stall timeout and the request's deadline apply (a long answer may take longer than one attempt_timeout).
+Before the commit an attempt is bounded by min(first_token_timeout, attempt_timeout) until its first content;
+after that only the stall timeout and the request's deadline apply (a long answer may take longer than one
+attempt_timeout).
 
 The generic timeouts cost almost nothing per chunk: each wait only stores its limit in the attempt's Guard
 (`turnout.router.timeouts`), whose Router-wide timer cancels a wait that overran; the stream turns that into
-an UpstreamTimeout.
+an UpstreamTimeout. Under `error` the per-chunk path is one test, one count and the yield.
 """
 
 from __future__ import annotations
@@ -31,15 +38,17 @@ from turnout.router.breaker import Ticket
 from turnout.router.dispatch import Run, driver_bug
 from turnout.router.policy import action_for
 from turnout.router.pricing import request_cost
-from turnout.types import Attempt, ChatChunk, ChunkBatch, Usage
+from turnout.router.rescue import Answer, Holdback, Seam, estimate, final_chunk, total_usage
+from turnout.types import Attempt, ChatChunk, ChunkBatch, Splice, Usage
 
 
 class ChatStream:
     """An async iterator of ChatChunk that is also an async context manager.
 
     Readable at any time: `route`, `served_by` (set at the commit point), `attempts` (the trail so far),
-    `usage`, `cost_usd` (final once the stream ended) and `time_to_first_token` (seconds).
-    `aclose()` cancels the upstream call at once.
+    `splices` (where a cut stream was continued), `usage` and `cost_usd` (final once the stream ended: summed over
+    every attempt that was billed) and `time_to_first_token` (seconds; under `mid_stream: restart` the whole
+    answer's latency). `aclose()` cancels the upstream call at once.
     """
 
     def __init__(self, run: Run) -> None:
@@ -55,6 +64,10 @@ class ChatStream:
     @property
     def attempts(self) -> tuple[Attempt, ...]:
         return tuple(self._run.trail)
+
+    @property
+    def splices(self) -> tuple[Splice, ...]:
+        return tuple(self._run.splices)
 
     def __aiter__(self) -> AsyncIterator[ChatChunk]:
         if self._gen is None:
@@ -90,17 +103,19 @@ class ChatStream:
     ) -> None:
         await self.aclose()
 
-    async def _chunks(self) -> AsyncIterator[ChatChunk]:
+    async def _chunks(self) -> AsyncIterator[ChatChunk | ChunkBatch]:
         run = self._run
         rt = run.rt
         policy = run.policy
         loop = asyncio.get_running_loop()
         monitor = rt.timeouts
         loop_deadline = loop.time() + run.remaining()
-        text: list[str] | None = [] if policy.mid_stream == "continue" else None
+        answer = Answer() if policy.mid_stream == "continue" else None  # what the caller has, while continuable
+        held = Holdback(policy.restart_buffer) if policy.mid_stream == "restart" else None  # until the commit
         first_wait = min(policy.first_token_timeout, policy.attempt_timeout)
         committed = False
         cut: ProviderError | None = None  # the original mid-stream failure
+        broken = ""  # the deployment whose stream broke last: a continuation carries on from it
         finished = False
         try:
             for d in run.candidates():
@@ -115,13 +130,15 @@ class ChatStream:
                     if remaining <= 0:
                         h.breaker.release(ticket)
                         raise run_failed(run, cut) if cut is not None else run.exhausted()
-                    request = run.request if not committed else run.request.with_prefix("".join(text or ()))
+                    seam: Seam | None = answer.seam() if committed and answer is not None else None
+                    request = run.request if seam is None else run.request.with_prefix(seam.prefix)
                     # A stream's length is bounded by the deadline, not attempt_timeout.
                     ctx = run.context(d, None, batch=self._batch)
                     started = run.begin(d, h)
                     upstream = d.driver.stream(request, ctx)
                     guard = monitor.guard()
                     seen_content = False
+                    received = 0  # chunks of content from this attempt (its usage estimate if it breaks)
                     error: ProviderError | None = None
                     try:
                         pending: list[ChatChunk] = []
@@ -135,21 +152,35 @@ class ChatStream:
                                 break
                             pending.append(chunk)
                         seen_content = chunk.is_content
-                        if not committed:
+                        if seam is not None:  # a continuation: no second role chunk
+                            run.spliced(broken, d, sum(map(len, answer.parts)))  # type: ignore[union-attr]
+                        elif held is not None:
+                            held.extend(pending)
+                        elif not committed:
                             committed = True
-                            self.served_by = d.key
-                            self.time_to_first_token = rt.clock() - run.started
+                            self._commit(d)
                             for early in pending:
                                 yield early
                         stall = policy.stall_timeout
                         while chunk.usage is None:
-                            if text is not None and chunk.is_content:
-                                if chunk.has_tool_call:
-                                    text = None  # a tool call cannot be resumed from a text prefix: cut = error
-                                else:
-                                    text.append(chunk.content or "")
-                            yield chunk
-                            seen_content = True
+                            received += chunk.count
+                            if held is None and answer is None:  # mid_stream: error (or no longer continuable)
+                                yield chunk
+                            elif held is not None:
+                                if held.add(chunk):  # too big to hold: commit now, and from here on `error`
+                                    committed = True
+                                    self._commit(d)
+                                    for item in held.release():
+                                        yield item
+                                    held = None
+                            else:
+                                for item in seam.join(chunk) if seam is not None else (chunk,):
+                                    if answer is not None and item.is_content:
+                                        if item.has_tool_call:
+                                            answer = None  # a tool call cannot be resumed from text: cut = error
+                                        else:
+                                            answer.add(item.content or "")
+                                    yield item
                             guard.wait_until(min(loop.time() + stall, loop_deadline))
                             chunk = await upstream.__anext__()
                             guard.until = None
@@ -165,10 +196,17 @@ class ChatStream:
                                 raise
                         finally:
                             guard.until = None
-                        # Account before handing the final chunk over, in case the caller stops reading.
-                        self._succeeded(d, h, ticket, started, chunk.usage)
+                        if not committed:  # restart: the whole answer is here; this is the commit point
+                            committed = True
+                            self._commit(d)
+                        # Account before handing anything more over, in case the caller stops reading.
+                        final = self._succeeded(d, h, ticket, started, chunk)
                         finished = True
-                        yield chunk
+                        for item in held.release() if held is not None else ():
+                            yield item
+                        for item in seam.release() if seam is not None else ():
+                            yield item
+                        yield final
                         return
                     except ProviderError as exc:
                         error = exc
@@ -194,18 +232,22 @@ class ChatStream:
                         await _close(upstream)
                     if seen_content:
                         error = _after_first_token(error)
-                    run.failed(d, h, ticket, started, error)
+                    run.failed(d, h, ticket, started, error, estimate(request, received) if received else None)
                     if committed:  # mid-stream: never retry the same deployment, never end as a success
                         if action_for(policy, error) == "fail":  # e.g. a refusal: never routed around
                             if cut is not None and error.error_class is not ErrorClass.CONTENT_POLICY:
                                 raise run_failed(run, cut)  # a continuation's rejection is secondary to the cut
                             raise run_failed(run, _after_first_token(error))
                         cut = cut or _after_first_token(error)
-                        if text is None:
+                        if answer is None:
                             raise run_failed(run, cut)
+                        if received or not broken:
+                            broken = d.key
                         run.need_prefill = True
                         run.moved_on(d, error)
                         break
+                    if held is not None:  # restart: what was held is dropped; the next try starts from scratch
+                        held.release()
                     delay = run.decide(d, error, n)
                     if delay is None:
                         break
@@ -217,14 +259,26 @@ class ChatStream:
             raise run.exhausted()
         finally:
             if not finished:
+                self.usage = total_usage(run.trail)
                 self.cost_usd = request_cost(run.trail)
 
-    def _succeeded(self, d, h, ticket: Ticket, started: float, usage: Usage) -> None:
+    def _commit(self, d) -> None:
+        """The commit point: the first chunk is about to reach the caller, served by `d`."""
+        self.served_by = d.key
+        self.time_to_first_token = self._run.rt.clock() - self._run.started
+
+    def _succeeded(self, d, h, ticket: Ticket, started: float, chunk: ChatChunk) -> ChatChunk:
+        """Account the answer (summed over its attempts); returns the final chunk, carrying that total."""
         run = self._run
+        usage = chunk.usage or Usage.UNKNOWN
         run.succeeded(d, h, ticket, started, usage, self.time_to_first_token)
+        if len(run.trail) > 1:
+            usage = total_usage(run.trail)
+            chunk = final_chunk(chunk, usage)
         self.usage = usage
         self.cost_usd = request_cost(run.trail)
         run.complete(d.key, usage=usage, cost=self.cost_usd, ttft=self.time_to_first_token)
+        return chunk
 
 
 def _timeout_error(d, after_content: bool, policy) -> UpstreamTimeout:

@@ -4,20 +4,30 @@ Flavours reproduce the compatible servers' quirks: `azure` (string error codes, 
 empty-`choices` prompt-filter chunk first in streams), `xai` (errors as `{"code", "error": "text"}`), `vllm`
 (top-level `{"object": "error", ...}` bodies, context errors without a code), `groq` (usage in the final chunk's
 `x_groq.usage` instead of a usage chunk).
+
+`prefill` names the dialect in which the fake continues a partial answer (`turnout.drivers.openai_prefill`), as the
+real servers do; `stream_answer` then streams the part of a canonical answer that follows the prefix it was given,
+and a request in another dialect is refused (or misread) the way that server would (`continuation`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from aiohttp import web
+
 from turnout.errors import ErrorClass
-from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_sse, sse_frame
+from turnout.testing.fake import Behaviour, FakeUpstream, Framing, ToolCall, reply_json, reply_sse, sse_frame
 from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
 
 Flavor = Literal["openai", "azure", "xai", "vllm", "groq"]
+Prefill = Literal["assistant", "vllm", "prefix"]
+Fault = Literal["cut", "stall", "malformed", "error"]
+_TOKEN = re.compile(r"\s*\S+|\s+")  # a token carries its leading whitespace, as GPT-style tokenizers do
 
 # class -> (status, OpenAI code, type, message)
 _ERRORS: Mapping[ErrorClass, tuple[int, str | None, str, str]] = {
@@ -70,9 +80,10 @@ class OpenAIFake(FormatFake):
     chat_paths = ("/chat/completions",)
     models_path = "/models"
 
-    def __init__(self, *, flavor: Flavor = "openai", model: str = "gpt-test") -> None:
+    def __init__(self, *, flavor: Flavor = "openai", model: str = "gpt-test", prefill: Prefill | None = None) -> None:
         super().__init__(model=model)
         self.flavor = flavor
+        self.prefill = prefill
 
     # -- non-streaming
 
@@ -222,6 +233,86 @@ class OpenAIFake(FormatFake):
         """Content, then a clean end of body without a finish reason or `[DONE]`."""
         return reply_sse(self._head() + [self.chunk({"content": p}) for p in pieces])
 
+    # -- continuing a partial answer
+
+    def stream_answer(
+        self,
+        answer: str,
+        *,
+        fault: Fault | None = None,
+        after: int = 0,
+        echo_prefix: bool = False,
+        with_usage: bool = True,
+    ) -> Behaviour:
+        """Stream `answer` one token per chunk, or only what follows the partial answer the request asks this
+        server to continue (in its `prefill` dialect; see `continuation`). `fault` strikes after `after` content
+        chunks: `cut` aborts the connection, `stall` goes silent, `malformed` sends broken JSON, `error` an error
+        event. `echo_prefix` repeats the prefix before the continuation, as some servers do."""
+
+        async def behave(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse | None:
+            body = await request.json()
+            prefix, refusal = self.continuation(body)
+            if refusal is not None:
+                status, error = refusal
+                return web.json_response(error, status=status)
+            rest = answer[len(prefix) :] if prefix and answer.startswith(prefix) else answer
+            tokens = _TOKEN.findall((prefix + rest) if prefix and echo_prefix else rest)
+            frames = self._head() + [self.chunk({"content": token}) for token in tokens]
+            usage = Usage(prompt_tokens=_words(body["messages"]), completion_tokens=len(tokens))
+            tail = [*self._tail("stop", usage if with_usage else None), b"data: [DONE]\n\n"]
+            return await self._play(request, upstream, frames, tail, fault, len(self._head()) + after)
+
+        return behave
+
+    def continuation(self, body: Mapping[str, Any]) -> tuple[str, tuple[int, Any] | None]:
+        """(the prefix this server continues, "" for a fresh answer; or the (status, body) it refuses with)."""
+        messages = body.get("messages") or [{}]
+        last = messages[-1]
+        trailing = last.get("role") == "assistant" and isinstance(last.get("content"), str)
+        text = last.get("content") if trailing else ""
+        if self.prefill is None:  # OpenAI: strict about unknown fields; a last assistant message opens a new reply
+            return "", _openai_refusal(body)
+        if self.prefill == "vllm":  # vLLM: protocol.py's check_generation_prompt, then the chat template
+            if body.get("continue_final_message") and body.get("add_generation_prompt", True):
+                message = "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+                return "", (400, {"object": "error", "message": message, "type": "BadRequestError", "code": 400})
+            return (text if body.get("continue_final_message") else ""), None
+        if self.prefill == "prefix":  # Mistral (DeepSeek's beta answers alike): strict fields, `prefix` required
+            refusal = _prefix_refusal(body, trailing and not last.get("prefix"))
+            return ("" if refusal else text), refusal
+        return text, None  # `assistant`: llama.cpp's --prefill-assistant continues a last assistant message
+
+    async def _play(
+        self,
+        request: web.Request,
+        upstream: FakeUpstream,
+        frames: list[bytes],
+        tail: list[bytes],
+        fault: Fault | None,
+        at: int,
+    ) -> web.StreamResponse | None:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for index, frame in enumerate([*frames, *tail]):
+            if fault is not None and index == min(at, len(frames)):
+                if fault == "cut":
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return None
+                if fault == "stall":
+                    await upstream.sleep(3600)
+                    return resp
+                if fault == "malformed":
+                    await resp.write(b'data: {"id": "chatcmpl-fa\n\n')
+                else:
+                    error = {"error": {"message": "The engine is overloaded.", "type": "server_error", "code": None}}
+                    await resp.write(sse_frame(json.dumps(error)))
+                await resp.write_eof()
+                return resp
+            await resp.write(frame)
+        await resp.write_eof()
+        return resp
+
     # -- errors
 
     def error_body(self, error_class: ErrorClass, message: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -251,3 +342,37 @@ class OpenAIFake(FormatFake):
                 code = None
             return status, {"object": "error", "message": text, "type": code or kind, "param": None, "code": status}
         return status, {"error": {"message": text, "type": kind, "param": None, "code": code}}
+
+
+def _openai_refusal(body: Mapping[str, Any]) -> tuple[int, Any] | None:
+    """OpenAI rejects the other dialects' fields (400), as it does any unknown parameter."""
+    for key in ("continue_final_message", "add_generation_prompt"):
+        if key in body:
+            return 400, _openai_error(f"Unrecognized request argument supplied: {key}")
+    for i, message in enumerate(body.get("messages") or ()):
+        if "prefix" in message:
+            return 400, _openai_error(
+                f"Additional properties are not allowed ('prefix' was unexpected) - 'messages.{i}'"
+            )
+    return None
+
+
+def _prefix_refusal(body: Mapping[str, Any], unflagged_assistant: bool) -> tuple[int, Any] | None:
+    """Mistral forbids unknown fields (422) and a last assistant message without `prefix: true` (400)."""
+    for key in ("continue_final_message", "add_generation_prompt"):
+        if key in body:
+            detail = [{"type": "extra_forbidden", "loc": ["body", key], "msg": "Extra inputs are not permitted"}]
+            return 422, {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error"}
+    if unflagged_assistant:
+        message = "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant"
+        return 400, {"object": "error", "message": message, "type": "invalid_request_message_order", "code": "3230"}
+    return None
+
+
+def _openai_error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+
+
+def _words(messages: Sequence[Mapping[str, Any]]) -> int:
+    """A deterministic prompt token count: the words of every text content."""
+    return sum(len(m["content"].split()) for m in messages if isinstance(m.get("content"), str)) + 3 * len(messages)
