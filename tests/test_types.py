@@ -77,6 +77,14 @@ def test_request_keeps_the_client_body_and_derives_routing_fields():
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": {}}, "tools"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": 1}, "stream_options"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": "yes"}},
+            "stream_options.include_usage",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+        ),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": "json"}, "response_format"),
     ],
 )

@@ -20,7 +20,7 @@ from turnout.events import (
     ResponseCompleted,
 )
 from turnout.schema import load_text
-from turnout.testing import OpenAIFake
+from turnout.testing import OpenAIFake, ToolCall
 
 HI = [{"role": "user", "content": "hello there"}]
 
@@ -312,6 +312,32 @@ async def test_conversation_keeps_history_across_turns(build):
         "assistant",
     ]
     assert conv.messages[-1]["content"] == "third"
+
+
+async def test_a_streamed_turns_tool_calls_join_the_history(fakes, build):
+    """Conversation.stream keeps the streamed tool calls (reassembled from their fragments) in the history, so the
+    next turn can answer them; a text-only turn stays plain text."""
+    fake = await fakes()
+    calls = [ToolCall("get_weather", {"city": "Paris"}, id="call_a"), ToolCall("get_time", {"tz": "CET"}, id="call_b")]
+    fake.script("chat", fake.stream_tool_calls(calls), fake.stream_text(["It is ", "sunny."]))
+    yaml = f"version: 1\nproviders:\n  p: {{driver: openai, base_url: {fake.url}/v1, api_key: k}}\n"
+    yaml += "models:\n  m: {provider: p}\nroutes:\n  r: {chain: [m]}\n"
+    async with build(yaml) as router:
+        conv = Conversation(router, model="r")
+        [c async for c in conv.stream("weather and time?", tools=[{"type": "function", "function": {"name": "x"}}])]
+        turn = conv.messages[-1]
+        conv.messages.extend([{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in turn["tool_calls"]])
+        [c async for c in conv.stream("thanks")]
+    assert turn == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "CET"}'}},
+        ],
+    }
+    assert fake.last.json["messages"][1:4] == [turn, *conv.messages[2:4]]  # sent back with the tool results
+    assert conv.messages[-1] == {"role": "assistant", "content": "It is sunny."}
 
 
 async def test_models_readiness_and_credentials(build):

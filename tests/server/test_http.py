@@ -106,6 +106,18 @@ async def test_body_over_limit_is_413(serve, http, openai_error):
     for status, payload, _ in (declared, streamed):
         assert status == 413
         assert openai_error(payload, 413)["code"] == "request_too_large"
+        assert "server.max_request_size" in payload["error"]["message"]  # the routing file's own key
+
+
+@pytest.mark.parametrize("value", ["yes", 1, {}, [True]])
+async def test_include_usage_must_be_a_boolean(serve, http, openai_error, value):
+    """stream_options.include_usage other than true/false/null is a 400 naming the field, never read as truthy."""
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body["stream_options"] = {"include_usage": value}
+    async with serve() as s:
+        status, payload, _ = await post_raw(http, s.url, json.dumps(body).encode())
+    assert status == 400
+    assert openai_error(payload, 400)["param"] == "stream_options.include_usage"
 
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

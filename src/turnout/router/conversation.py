@@ -55,15 +55,16 @@ class Conversation:
         return response
 
     async def stream(self, content: str, **openai_params: Any) -> AsyncIterator[ChatChunk]:
-        """Stream a reply; the assistant turn joins the history once the stream completed."""
+        """Stream a reply; the assistant turn (its text and its tool calls) joins the history once the stream
+        completed, so the caller can answer the tool calls with `tool` messages next."""
         turn = [*self.messages, {"role": "user", "content": content}]
-        parts: list[str] = []
+        reply = StreamedReply()
         async with self.router.stream(model=self.model, messages=turn, **{**self.params, **openai_params}) as stream:
             async for chunk in stream:
-                if chunk.is_content and chunk.content:
-                    parts.append(chunk.content)
+                if chunk.is_content:
+                    reply.add(chunk)
                 yield chunk
-        self.messages[:] = [*turn, {"role": "assistant", "content": "".join(parts)}]
+        self.messages[:] = [*turn, reply.message()]
         self._updated(len(turn) - 1, stream.served_by)
 
     def _updated(self, before: int, served_by: str | None) -> None:
@@ -73,3 +74,40 @@ class Conversation:
             return
         messages = tuple(self.messages[before:])
         router._emit(ConversationUpdated(router._clock(), self.id, self.model, served_by, len(self.messages), messages))
+
+
+class StreamedReply:
+    """Reassembles a streamed assistant message: its text, and its tool calls from their per-index fragments (the
+    first carries id, type and name; later ones only more of the arguments string)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: ChatChunk) -> None:
+        if chunk.content:
+            self.parts.append(chunk.content)
+        for fragment in chunk.tool_calls:
+            if not isinstance(fragment, Mapping):
+                continue
+            index = fragment.get("index")
+            index = index if isinstance(index, int) and not isinstance(index, bool) else 0
+            call = self.calls.setdefault(
+                index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if fragment.get("id"):
+                call["id"] = fragment["id"]
+            if fragment.get("type"):
+                call["type"] = fragment["type"]
+            function = fragment.get("function")
+            if isinstance(function, Mapping):
+                call["function"]["name"] += function.get("name") or ""
+                call["function"]["arguments"] += function.get("arguments") or ""
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message as OpenAI's history expects it: content None when the reply is only tool calls."""
+        text = "".join(self.parts)
+        if not self.calls:
+            return {"role": "assistant", "content": text}
+        calls = [self.calls[index] for index in sorted(self.calls)]
+        return {"role": "assistant", "content": text or None, "tool_calls": calls}

@@ -1,9 +1,11 @@
 """One structured JSON line per chat request.
 
 Fields: time, method, path, status, route, served_by, stream, attempts (deployment, outcome, error class, status,
-duration), latency_ms, ttft_ms, prompt/completion tokens, cost_usd, error class and message. Request and response
-content appear only with `server.log_content: true`. Headers are never logged, so neither client keys nor
-provider credentials can leak here; attempt details are turnout's own classified messages.
+duration, `usage_estimated` when a cut attempt was priced from an estimate), latency_ms, ttft_ms, prompt/completion
+tokens, cost_usd, error class and message, and `splices` (continued_from, continued_by, chars_kept) for a stream
+continued after a cut. Request and response content appear only with `server.log_content: true`. Headers are never
+logged, so neither client keys nor provider credentials can leak here; attempt details are turnout's own classified
+messages.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any, TextIO
 
-from turnout.types import Attempt, Usage
+from turnout.types import Attempt, Splice, Usage
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 _quote = encode_basestring  # C-accelerated JSON string quoting; the line is assembled by hand because a
@@ -77,6 +79,7 @@ class AccessLog:
         error_class: str | None = None,
         error: str | None = None,
         content: Mapping[str, Any] | None = None,
+        splices: Sequence[Splice] = (),
     ) -> None:
         out = self._stream
         if out is None:
@@ -93,6 +96,8 @@ class AccessLog:
         )
         if error_class is not None or error is not None:
             text += f',"error_class":{_opt(error_class)},"error":{_opt(error)}'
+        if splices:
+            text += f',"splices":{_dumps([s.to_dict() for s in splices])}'
         if content is not None:
             text += f',"content":{_dumps(content)}'
         line = text + "}\n"
@@ -117,6 +122,8 @@ def _attempt(a: Attempt) -> str:
     text += f',"ms":{a.duration * 1000:.3f}'
     if a.detail and a.outcome != "success":
         text += f',"detail":{_quote(a.detail)}'
+    if a.estimated:
+        text += ',"usage_estimated":true'
     return text + "}"
 
 

@@ -37,7 +37,7 @@ from turnout.server.guard import ClientGuard, GuardedRunner
 from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
-from turnout.types import Attempt, Usage
+from turnout.types import Attempt, Splice, Usage
 
 BODY_CEILING = 64 * 1024 * 1024  # aiohttp's own cap; the configured limit is checked per request
 ALLOWED = {  # path -> the method it accepts (for 405 answers)
@@ -138,6 +138,7 @@ class Sidecar:
         error_class: str | None = None,
         error: str | None = None,
         content: Mapping[str, Any] | None = None,
+        splices: tuple[Splice, ...] = (),
     ) -> None:
         """Count and log one answered chat request."""
         label = route if route is not None and route in self.router.graph.routes else NO_ROUTE
@@ -158,6 +159,7 @@ class Sidecar:
                 error_class=error_class,
                 error=error,
                 content=content,
+                splices=splices,
             )
 
     def authorised(self, request: web.Request) -> bool:

@@ -21,6 +21,7 @@ from turnout.errors import InvalidRequest, ProtocolError, TurnoutError
 from turnout.server import errors
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
 from turnout.server.sse import SSE_HEADERS, SSEResponse, relay
+from turnout.server.trail import trail_comment
 from turnout.types import Attempt, ChatRequest, Usage
 
 if TYPE_CHECKING:
@@ -264,14 +265,21 @@ class ChatHandler:
                 return response
             trail = stream.attempts
             headers = routing_headers(stream.route, stream.served_by, trail, None)
+            known = len(trail)  # attempts the headers account for: a later one changes the story (trail comment)
             if not any(a.outcome == "success" for a in trail):  # the serving attempt is still in progress
                 headers["x-turnout-attempts"] = str(_tried(trail) + 1)
+                known += 1
             response.headers.update(headers)
             await response.prepare(request)
             status = 200
             # The ChatStream itself (its iterator is `chunks`): relay reads its accounted `usage` at the end.
             outcome = await relay(
-                response, stream, first, include_usage=chat.include_usage, keep_text=sc.settings.log_content
+                response,
+                stream,
+                first,
+                include_usage=chat.include_usage,
+                keep_text=sc.settings.log_content,
+                trailer=lambda: trail_comment(stream, known),
             )
             return response
         except asyncio.CancelledError:
@@ -314,4 +322,5 @@ class ChatHandler:
             error_class=error_class,
             error=error,
             content=content,
+            splices=stream.splices,
         )

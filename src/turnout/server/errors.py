@@ -104,7 +104,7 @@ def too_large(size: int | None, limit: int) -> Failure:
     got = f" ({size} bytes)" if size is not None else ""
     return simple(
         413,
-        f"Request body too large{got}: the limit is {limit} bytes (server.max_request_bytes).",
+        f"Request body too large{got}: the limit is {limit} bytes (server.max_request_size).",
         code="request_too_large",
     )
 

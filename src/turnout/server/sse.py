@@ -6,13 +6,15 @@ for `stream_options.include_usage`, then `data: [DONE]`. Chunk bytes from OpenAI
 forwarded untouched.
 
 A failure after the first chunk ends the stream with one `data: {"error": {...}}` event, which the `openai` SDK
-raises as APIError, and never with `[DONE]`: a cut answer must not look like a complete one.
+raises as APIError, and never with `[DONE]`: a cut answer must not look like a complete one. A `trailer` (the
+rescue trail comment, `turnout.server.trail`) goes out just before either ending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +156,7 @@ async def relay(
     *,
     include_usage: bool,
     keep_text: bool = False,
+    trailer: Callable[[], bytes] | None = None,
 ) -> RelayOutcome:
     """Write `first` and everything after it from `stream`; end with [DONE] or with an error event."""
     outcome = RelayOutcome(chunks=1)
@@ -179,30 +182,34 @@ async def relay(
             if texts is not None:
                 texts.append(chunk.content or "")
     except ProviderError as exc:  # first: UpstreamConnectionError is also a builtin ConnectionError
-        return await _failed(out, exc, outcome, texts)
+        return await _failed(out, exc, outcome, texts, trailer)
     except (asyncio.CancelledError, ConnectionError):  # the client went away: nothing left to tell it
         out.abort()
         raise
     except Exception as exc:  # after the commit point every failure becomes an error event, never [DONE]
         log.exception("stream failed after the first chunk")
         error = UpstreamConnectionError(f"stream failed: {type(exc).__name__}", after_first_token=True)
-        return await _failed(out, error, outcome, texts)
+        return await _failed(out, error, outcome, texts, trailer)
     if include_usage and not usage_sent:
         extra = usage_event(first, getattr(stream, "usage", None))
         if extra is not None:
             add(extra)
-    await out.close(DONE)
+    await out.close(DONE if trailer is None else trailer() + DONE)
     outcome.text = "".join(texts) if texts is not None else None
     return outcome
 
 
 async def _failed(
-    out: CoalescingWriter, exc: ProviderError, outcome: RelayOutcome, texts: list[str] | None
+    out: CoalescingWriter,
+    exc: ProviderError,
+    outcome: RelayOutcome,
+    texts: list[str] | None,
+    trailer: Callable[[], bytes] | None = None,
 ) -> RelayOutcome:
     """End the stream with the error event (never [DONE]) and record why."""
     fail = failure(exc)
     outcome.error_class = fail.error_class or "server_error"
     outcome.error_message = str(fail.error.get("message", ""))
-    await out.close(fail.event())
+    await out.close(fail.event() if trailer is None else trailer() + fail.event())
     outcome.text = "".join(texts) if texts is not None else None
     return outcome
