@@ -134,11 +134,23 @@ def _headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 async def capture(
-    driver: Driver, fake: Any, body: Mapping[str, Any], *, session: aiohttp.ClientSession, model: str
+    driver: Driver,
+    fake: Any,
+    body: Mapping[str, Any],
+    *,
+    session: aiohttp.ClientSession,
+    model: str,
+    prefix: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Send `body` through `driver` to `fake` (scripting a plain answer) and return the recorded request."""
+    """Send `body` through `driver` to `fake` (scripting a plain answer) and return the recorded request.
+
+    `prefix` makes it a continuation (`assistant_prefix`: what `mid_stream: continue` sends); `model_options` are
+    the model's options from the routing file."""
     request = ChatRequest.from_openai(dict(body))
-    ctx = CallContext(session=session, model=model, attempt_timeout=10.0)
+    if prefix is not None:
+        request = request.with_prefix(prefix)
+    ctx = CallContext(session=session, model=model, attempt_timeout=10.0, model_options=model_options or {})
     before = len(fake.requests)
     if request.stream:
         fake.script("chat", fake.stream_text(["ok"]))
