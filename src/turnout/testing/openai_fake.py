@@ -27,7 +27,8 @@ from turnout.types import Usage
 Flavor = Literal["openai", "azure", "xai", "vllm", "groq"]
 Prefill = Literal["assistant", "vllm", "prefix"]
 Fault = Literal["cut", "stall", "malformed", "error"]
-_TOKEN = re.compile(r"\s*\S+|\s+")  # a token carries its leading whitespace, as GPT-style tokenizers do
+# A token carries the whitespace before it, as GPT-style tokenizers do ("before"), or after it ("after").
+_TOKENS = {"before": re.compile(r"\s*\S+|\s+"), "after": re.compile(r"\S+\s*|\s+")}
 
 # class -> (status, OpenAI code, type, message)
 _ERRORS: Mapping[ErrorClass, tuple[int, str | None, str, str]] = {
@@ -243,11 +244,13 @@ class OpenAIFake(FormatFake):
         after: int = 0,
         echo_prefix: bool = False,
         with_usage: bool = True,
+        whitespace: Literal["before", "after"] = "before",
     ) -> Behaviour:
         """Stream `answer` one token per chunk, or only what follows the partial answer the request asks this
         server to continue (in its `prefill` dialect; see `continuation`). `fault` strikes after `after` content
         chunks: `cut` aborts the connection, `stall` goes silent, `malformed` sends broken JSON, `error` an error
-        event. `echo_prefix` repeats the prefix before the continuation, as some servers do."""
+        event. `echo_prefix` repeats the prefix before the continuation, as some servers do; `whitespace` says which
+        side of a token its whitespace travels on."""
 
         async def behave(request: web.Request, upstream: FakeUpstream) -> web.StreamResponse | None:
             body = await request.json()
@@ -256,7 +259,7 @@ class OpenAIFake(FormatFake):
                 status, error = refusal
                 return web.json_response(error, status=status)
             rest = answer[len(prefix) :] if prefix and answer.startswith(prefix) else answer
-            tokens = _TOKEN.findall((prefix + rest) if prefix and echo_prefix else rest)
+            tokens = _TOKENS[whitespace].findall((prefix + rest) if prefix and echo_prefix else rest)
             frames = self._head() + [self.chunk({"content": token}) for token in tokens]
             usage = Usage(prompt_tokens=_words(body["messages"]), completion_tokens=len(tokens))
             tail = [*self._tail("stop", usage if with_usage else None), b"data: [DONE]\n\n"]
