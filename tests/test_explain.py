@@ -92,3 +92,21 @@ def test_server_section_shows_backpressure_and_drain_with_keys_masked():
     assert "at most 64 chat requests in flight per worker" in rendered and "sent within 30s" in rendered
     assert "drain for up to 0 (in-flight requests are cut at once)" in rendered
     assert "SECRET" not in rendered and "SECRET" not in str(data)
+
+
+def test_restart_and_prefill_dialects_are_explained():
+    """A restart route states its buffer and that time to first token becomes the whole answer's latency; a
+    deployment continuing prefixes names its dialect."""
+    text = FILE.replace(
+        "  gated: {driver: openai",
+        "  vllm: {driver: openai, base_url: 'http://127.0.0.1:8000/v1', options: {prefill: vllm}}\n  gated: {driver: openai",
+    ).replace("  locked: {provider: gated}", "  locked: {provider: gated}\n  qwen: {provider: vllm}")
+    text += "  held:\n    chain: [qwen]\n    mid_stream: restart\n    restart_buffer: 64KB\n"
+    data = explain(load_text(text, source="x.yaml", env={}))
+    held = next(r for r in data["routes"] if r["name"] == "held")
+    assert (held["policy"]["mid_stream"], held["policy"]["restart_buffer"]) == ("restart", 65536)
+    qwen = held["steps"][0]["deployments"][0]
+    assert qwen["prefill"] == "vllm" and "prefill" in qwen["capabilities"]
+    report = render_text(data)
+    assert "restart (answers held back up to 64KB, so time to first token is the whole answer's latency" in report
+    assert "prefill dialect vllm" in report

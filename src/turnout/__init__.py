@@ -31,12 +31,13 @@ from turnout.events import (
     Observer,
     RequestStarted,
     ResponseCompleted,
+    StreamContinued,
 )
 from turnout.router.client import Router
 from turnout.router.conversation import Conversation
 from turnout.router.graph import DispatchGraph
 from turnout.router.streaming import ChatStream
-from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Usage
+from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Splice, Usage
 
 __all__ = [
     "AllUpstreamsFailed",
@@ -75,6 +76,8 @@ __all__ = [
     "ResponseCompleted",
     "RouteNotFound",
     "Router",
+    "Splice",
+    "StreamContinued",
     "TurnoutError",
     "Usage",
 ]

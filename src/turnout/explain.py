@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec, ServerSpec
 from turnout.router.compile import compile_graph
 from turnout.router.graph import CompiledRoute, DispatchGraph, PlannedMember
-from turnout.schema.units import format_duration
+from turnout.schema.units import format_duration, format_size
 
 _SECRETISH = re.compile(r"(api_?key|secret|password|passwd|credential|token$|^auth)", re.IGNORECASE)
 _SECRET_QUERY = re.compile(r"(key|token|secret|pass|sig|auth|credential)", re.IGNORECASE)  # ?key=..., ?sig=...
@@ -86,6 +86,7 @@ def policy_data(policy: Policy) -> dict[str, Any]:
         },
         "on_error": {str(cls): action for cls, action in policy.on_error.items()},
         "mid_stream": policy.mid_stream,
+        "restart_buffer": policy.restart_buffer,
     }
 
 
@@ -143,6 +144,7 @@ def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: 
         "max_output_tokens": model.max_output_tokens,
         "supports": sorted(model.supports) if model.supports is not None else None,
         "capabilities": capabilities,
+        "prefill": model.options.get("prefill", provider.options.get("prefill")),
         "price": None
         if price is None
         else {
@@ -245,7 +247,7 @@ def _route_text(route: Mapping[str, Any]) -> list[str]:
     lines.append(
         f"  timeouts: deadline {_d(p['deadline'])}, attempt {_d(p['attempt_timeout'])}, first token "
         f"{_d(p['first_token_timeout'])}, stall {_d(p['stall_timeout'])}, connect {_d(p['connect_timeout'])}; "
-        f"mid-stream failure: {p['mid_stream']}"
+        f"mid-stream failure: {_mid_stream(p)}"
     )
     r = p["retry"]
     b = r["backoff"]
@@ -265,6 +267,18 @@ def _route_text(route: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _mid_stream(policy: Mapping[str, Any]) -> str:
+    mode = policy["mid_stream"]
+    if mode == "continue":
+        return "continue (on the next deployment that supports prefill)"
+    if mode == "restart":
+        return (
+            f"restart (answers held back up to {format_size(policy['restart_buffer'])}, so time to first token is "
+            "the whole answer's latency; past that, error)"
+        )
+    return mode
+
+
 def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
     flags = [] if d["enabled"] else [f"disabled: {d['disabled_reason']}"]
     if not d["eligible"]:
@@ -278,6 +292,8 @@ def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
         facts.append(f"max output {d['max_output_tokens']}")
     if d["supports"] is not None:
         facts.append(f"supports {', '.join(d['supports'])}")
+    if d["prefill"] and "prefill" in (d["capabilities"] or ()):
+        facts.append(f"prefill dialect {d['prefill']}")
     elif d["capabilities"] is not None:
         facts.append(f"supports: not declared (driver offers {', '.join(d['capabilities'])})")
     else:

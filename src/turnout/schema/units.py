@@ -39,3 +39,11 @@ def format_duration(seconds: float) -> str:
             return f"{int(seconds / factor)}{unit}"
     millis = seconds * 1000
     return f"{int(millis)}ms" if millis.is_integer() else f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    """The shortest exact spelling: 262144 -> '256KB', 1048576 -> '1MB', 1000 -> '1000B'."""
+    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
