@@ -97,10 +97,10 @@ def test_server_section_shows_backpressure_and_drain_with_keys_masked():
 def test_restart_and_prefill_dialects_are_explained():
     """A restart route states its buffer and that time to first token becomes the whole answer's latency; a
     deployment continuing prefixes names its dialect."""
-    text = FILE.replace(
-        "  gated: {driver: openai",
-        "  vllm: {driver: openai, base_url: 'http://127.0.0.1:8000/v1', options: {prefill: vllm}}\n  gated: {driver: openai",
-    ).replace("  locked: {provider: gated}", "  locked: {provider: gated}\n  qwen: {provider: vllm}")
+    vllm = "  vllm: {driver: openai, base_url: 'http://127.0.0.1:8000/v1', options: {prefill: vllm}}\n"
+    text = FILE.replace("  gated: {driver: openai", vllm + "  gated: {driver: openai").replace(
+        "  locked: {provider: gated}", "  locked: {provider: gated}\n  qwen: {provider: vllm}"
+    )
     text += "  held:\n    chain: [qwen]\n    mid_stream: restart\n    restart_buffer: 64KB\n"
     data = explain(load_text(text, source="x.yaml", env={}))
     held = next(r for r in data["routes"] if r["name"] == "held")

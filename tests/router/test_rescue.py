@@ -243,3 +243,16 @@ async def _continued(answer: str, cut: int, dialect: str, whitespace: str, echo:
         async with Router.from_yaml(routes(a.url, b.url, mode="continue", dialect=dialect), rng=random.Random(1)) as r:
             text, _ = await collect(r.stream(model="r", messages=HI))
     return text
+
+
+async def test_a_stream_of_several_choices_is_never_continued(fakes, build):
+    """With n > 1 there is no single text to continue: under continue a cut ends the stream with the error."""
+    a, b = await fakes(), await fakes()
+    b.prefill = "vllm"
+    a.script("chat", a.stream_answer(ANSWER, fault="cut", after=5))
+    b.default("chat", b.stream_answer(ANSWER))
+    async with build(routes(a.url, b.url, mode="continue")) as router:
+        got: list[ChatChunk] = []
+        with pytest.raises(ProviderError) as info:
+            await drain(router.stream(model="r", messages=HI, n=2), got)
+    assert info.value.after_first_token and b.requests_to("chat") == []

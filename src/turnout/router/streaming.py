@@ -16,7 +16,7 @@ An error whose route action is "fail" stops the stream under any policy: a cut a
 safety decision. A refusal is raised as is; any other "fail" error from a continuation (say, a 400 for the
 prefix) is secondary, so the original cut is reported. Only text can be continued: once a tool call has been
 streamed, a cut behaves as `error` (a half-sent call cannot be resumed from a text prefix, and a restarted one
-would splice two calls into one).
+would splice two calls into one), and so does a stream of several choices (`n` > 1).
 
 Before the commit an attempt is bounded by min(first_token_timeout, attempt_timeout) until its first content;
 after that only the stall timeout and the request's deadline apply (a long answer may take longer than one
@@ -110,7 +110,8 @@ class ChatStream:
         loop = asyncio.get_running_loop()
         monitor = rt.timeouts
         loop_deadline = loop.time() + run.remaining()
-        answer = Answer() if policy.mid_stream == "continue" else None  # what the caller has, while continuable
+        # What the caller has, while the stream is continuable (one choice only: `n` parallel answers have no seam).
+        answer = Answer() if policy.mid_stream == "continue" and run.request.body.get("n") in (None, 1) else None
         held = Holdback(policy.restart_buffer) if policy.mid_stream == "restart" else None  # until the commit
         first_wait = min(policy.first_token_timeout, policy.attempt_timeout)
         committed = False
