@@ -28,6 +28,9 @@ to queue with `fake.script("chat", ...)`:
     html_error(status=502)          an HTML error page (as from a proxy)
     models(ids)                     the model-list answer
 
+`OpenAIFake` also speaks the prefill dialects (`OpenAIFake(prefill=...)`, `stream_answer(...)`: a canonical answer
+continued from whatever prefix a request carries, with scripted breaks).
+
 `usage` values are `turnout.types.Usage`; `Framing(split_every, crlf, comments, delay, cut_after)` selects framing
 edge cases, honoured where the format has them (NDJSON has no comments).
 """
