@@ -170,7 +170,7 @@ def _choice(candidate: Any, i: int, response_id: str, provider: str, model: str)
     if not isinstance(candidate, Mapping):
         raise provider_error(ErrorClass.PROTOCOL, "candidate is not an object", provider=provider, model=model)
     raw_reason = candidate.get("finishReason")
-    if raw_reason in FAILED_FINISH:
+    if isinstance(raw_reason, str) and raw_reason in FAILED_FINISH:  # a list or a dict is unhashable
         raise failed_finish(raw_reason, provider=provider, model=model)
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, Mapping) else None

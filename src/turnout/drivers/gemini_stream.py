@@ -106,7 +106,7 @@ class GeminiStream(ChunkTranslator):
                 call = tool_call(part, response_id=self.id, n=n)
                 chunks.append(self._content({"tool_calls": [{"index": n, **call}]}, index))
         raw = candidate.get("finishReason")
-        if raw in FAILED_FINISH:
+        if isinstance(raw, str) and raw in FAILED_FINISH:
             raise failed_finish(raw, provider=self.provider, model=self.model, after=self.emitted_content)
         if isinstance(raw, str) and raw:
             self._finish[index] = raw
