@@ -110,3 +110,10 @@ def test_restart_and_prefill_dialects_are_explained():
     report = render_text(data)
     assert "restart (answers held back up to 64KB, so time to first token is the whole answer's latency" in report
     assert "prefill dialect vllm" in report
+
+
+def test_each_deployment_states_its_capabilities_once():
+    """A deployment shows either its declared supports or the driver's offer, never both."""
+    report = render_text(_data())
+    assert "supports tools;" in report and "supports json;" in report
+    assert "supports: not declared" not in report.split("mock/smart")[1].split("\n")[1]

@@ -292,12 +292,12 @@ def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
         facts.append(f"max output {d['max_output_tokens']}")
     if d["supports"] is not None:
         facts.append(f"supports {', '.join(d['supports'])}")
-    if d["prefill"] and "prefill" in (d["capabilities"] or ()):
-        facts.append(f"prefill dialect {d['prefill']}")
     elif d["capabilities"] is not None:
         facts.append(f"supports: not declared (driver offers {', '.join(d['capabilities'])})")
     else:
         facts.append("supports: not declared")
+    if d["prefill"] and "prefill" in (d["capabilities"] or ()):
+        facts.append(f"prefill dialect {d['prefill']}")
     price = d["price"]
     if price is None:
         facts.append("price unknown")
