@@ -242,3 +242,18 @@ async def test_the_trail_comment_tells_a_raw_client_what_happened(upstreams, sid
     assert trail["served_by"] == "primary/gpt"
     assert [a["deployment"] for a in trail["attempts"]] == ["primary/gpt", "vllm/qwen"]
     assert trail["splices"][0]["continued_by"] == "vllm/qwen"
+
+
+async def test_a_restarted_answer_arrives_with_its_full_headers(upstreams, sidecar, http):
+    """A held-back answer is complete when its headers leave: they count every attempt and carry the cost."""
+    upstreams.primary.script("chat", upstreams.primary.stream_answer(CANONICAL, fault="cut", after=10))
+    backup = upstreams["plain"]
+    backup.script("chat", backup.stream_answer(CANONICAL))
+    body = {"model": "restart", "messages": ASK, "stream": True}
+    async with http.post(f"{sidecar.url}/v1/chat/completions", json=body) as resp:
+        headers = resp.headers
+        raw = await resp.read()
+    assert headers["x-turnout-served-by"] == "plain/backup" and headers["x-turnout-attempts"] == "2"
+    line = json.loads(sidecar.access_lines()[-1])
+    assert float(headers["x-turnout-cost-usd"]) == pytest.approx(line["cost_usd"])
+    assert b": turnout-trail " not in raw  # the headers told the whole story

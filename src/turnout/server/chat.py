@@ -264,7 +264,8 @@ class ChatHandler:
                 status = fail.status
                 return response
             trail = stream.attempts
-            headers = routing_headers(stream.route, stream.served_by, trail, None)
+            # A held-back (mid_stream: restart) answer is complete already: its cost is known, so it is sent.
+            headers = routing_headers(stream.route, stream.served_by, trail, stream.cost_usd)
             known = len(trail)  # attempts the headers account for: a later one changes the story (trail comment)
             if not any(a.outcome == "success" for a in trail):  # the serving attempt is still in progress
                 headers["x-turnout-attempts"] = str(_tried(trail) + 1)
