@@ -20,7 +20,7 @@ from turnout.ops.drill.claims import MID_STREAM_RULES, Claim, claim
 from turnout.ops.drill.runner import run_drill
 from turnout.ops.drill.scenarios import BY_NAME, SCENARIOS
 from turnout.router.compile import compile_graph
-from turnout.schema import load_file
+from turnout.schema import load_file, load_text
 
 ROOT = Path(__file__).resolve().parents[2]
 WEAK = Path(__file__).parent / "drill_cases" / "weak.yaml"
@@ -188,15 +188,28 @@ def test_mid_stream_policies_are_read_from_the_route_and_new_ones_slot_in(monkey
     rule registered for it is used."""
     graph = compile_graph(load_file(WEAK))
     route = graph.routes["no-prefill"]
-    restart = dataclasses.replace(route, policy=dataclasses.replace(route.policy, mid_stream="restart"))
+    resume = dataclasses.replace(route, policy=dataclasses.replace(route.policy, mid_stream="resume"))
     args = {"faulted": "primary", "stream": True, "mid_stream": True}
     assert claim(route, ErrorClass.CONNECTION, **args).reason.startswith("mid_stream: continue, but no fallback")
-    assert claim(restart, ErrorClass.CONNECTION, **args) == Claim(
-        None, "mid_stream: restart has no drill rule: outcome reported, not judged"
+    assert claim(resume, ErrorClass.CONNECTION, **args) == Claim(
+        None, "mid_stream: resume has no drill rule: outcome reported, not judged"
     )
-    monkeypatch.setitem(MID_STREAM_RULES, "restart", lambda r, others: Claim(bool(others), "restarts elsewhere"))
-    assert claim(restart, ErrorClass.CONNECTION, **args) == Claim(True, "restarts elsewhere")
-    assert claim(restart, ErrorClass.CONNECTION, **{**args, "stream": False}).reason == "falls back to google/gem"
+    monkeypatch.setitem(MID_STREAM_RULES, "resume", lambda r, others: Claim(bool(others), "resumes elsewhere"))
+    assert claim(resume, ErrorClass.CONNECTION, **args) == Claim(True, "resumes elsewhere")
+    assert claim(resume, ErrorClass.CONNECTION, **{**args, "stream": False}).reason == "falls back to google/gem"
+
+
+def test_a_restart_route_is_judged_as_before_the_first_token():
+    """Under mid_stream: restart a mid-stream fault is held back and restarted: the drill claims (and sees) the same
+    fallback as for a fault before the first token, with no prefill needed."""
+    text = WEAK.read_text().replace("    mid_stream: continue", "    mid_stream: restart")
+    restart = compile_graph(load_text(text, env={})).routes["no-prefill"]
+    assert claim(restart, ErrorClass.CONNECTION, faulted="primary", stream=True, mid_stream=True) == Claim(
+        True, "falls back to google/gem"
+    )
+    report = run_drill(load_text(text, env={}), routes=["no-prefill"], scenarios=[BY_NAME[s] for s in MID_STREAM])
+    rows = by_key(report.to_json()["rows"])
+    assert {rows[("no-prefill", s, "stream")]["result"] for s in MID_STREAM} == {"rescued"}
 
 
 def test_verdicts_catch_what_a_broken_router_would_do():

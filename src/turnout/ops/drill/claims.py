@@ -9,8 +9,10 @@ declares a way around it:
   provider that can take the request (streams: one with `streaming`). For context length, the fallback must also
   not be excluded by the window already exceeded (a larger declared window, or none declared);
 - a fault after a stream's first token: the action for C is not "fail" and the route's `mid_stream` policy has a
-  rule in `MID_STREAM_RULES` that finds a way on (`continue`: a fallback with `prefill`). A policy the drill has no
-  rule for makes no claim: the outcome is reported, never judged;
+  rule in `MID_STREAM_RULES` that finds a way on (`continue`: a fallback with `prefill`). Under `restart` the answer
+  is held back until complete (a drill's answers are far below any `restart_buffer`), so such a fault is judged
+  exactly like one before the first token. A policy the drill has no rule for makes no claim: the outcome is
+  reported, never judged;
 - an outage: the above for each request, and, when `breaker.failure_threshold` > 0, a breaker that opens during
   the outage and closes again once the provider recovers.
 
@@ -81,7 +83,7 @@ def claim(
     if action == "fail":
         what = "a refusal is never routed around" if error_class is ErrorClass.CONTENT_POLICY else "it fails at once"
         return Claim(False, f"on_error.{error_class.value}: fail: {what}")
-    if mid_stream and stream:
+    if mid_stream and stream and policy.mid_stream != "restart":  # restart: as before the first token
         rule = MID_STREAM_RULES.get(policy.mid_stream)
         if rule is None:
             return Claim(None, f"mid_stream: {policy.mid_stream} has no drill rule: outcome reported, not judged")
