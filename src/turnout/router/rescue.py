@@ -9,9 +9,11 @@ The first characters of the continuation are reconciled with what the caller has
   starts without one gets none invented.
 `restart`: the answer is held back, chunk by chunk, until it is complete or outgrows its byte limit.
 
-A cut attempt never reports its usage, yet it was billed: its usage is estimated (`estimate`) from the request's
-prompt estimate and one completion token per content chunk received (how OpenAI-compatible servers stream), and
-flagged as estimated on its Attempt. A rescued answer's usage and cost are the sums over its attempts.
+A cut attempt never reports its usage, yet it was billed. When its text is part of a rescued answer (`continue`)
+or was held and discarded (`restart`), its usage is estimated (`estimate`) from the request's prompt estimate and
+one completion token per content chunk received (how OpenAI-compatible servers stream), flagged as estimated on
+its Attempt, so the answer's usage and cost are the sums over its attempts. Under `error` a cut attempt's usage
+stays unknown (and so does the request's cost): nothing is rescued there, and the per-chunk path counts nothing.
 """
 
 from __future__ import annotations

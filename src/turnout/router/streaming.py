@@ -139,7 +139,7 @@ class ChatStream:
                     upstream = d.driver.stream(request, ctx)
                     guard = monitor.guard()
                     seen_content = False
-                    received = 0  # chunks of content from this attempt (its usage estimate if it breaks)
+                    received = 0  # content chunks held or continuable (a rescue's usage estimate if this breaks)
                     error: ProviderError | None = None
                     try:
                         pending: list[ChatChunk] = []
@@ -164,10 +164,10 @@ class ChatStream:
                                 yield early
                         stall = policy.stall_timeout
                         while chunk.usage is None:
-                            received += chunk.count
                             if held is None and answer is None:  # mid_stream: error (or no longer continuable)
                                 yield chunk
                             elif held is not None:
+                                received += chunk.count
                                 if held.add(chunk):  # too big to hold: commit now, and from here on `error`
                                     committed = True
                                     self._commit(d)
@@ -175,6 +175,7 @@ class ChatStream:
                                         yield item
                                     held = None
                             else:
+                                received += chunk.count
                                 for item in seam.join(chunk) if seam is not None else (chunk,):
                                     if answer is not None and item.is_content:
                                         if item.has_tool_call:
@@ -233,6 +234,8 @@ class ChatStream:
                         await _close(upstream)
                     if seen_content:
                         error = _after_first_token(error)
+                    # Its output is part of a rescued answer (continue) or was held and discarded (restart): price
+                    # it from an estimate. A plain `error` stream keeps its usage unknown, as any cut attempt's.
                     run.failed(d, h, ticket, started, error, estimate(request, received) if received else None)
                     if committed:  # mid-stream: never retry the same deployment, never end as a success
                         if action_for(policy, error) == "fail":  # e.g. a refusal: never routed around
