@@ -40,7 +40,8 @@ TOOLS = [
 
 
 def mock(**options: Any) -> MockDriver:
-    return MockDriver(ProviderSpec(name="echo", driver="mock", options=options))
+    """A mock provider that takes per-request directives (most tests here script faults per request)."""
+    return MockDriver(ProviderSpec(name="echo", driver="mock", options={"request_directives": True, **options}))
 
 
 def ctx(**fields: Any) -> CallContext:
@@ -299,6 +300,22 @@ async def test_request_directive_overrides_provider_options() -> None:
     assert response.text == "from request"
     with pytest.raises(UpstreamConnectionError):
         await driver.send(request("x"), ctx())
+
+
+async def test_directives_are_ignored_unless_the_provider_opts_in() -> None:
+    """Without options.request_directives a turnout_mock key changes nothing: no fault, no reply override."""
+    driver = MockDriver(ProviderSpec(name="echo", driver="mock", options={"reply": "fixed"}))
+    directive = {"reply": "from request", "faults": [{"kind": "status", "status": 401}]}
+    assert (await driver.send(request("x", turnout_mock=directive), ctx())).text == "fixed"
+    assert text(await collect(driver, request("x", stream=True, turnout_mock=directive))) == "fixed"
+
+
+def test_directives_cannot_switch_themselves_on() -> None:
+    """request_directives and seed are provider options only, never per-request keys."""
+    from turnout.drivers.mock import DIRECTIVE_SCHEMA, OPTIONS_SCHEMA
+
+    assert "request_directives" in OPTIONS_SCHEMA["properties"]
+    assert {"request_directives", "seed"}.isdisjoint(DIRECTIVE_SCHEMA["properties"])
 
 
 async def test_invalid_directive_is_bad_request() -> None:

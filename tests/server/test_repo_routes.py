@@ -27,9 +27,9 @@ async def test_echo_route_answers_without_keys(served):
 
 
 async def test_mock_stream_cut_is_raised_by_the_sdk(served):
-    """A mock stream cut after two chunks ends with an error event that the SDK raises."""
+    """On the drill route a mock stream cut after two chunks ends with an error event that the SDK raises."""
     stream = await served.client().chat.completions.create(
-        model="echo",
+        model="drill",
         messages=ASK,
         stream=True,
         extra_body={"turnout_mock": {"faults": [{"kind": "cut", "after_chunks": 2}]}},
@@ -46,13 +46,31 @@ async def test_mock_stream_cut_is_raised_by_the_sdk(served):
 
 
 async def test_mock_refusal_is_400_with_reason(served):
-    """A content-policy refusal from the mock is a 400 BadRequestError carrying the provider's reason."""
+    """A content-policy refusal scripted on the drill route is a 400 BadRequestError carrying the provider's reason."""
     with pytest.raises(openai.BadRequestError) as caught:
         await served.client().chat.completions.create(
-            model="echo", messages=ASK, extra_body={"turnout_mock": {"faults": [{"kind": "refusal"}]}}
+            model="drill", messages=ASK, extra_body={"turnout_mock": {"faults": [{"kind": "refusal"}]}}
         )
-    assert caught.value.code
-    assert caught.value.message
+    assert caught.value.code == "content_filter"
+    assert "refused" in caught.value.message
+
+
+async def test_drill_fault_fails_over_to_the_plain_mock(served):
+    """A server-error drill on the drill route fails over to the echo provider; the answer says who served it."""
+    raw = await served.client().chat.completions.with_raw_response.create(
+        model="drill", messages=ASK, extra_body={"turnout_mock": {"faults": [{"kind": "status", "status": 500}]}}
+    )
+    assert raw.headers["x-turnout-served-by"] == "echo/echo"
+    assert raw.parse().choices[0].message.content == "echo me back please"
+
+
+async def test_everyday_routes_ignore_directives(served):
+    """The routes everyone uses never take per-request faults: a directive sent to them changes nothing."""
+    fault = {"turnout_mock": {"faults": [{"kind": "status", "status": 401}]}}
+    for route in ("echo", "chat", "echo"):
+        reply = await served.client().chat.completions.create(model=route, messages=ASK, extra_body=fault)
+        assert reply.choices[0].message.content == "echo me back please"
+    assert served.sidecar.router.health.open_breakers() == []
 
 
 async def test_mock_stream_usage_chunk_when_asked(served):

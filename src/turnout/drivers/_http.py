@@ -108,7 +108,10 @@ def strip_directives(body: Mapping[str, Any]) -> dict[str, Any]:
 def validate_options(driver: str, provider: str, schema: Mapping[str, Any], options: Mapping[str, Any]) -> None:
     """Check provider options against the driver's schema; ValueError naming the first problem's path."""
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(_plain_json(options)), key=lambda e: list(e.absolute_path))
+    try:
+        errors = sorted(validator.iter_errors(_plain_json(options)), key=lambda e: list(e.absolute_path))
+    except RecursionError:
+        raise ValueError(f"provider '{provider}' (driver {driver}): options: nested too deeply") from None
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path)

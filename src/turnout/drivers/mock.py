@@ -3,8 +3,15 @@
 It answers with an echo of the last user message (or a fixed `reply`), with plausible usage (prompt ~ chars/4 plus
 4 per message; completion = reply tokens, a "token" being a word with its trailing space), paced by `latency` and
 `tokens_per_second`. Scripted `faults` make it fail exactly as an HTTP upstream would (a `status` fault goes through
-`_http.classify_status`). Per request, a body key `turnout_mock` (same keys as the options) overrides the provider
-options; for example `{"turnout_mock": {"faults": [{"kind": "cut", "after_chunks": 3}]}}`.
+`_http.classify_status`).
+
+Per-request directives: with `request_directives: true` in the provider's options, a body key `turnout_mock` (the
+same keys as the options, minus `seed` and `request_directives`) overrides the options for that request, e.g.
+`{"turnout_mock": {"faults": [{"kind": "cut", "after_chunks": 3}]}}`. They are off by default, because whoever can
+send a request could then script this provider's failures, and a scripted fault counts against its breaker like a
+real one: enable them only on a provider that serves drill routes. A provider without the option treats the key
+like every HTTP driver does: as an unknown parameter it ignores (so a drill that fails over to a plain mock is
+answered by it, unscripted).
 
 Fault kinds (each `{kind, probability=1, ...}`; per request the first fault whose probability roll succeeds acts):
 `status` (status, body, retry_after), `drop` (connection reset), `hang` (never answers: times out at the attempt's
@@ -14,6 +21,10 @@ default all), `refusal` (content_policy), `context_length` (context_window), `sl
 
 Randomness (fault probabilities) comes from one `random.Random(seed)` per driver instance: the only state a mock
 keeps, so a seeded drill replays identically.
+
+The mock never holds the event loop: an unpaced stream (`tokens_per_second: 0`) hands control back every
+`YIELD_EVERY` chunks, and the answer is produced lazily, token by token, so a huge echoed prompt costs neither a
+long stall nor a list of every chunk up front.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -78,18 +89,25 @@ _OPTIONS = {
     "tokens_per_second": {"type": "number", "minimum": 0, "description": "streaming pace; 0 = no pause"},
     "chunk_tokens": {"type": "integer", "minimum": 1, "description": "tokens per streamed chunk"},
     "tool_call": {"type": "boolean", "description": "call the first offered tool when the request has tools"},
-    "seed": {"type": "integer"},
-    "faults": {"type": "array", "items": _FAULT},
+    "seed": {"type": "integer", "description": "seed of the fault-probability rolls (replayable drills)"},
+    "faults": {"type": "array", "items": _FAULT, "description": "scripted failures (see the driver docs)"},
+    "request_directives": {
+        "type": "boolean",
+        "description": "honour a per-request `turnout_mock` body key (fault drills); off by default, since any "
+        "client could then script this provider's failures and open its breaker",
+    },
 }
 OPTIONS_SCHEMA: Mapping[str, Any] = MappingProxyType(
     {"type": "object", "additionalProperties": False, "properties": _OPTIONS}
 )
-# The per-request directive: the same keys minus the seed (the instance's random stream is shared).
+# The per-request directive: the same keys minus the seed (the instance's random stream is shared) and the switch.
 DIRECTIVE_SCHEMA: Mapping[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {k: v for k, v in _OPTIONS.items() if k != "seed"},
+    "properties": {k: v for k, v in _OPTIONS.items() if k not in ("seed", "request_directives")},
 }
+MAX_DIRECTIVE_DEPTH = 32  # a directive is a handful of nested objects; deeper is a hostile body
+YIELD_EVERY = 32  # chunks an unpaced stream emits before handing the event loop back
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_TEXT = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -164,6 +182,20 @@ class Behaviour:
         return replace(self, **changes)
 
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply `value` nests lists/objects, looking no deeper than `limit + 1` (iterative: no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list | tuple):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, Mapping) else item))
+    return deepest
+
+
 def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -204,6 +236,14 @@ def _tool_arguments(tool: Mapping[str, Any], text: str) -> dict[str, Any]:
     return out
 
 
+def _tool_deltas(call: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], int]]:
+    """(delta, tokens in it) for a streamed tool call: the opening delta, then the arguments token by token."""
+    fn = {"name": call["function"]["name"], "arguments": ""}
+    yield {"tool_calls": [{"index": 0, "id": call["id"], "type": "function", "function": fn}]}, 0
+    for match in _TOKEN.finditer(call["function"]["arguments"]):
+        yield {"tool_calls": [{"index": 0, "function": {"arguments": match.group()}}]}, 1
+
+
 class MockDriver:
     """In-process provider; see the module docstring for options, faults and the per-request directive."""
 
@@ -215,6 +255,7 @@ class MockDriver:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
         self.spec = spec
         self._base = Behaviour().merged(spec.options)
+        self._directives = bool(spec.options.get("request_directives", False))
         self._rng = random.Random(spec.options.get("seed"))
         self._ids = itertools.count(1)
 
@@ -222,8 +263,14 @@ class MockDriver:
 
     def _behaviour(self, request: ChatRequest) -> Behaviour:
         directive = request.body.get("turnout_mock")
-        if directive is None:
-            return self._base
+        if directive is None or not self._directives:
+            return self._base  # directives are for providers that opted in; others ignore the key, as HTTP drivers do
+        if nesting_depth(directive, MAX_DIRECTIVE_DEPTH) > MAX_DIRECTIVE_DEPTH:
+            raise BadRequest(
+                f"turnout_mock is nested too deeply (more than {MAX_DIRECTIVE_DEPTH} levels)",
+                provider=self.spec.name,
+                code="invalid_turnout_mock",
+            )
         try:
             validate_options(self.name, self.spec.name, DIRECTIVE_SCHEMA, directive)
         except ValueError as exc:
@@ -352,22 +399,15 @@ class MockDriver:
         if request.assistant_prefix is None:
             yield ChatChunk(data=chunk({"role": "assistant", "content": ""}))
         tool = self._tool(request, behaviour)
-        if tool is not None:
-            call = self._tool_call(request, tool, 0)
-            args = call["function"]["arguments"]
-            fn = {"name": call["function"]["name"], "arguments": ""}
-            start = {"index": 0, "id": call["id"], "type": "function", "function": fn}
-            deltas = [{"tool_calls": [start]}] + [
-                {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} for piece in _TOKEN.findall(args)
-            ]
-            finish, completion = "tool_calls", len(_TOKEN.findall(args))
-        else:
-            tokens = _TOKEN.findall(self._reply(request, behaviour))
-            size = behaviour.chunk_tokens
-            deltas = [{"content": "".join(tokens[i : i + size])} for i in range(0, len(tokens), size)]
-            finish, completion = "stop", len(tokens)
+        deltas = (
+            self._content_deltas(request, behaviour)
+            if tool is None
+            else _tool_deltas(self._tool_call(request, tool, 0))
+        )
+        finish = "stop" if tool is None else "tool_calls"
         pause = behaviour.chunk_tokens / behaviour.tokens_per_second if behaviour.tokens_per_second else 0.0
-        for emitted, delta in enumerate(deltas):
+        emitted = completion = 0
+        for delta, tokens in deltas:
             error = self._mid_fault(fault, emitted, ctx)
             if error is not None:
                 raise error
@@ -378,19 +418,35 @@ class MockDriver:
                 break
             if emitted and pause:
                 await self._sleep(pause, ctx, ctx.stall_timeout, after=True)
+            elif emitted % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # unpaced: let the rest of the server run between bursts
             yield ChatChunk(data=chunk(delta), is_content=True)
+            emitted += 1
+            completion += tokens
         else:
-            error = self._mid_fault(fault, len(deltas), ctx)
+            error = self._mid_fault(fault, emitted, ctx)
             if error is not None:
                 raise error
         if fault is not None and fault.kind == "no_terminator":
             raise self._error(
-                ProtocolError, "mock: stream ended before the answer was complete", ctx, after_first_token=bool(deltas)
+                ProtocolError, "mock: stream ended before the answer was complete", ctx, after_first_token=emitted > 0
             )
         usage = Usage(estimate_prompt_tokens(request), completion)
         yield ChatChunk(data=chunk({}, finish), finish_reason=finish)
         final = usage_chunk_data(id=ident, model=ctx.model, created=created, usage=usage)
         yield ChatChunk(data=final, finish_reason=finish, usage=usage, usage_only=True)
+
+    def _content_deltas(self, request: ChatRequest, behaviour: Behaviour) -> Iterator[tuple[dict[str, Any], int]]:
+        """(delta, tokens in it) for the text answer, `chunk_tokens` tokens at a time, produced lazily."""
+        size = behaviour.chunk_tokens
+        group: list[str] = []
+        for match in _TOKEN.finditer(self._reply(request, behaviour)):
+            group.append(match.group())
+            if len(group) == size:
+                yield {"content": "".join(group)}, size
+                group = []
+        if group:
+            yield {"content": "".join(group)}, len(group)
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         return [ModelInfo(id=ctx.model or "mock", owned_by="turnout")]
