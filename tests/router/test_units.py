@@ -135,3 +135,15 @@ def test_rate_limiter_refund_frees_tokens_but_keeps_the_request():
     limiter.refund(5, 50)  # no such attempt
     assert limiter.usage(2) == (2, 50)
     assert limiter.check(2, 200) is None
+
+
+def test_rate_limiter_forget_drops_the_request_and_its_tokens():
+    """A forgotten attempt (the client's own fault) no longer counts against rpm or tpm; unknown ones: no-op."""
+    limiter = RateLimiter(Limits(rpm=2, tpm=1000))
+    limiter.record(0, 900)
+    limiter.record(1, 50)
+    assert limiter.check(2, 10) == "at rpm limit (2/min)"
+    limiter.forget(0, 900)
+    limiter.forget(7, 50)  # no such attempt
+    assert limiter.usage(2) == (1, 50)
+    assert limiter.check(2, 900) is None

@@ -12,8 +12,16 @@ provider-specific cases:
 | 408, 504 | timeout |
 | 413 | bad_request (request too large) |
 | 409, other 5xx | server_error; 503, 529 and "overloaded" messages: overloaded |
-| 400, 422 | context_window / content_policy / auth (bad key phrasing) by message and code, else bad_request |
+| 400, 422 | context_window / content_policy by message and code, else bad_request |
 | other 4xx | bad_request; 1xx/3xx: protocol |
+
+Only the provider's own failures may count against its breaker, and a 400's message often quotes the client's
+request (OpenAI echoes unknown parameter names, Gemini unknown field names). So `auth` comes from 401/403 only,
+never from a phrase found somewhere in an error text; the one exception is recognised by its whole shape: xAI's
+documented bad-key answer, a 400 `{"code": "Client specified an invalid argument", "error": "Incorrect API key
+provided: ..."}` whose message *begins* with that phrase (a client cannot choose how a provider's message starts).
+A phrase a client smuggles in can only turn a 400 into context_window or content_policy, which say nothing against
+the deployment either.
 """
 
 from __future__ import annotations
@@ -52,7 +60,8 @@ _POLICY_PHRASES = (
     "responsibleaipolicyviolation",
 )
 _QUOTA_PHRASES = ("insufficient_quota", "exceeded your current quota", "billing", "request too large")
-_BAD_KEY_PHRASES = ("incorrect api key", "invalid api key", "api key not valid", "api_key_invalid", "invalid x-api-key")
+_XAI_INVALID_ARGUMENT = "client specified an invalid argument"
+_XAI_BAD_KEY = "incorrect api key provided"
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -140,7 +149,7 @@ def _has(haystack: str, phrases: tuple[str, ...]) -> bool:
     return any(p in haystack for p in phrases)
 
 
-def _class_for(status: int, code: str, text: str, should_retry: str | None) -> ErrorClass:
+def _class_for(status: int, code: str, text: str, should_retry: str | None, message: str) -> ErrorClass:
     if status == 429:
         if _has(text, _QUOTA_PHRASES) or "quota" in code or should_retry == "false":
             return ErrorClass.QUOTA_EXCEEDED
@@ -162,8 +171,8 @@ def _class_for(status: int, code: str, text: str, should_retry: str | None) -> E
             return ErrorClass.CONTEXT_WINDOW
         if _has(text, _POLICY_PHRASES):
             return ErrorClass.CONTENT_POLICY
-        if _has(text, _BAD_KEY_PHRASES):
-            return ErrorClass.AUTH
+        if code == _XAI_INVALID_ARGUMENT and message.lstrip().lower().startswith(_XAI_BAD_KEY):
+            return ErrorClass.AUTH  # xAI's bad key (see the module docstring): the message's start, not its text
         return ErrorClass.BAD_REQUEST
     if 400 <= status < 500:
         return ErrorClass.BAD_REQUEST
@@ -177,7 +186,7 @@ def error_class_for(
     # The code goes first so a bare code like "insufficient_quota" is matched by the phrase lists.
     text = f"{code or ''} {message}".lower()
     should_retry = _header(headers, "x-should-retry")
-    return _class_for(status, (code or "").lower(), text, should_retry.lower() if should_retry else None)
+    return _class_for(status, (code or "").lower(), text, should_retry.lower() if should_retry else None, message)
 
 
 def classify_status(

@@ -7,9 +7,11 @@ Fetching a URL a client sent is a server-side request made on the client's behal
   behind an egress policy if clients are untrusted);
 - `any`: any http(s) URL (local development, tests);
 - `off`: image URLs are refused; only `data:` URLs are accepted.
-A refused, missing, non-image or oversized image is the client's problem (bad_request); transport failures are
-classified like any other (connection, timeout). Redirects are followed by hand (at most 3), each target checked
-against the policy, so a public URL cannot bounce the fetch to an internal one.
+Every failure to get the image (refused, unreachable, slow, missing, not an image, too large) is the client's
+problem: a bad_request (`image_fetch_failed`) that never counts against the deployment's breaker or limits, since
+the provider was never even called. The fetch has its own time limit, at most half of what is left of the attempt,
+so a slow image host cannot turn into the deployment's timeout either. Redirects are followed by hand (at most 3),
+each target checked against the policy, so a public URL cannot bounce the fetch to an internal one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
-from turnout.drivers._http import request_timeout, transport_error
+import aiohttp
+
 from turnout.drivers.base import CallContext
 from turnout.errors import BadRequest, ProviderError
 
@@ -42,6 +45,8 @@ IMAGE_OPTIONS_SCHEMA: dict[str, dict] = {
     },
 }
 _MAX_REDIRECTS = 3
+FETCH_TIMEOUT = 10.0  # seconds for one image at most; never more than half of what is left of the attempt
+FETCH_FAILED = "image_fetch_failed"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -82,37 +87,45 @@ async def fetch_images(
     return images
 
 
+def _fetch_timeout(ctx: CallContext) -> aiohttp.ClientTimeout:
+    remaining = ctx.remaining()
+    total = FETCH_TIMEOUT if remaining is None else min(FETCH_TIMEOUT, remaining / 2)
+    return aiohttp.ClientTimeout(total=total, ceil_threshold=1e9)
+
+
 async def fetch_image(
     url: str, ctx: CallContext, *, provider: str, policy: ImagePolicy, max_bytes: int
 ) -> tuple[str, str]:
     """GET the image, following up to `_MAX_REDIRECTS` redirects, each target checked against the policy."""
     model = ctx.model
+
+    def refused(reason: str) -> BadRequest:
+        return BadRequest(reason, provider=provider, model=model, code=FETCH_FAILED)
+
     target = url
     try:
         for _ in range(_MAX_REDIRECTS + 1):
             reason = refusal(target, policy)
             if reason is not None:
-                raise BadRequest(f"{reason}: {_shown(target)}", provider=provider, model=model)
-            async with ctx.session.get(target, timeout=request_timeout(ctx), allow_redirects=False) as resp:
+                raise refused(f"{reason}: {_shown(target)}")
+            async with ctx.session.get(target, timeout=_fetch_timeout(ctx), allow_redirects=False) as resp:
                 location = resp.headers.get("Location")
                 if resp.status in _REDIRECTS and location:
                     target = urljoin(target, location)
                     continue
                 if resp.status != 200:
-                    raise BadRequest(
-                        f"could not fetch image {_shown(url)}: HTTP {resp.status}", provider=provider, model=model
-                    )
+                    raise refused(f"could not fetch image {_shown(url)}: HTTP {resp.status}")
                 mime = resp.content_type
                 if not mime.startswith("image/"):
-                    raise BadRequest(f"{_shown(url)} is not an image ({mime})", provider=provider, model=model)
+                    raise refused(f"{_shown(url)} is not an image ({mime})")
                 data = await resp.content.read(max_bytes + 1)
                 break
         else:
-            raise BadRequest(f"too many redirects fetching image {_shown(url)}", provider=provider, model=model)
+            raise refused(f"too many redirects fetching image {_shown(url)}")
     except ProviderError:
         raise
-    except Exception as exc:
-        raise transport_error(exc, provider=provider, model=model) from exc
+    except Exception as exc:  # unreachable, reset, slow, TLS...: the client's URL, not the deployment's fault
+        raise refused(f"could not fetch image {_shown(url)}") from exc
     if len(data) > max_bytes:
-        raise BadRequest(f"image {_shown(url)} is larger than {max_bytes} bytes", provider=provider, model=model)
+        raise refused(f"image {_shown(url)} is larger than {max_bytes} bytes")
     return mime, base64.b64encode(data).decode("ascii")

@@ -223,7 +223,7 @@ def classify(status: int | None, error: Mapping[str, Any]) -> ErrorClass | None:
     rpc_status = error.get("status")
     message = str(error.get("message") or "").lower()
     reasons = {str(d.get("reason")) for d in _details(error, "google.rpc.ErrorInfo")}
-    if reasons & _BAD_KEY_REASONS or "api key not valid" in message or "api key expired" in message:
+    if reasons & _BAD_KEY_REASONS:  # Google's own ErrorInfo reason, never a phrase (messages quote client text)
         return ErrorClass.AUTH
     if status == 429 or rpc_status == "RESOURCE_EXHAUSTED":
         quota_ids = [

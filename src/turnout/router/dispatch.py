@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from turnout.drivers.base import CallContext
 from turnout.errors import (
+    DEPLOYMENT_FAULTS,
     NOT_SENT_CODES,
     AllUpstreamsFailed,
     BadRequest,
@@ -243,14 +244,21 @@ class Run:
         estimate: Usage | None = None,
     ) -> None:
         """Record a failed attempt and feed the breaker (and context-window escalation). `estimate` is the usage of
-        a stream cut after content arrived (it never reported its own): the attempt is priced from it, flagged."""
+        a stream cut after content arrived (it never reported its own): the attempt is priced from it, flagged.
+
+        Only the deployment's own faults count against it: a failure caused by the request itself (bad_request,
+        content_policy, context_window) neither feeds the breaker, nor marks the latency as failing, nor uses up
+        the rate limits (its rpm/tpm entry is dropped), so no client can take a deployment away from the others.
+        """
         now = self.rt.clock()
         duration = now - started
         self.upstream_time += duration
         h.in_flight -= 1
-        h.observe(duration, False)
-        h.breaker.record(ticket, error)
         cls = error.error_class
+        own_fault = cls in DEPLOYMENT_FAULTS
+        if own_fault:
+            h.observe(duration, False)
+        h.breaker.record(ticket, error)
         if cls in TRIPS_BREAKER:
             h.breaker.trip()
         if cls is ErrorClass.CONTEXT_WINDOW and d.context_window is not None:
@@ -259,8 +267,11 @@ class Run:
         # connection never opened; anything else (reset, timeout mid-answer) may have been billed: unknown.
         unbilled = error.status is not None or error.code in _UNSENT
         cost = 0.0 if unbilled and not error.after_first_token else None
-        if cost == 0.0 and h.limiter is not None:  # refused before any output: it used no tokens of the window
-            h.limiter.refund(started, self.request.estimated_total_tokens)
+        if h.limiter is not None and not error.after_first_token:
+            if not own_fault:
+                h.limiter.forget(started, self.request.estimated_total_tokens)
+            elif cost == 0.0:  # refused before any output: it used no tokens of the window
+                h.limiter.refund(started, self.request.estimated_total_tokens)
         detail = error.message[:_DETAIL_LIMIT]
         if estimate is not None:
             cost = d.price.cost(estimate) if d.price is not None else None

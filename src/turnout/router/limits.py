@@ -60,6 +60,23 @@ class RateLimiter:
                 self._tokens -= tokens
                 return
 
+    def forget(self, at: float, tokens: int) -> None:
+        """Un-count the attempt recorded at `at` entirely: it failed because of the client's own request.
+
+        Only the provider's own failures may use up a deployment's limits; otherwise one client could fill the rpm
+        window with requests that fail on their content (a bad image URL, an unknown parameter) and keep the
+        deployment "at its rpm limit" for everyone else.
+        """
+        events = self._events
+        for i in range(len(events) - 1, -1, -1):
+            when, counted = events[i]
+            if when < at:
+                return
+            if when == at and counted == tokens:
+                del events[i]
+                self._tokens -= tokens
+                return
+
     def usage(self, now: float) -> tuple[int, int]:
         """(requests, tokens) counted in the current window."""
         self._expire(now)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,63 @@ class LoopWatch:
 @pytest.fixture
 def loop_watch() -> Callable[[], LoopWatch]:
     return LoopWatch
+
+
+# -- upstreams that behave like the real ones towards odd client content ------------------------------------------
+
+# The parameters OpenAI's chat endpoint knows; any other top-level key is answered with a 400 that echoes its name.
+OPENAI_PARAMS = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop", "max_tokens",
+        "max_completion_tokens", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+        "user", "seed", "tools", "tool_choice", "parallel_tool_calls", "response_format", "metadata", "store",
+    }
+)  # fmt: skip
+
+
+def echoing_openai(fake: Any) -> Any:
+    """An OpenAIFake behaviour that answers like OpenAI: a 400 naming an unknown parameter (client text, echoed
+    verbatim in the error message), otherwise a normal answer, streamed when asked."""
+    from aiohttp import web
+
+    async def behave(request: web.Request, upstream: Any) -> web.StreamResponse | None:
+        body = json.loads(await request.read())
+        unknown = sorted(k for k in body if k not in OPENAI_PARAMS)
+        if unknown:
+            error = {
+                "message": f"Unrecognized request argument supplied: {unknown[0]}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+            return web.json_response({"error": error}, status=400)
+        if body.get("stream"):
+            return await fake.stream_text(["healthy ", "answer"])(request, upstream)
+        return await fake.text("healthy answer")(request, upstream)
+
+    return behave
+
+
+@pytest.fixture
+def echoing() -> Callable[[Any], Any]:
+    return echoing_openai
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+@pytest.fixture
+async def image_host() -> Any:
+    """A loopback web server with the image URLs a hostile client might send, plus `closed`, a dead port's URL."""
+    from turnout.testing import FakeUpstream, reply_raw
+
+    async with FakeUpstream() as host:
+        host.default("/ok.png", reply_raw(PNG, content_type="image/png"))
+        host.default("/page.html", reply_raw(b"<html>hi</html>", content_type="text/html"))
+        host.default("/missing.png", reply_raw(b"nope", status=404, content_type="text/plain"))
+        host.default("/loop", reply_raw(b"", status=302, headers={"Location": "/loop"}))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        host.closed = f"http://127.0.0.1:{sock.getsockname()[1]}/gone.png"  # type: ignore[attr-defined]
+        sock.close()  # nothing listens there any more
+        yield host
