@@ -248,17 +248,19 @@ class ChatHandler:
         outcome = None
         response = SSEResponse(status=200, headers=SSE_HEADERS)
         try:
+            # The failure is mapped inside its except block: a local holding the exception would keep this frame
+            # (and the request body) alive in a reference cycle through its traceback until the next full GC.
+            fail: errors.Failure | None = None
             try:
                 first = await chunks.__anext__()
             except StopAsyncIteration:
                 first = None
-                exc: BaseException = ProtocolError("the upstream stream ended before any content")
             except asyncio.CancelledError:
                 raise
             except Exception as caught:
-                first, exc = None, caught
+                first, fail = None, errors.failure(caught)
             if first is None:
-                fail = errors.failure(exc)
+                fail = fail or errors.failure(ProtocolError("the upstream stream ended before any content"))
                 response = self._refuse(request, fail, started, route=chat.model)
                 response.headers.update(routing_headers(stream.route, None, stream.attempts, None))
                 status = fail.status

@@ -8,6 +8,12 @@ forwarded untouched.
 A failure after the first chunk ends the stream with one `data: {"error": {...}}` event, which the `openai` SDK
 raises as APIError, and never with `[DONE]`: a cut answer must not look like a complete one. A `trailer` (the
 rescue trail comment, `turnout.server.trail`) goes out just before either ending.
+
+Backpressure: at most `RELAY_BUFFER` bytes wait for a slow client (plus the one write in flight). Past that the
+relay waits for the client to drain before it reads the next upstream chunk, which also stops the upstream read,
+so the upstream's TCP window closes and a client that never reads holds a bounded amount of memory. A client that
+goes away leaves no reference cycle behind: the writer keeps only a flag, never the exception (whose traceback
+would point back at the writer and its buffer).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from turnout.server.errors import failure
 from turnout.types import ChatChunk, Usage, chunk_data, usage_chunk_data
 
 DONE = b"data: [DONE]\n\n"
+RELAY_BUFFER = 256 * 1024  # bytes of events that may wait for a slow client before the relay stops reading
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 log = logging.getLogger("turnout.server")
@@ -82,6 +89,10 @@ class SSEResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
+class ClientGone(ConnectionResetError):
+    """The client went away while events were being written to it (a fresh instance each time it is raised)."""
+
+
 class CoalescingWriter:
     """Writes SSE events to the response, batching the events that arrive in one burst into one write.
 
@@ -91,31 +102,48 @@ class CoalescingWriter:
     every event as early as before, in order, with one write per burst. When the stream ends within the burst
     (a short answer read in one piece), `close()` takes what is buffered and sends it with the end of the body:
     headers, events, `[DONE]` and the chunked terminator in a single write. A failed write (the client went
-    away) is re-raised by the next `add()` or by `close()`.
+    away) is reported as `ClientGone` by the next `add()`, `room()` or `close()`.
+
+    `add()` answers True once more than `RELAY_BUFFER` bytes wait; the relay then awaits `room()` before it reads
+    on (see the module docstring). A fast client never gets there, so the hot path pays one addition per event.
     """
 
-    __slots__ = ("_buffer", "_error", "_loop", "_response", "_scheduled", "_task")
+    __slots__ = ("_buffer", "_gone", "_loop", "_pending", "_response", "_scheduled", "_task")
 
     def __init__(self, response: web.StreamResponse) -> None:
         self._response = response
         self._loop = asyncio.get_running_loop()
         self._buffer: list[bytes] = []
+        self._pending = 0  # bytes in `_buffer`
         self._scheduled = False  # a flush is due at the next loop iteration
         self._task: asyncio.Task[None] | None = None  # a flush that is writing (it may wait for the client)
-        self._error: BaseException | None = None
+        self._gone = False  # a write failed: the client went away (a flag, never the exception: no cycle)
 
-    def add(self, event: bytes) -> None:
-        if self._error is not None:
-            raise self._error
+    def add(self, event: bytes) -> bool:
+        """Buffer `event` for the next flush; True when the buffer is over its bound (await `room()` next)."""
+        if self._gone:
+            raise ClientGone("the client went away")
         self._buffer.append(event)
+        self._pending += len(event)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._kick)
+        return self._pending > RELAY_BUFFER
+
+    async def room(self) -> None:
+        """Wait until the client has drained the buffer back under its bound (the upstream waits meanwhile)."""
+        while self._pending > RELAY_BUFFER and not self._gone:
+            task = self._task
+            if task is None or task.done():
+                task = self._task = self._loop.create_task(self._write())
+            await task
+        if self._gone:
+            raise ClientGone("the client went away")
 
     def _kick(self) -> None:
         """The relay is waiting on the upstream: write what was buffered (a task, as a write may wait)."""
         self._scheduled = False
-        if not self._buffer or self._error is not None:
+        if not self._buffer or self._gone:
             return  # close() already took it
         if self._task is not None and not self._task.done():
             return  # the previous write is waiting for the client; it writes this buffer next
@@ -127,24 +155,29 @@ class CoalescingWriter:
             while buffer:
                 data = b"".join(buffer)
                 buffer.clear()
+                self._pending = 0
                 await self._response.write(data)
-        except (ConnectionError, asyncio.CancelledError) as exc:
-            self._error = exc if isinstance(exc, ConnectionError) else ConnectionResetError("write cancelled")
+        except (ConnectionError, asyncio.CancelledError):
+            self._gone = True
+            buffer.clear()
+            self._pending = 0
 
     async def close(self, last: bytes) -> None:
         """Write what is buffered plus `last`, and end the body, in one write."""
         if self._task is not None:
             await self._task
-        if self._error is not None:
-            raise self._error
+        if self._gone:
+            raise ClientGone("the client went away")
         self._buffer.append(last)
         data = b"".join(self._buffer)
         self._buffer.clear()
+        self._pending = 0
         await self._response.write_eof(data)
 
     def abort(self) -> None:
         """Stop any pending write (the relay is being cancelled)."""
         self._buffer.clear()
+        self._pending = 0
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -174,10 +207,12 @@ async def relay(
         async for chunk in stream:
             if chunk.usage_only:
                 if include_usage:
-                    add(chunk.to_sse())
+                    if add(chunk.to_sse()):
+                        await out.room()
                     usage_sent = True
                 continue
-            add(chunk.to_sse())
+            if add(chunk.to_sse()):
+                await out.room()  # a slow client: wait for it (the upstream read waits too)
             outcome.chunks += chunk.count
             if texts is not None:
                 texts.append(chunk.content or "")

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +156,81 @@ async def image_host() -> Any:
         host.closed = f"http://127.0.0.1:{sock.getsockname()[1]}/gone.png"  # type: ignore[attr-defined]
         sock.close()  # nothing listens there any more
         yield host
+
+
+# -- a real `turnout serve` child process ----------------------------------------------------------------------------
+
+SERVE = [sys.executable, "-c", "import sys; from turnout.cli import main; sys.exit(main())", "serve"]
+
+
+class ServeProcess:
+    """A `turnout serve` child on 127.0.0.1:0: its URL (from the banner), pid, RSS and everything it printed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.url = ""
+        self.stderr: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def rss(self) -> int:
+        """Resident memory of the server process in bytes (from /proc)."""
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    async def wait_listening(self, within: float = 30.0) -> None:
+        async def read_banner() -> None:
+            assert self.proc.stderr is not None
+            while True:
+                line = (await self.proc.stderr.readline()).decode()
+                if not line:
+                    raise AssertionError(f"serve exited early: {''.join(self.stderr)}")
+                self.stderr.append(line)
+                match = re.search(r"listening on (http://[\d.]+:\d+)", line)
+                if match:
+                    self.url = match.group(1)
+                    return
+
+        await asyncio.wait_for(read_banner(), within)
+        self._reader = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            self.stderr.append(line.decode(errors="replace"))
+
+    async def finish(self, within: float) -> int:
+        """The exit code, waiting at most `within` seconds (TimeoutError otherwise)."""
+        code = await asyncio.wait_for(self.proc.wait(), within)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
+
+@contextlib.asynccontextmanager
+async def turnout_serve(path: Path, *args: str) -> AsyncIterator[ServeProcess]:
+    """Run `turnout serve PATH --port 0 ARGS...`; killed on exit if it is still running."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        *SERVE, str(path), "--port", "0", "--access-log", "off", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    child = ServeProcess(proc)
+    try:
+        await child.wait_listening()
+        yield child
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+def serve_process() -> Callable[..., contextlib.AbstractAsyncContextManager[ServeProcess]]:
+    return turnout_serve
