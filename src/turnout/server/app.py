@@ -39,7 +39,6 @@ from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
 from turnout.types import Attempt, Splice, Usage
 
-BODY_CEILING = 64 * 1024 * 1024  # aiohttp's own cap; the configured limit is checked per request
 ALLOWED = {  # path -> the method it accepts (for 405 answers)
     "/v1/chat/completions": "POST",
     "/admin/reload": "POST",
@@ -313,7 +312,9 @@ def create_app(
         owns_router=owns_router,
         metrics=metrics,
     )
-    app = web.Application(client_max_size=max(BODY_CEILING, sidecar.settings.max_request_bytes + 1))
+    # The chat endpoint reads its body itself against the current server.max_request_size (a reload may change it);
+    # aiohttp's cap is set to the same value for anything that would read a body the generic way.
+    app = web.Application(client_max_size=sidecar.settings.max_request_bytes)
     app[SIDECAR_KEY] = sidecar
     chat = ChatHandler(sidecar)
     app.router.add_post("/v1/chat/completions", chat.__call__)

@@ -111,6 +111,28 @@ async def _answer_and_close(request: web.Request, response: web.Response) -> web
     return response
 
 
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as more than `limit` bytes arrived: a body over the cap is never buffered
+    (a chunked body has no Content-Length to refuse up front). `limit` is the *current* `server.max_request_size`,
+    so a reload that changes it applies to the next request; aiohttp's own `client_max_size` is not used here."""
+    content = request.content
+    first = await content.readany()
+    if len(first) > limit:
+        return None
+    rest = await content.readany() if first else b""
+    if not rest:
+        return first  # the usual case: the whole body arrived in one read
+    pieces = [first, rest]
+    size = len(first) + len(rest)
+    while size <= limit:
+        piece = await content.readany()
+        if not piece:
+            return b"".join(pieces)
+        pieces.append(piece)
+        size += len(piece)
+    return None
+
+
 class ChatHandler:
     """The chat endpoint of one Sidecar; a class so the hot path reads its state as plain attributes."""
 
@@ -132,7 +154,7 @@ class ChatHandler:
             chat_request = await self._parse(request, settings)
             if not isinstance(chat_request, ChatRequest):
                 response = self._refuse(request, chat_request, started)
-                if chat_request.status == 408:
+                if chat_request.status in (408, 413):  # the rest of the body is unread: close, do not linger
                     return await _answer_and_close(request, response)
                 return response
             if chat_request.stream:
@@ -158,17 +180,15 @@ class ChatHandler:
             return errors.too_large(size, limit)
         try:
             if request.content.is_eof():  # the usual case: the body came with the headers
-                body = await request.read()
+                body = await read_body(request, limit)
             else:
                 async with asyncio.timeout(settings.client_timeout):
-                    body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return errors.too_large(None, limit)
+                    body = await read_body(request, limit)
         except TimeoutError:
             self.sc.metrics.reject("body_timeout")
             return errors.client_timeout(settings.client_timeout)
-        if len(body) > limit:
-            return errors.too_large(len(body), limit)
+        if body is None:
+            return errors.too_large(None, limit)
         try:
             data = decode_body(body)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
