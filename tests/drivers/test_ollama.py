@@ -93,7 +93,7 @@ async def test_https_image_is_fetched_and_inlined(fake: OllamaFake, session: aio
 async def test_image_fetch_failure_is_bad_request(fake: OllamaFake, session: aiohttp.ClientSession) -> None:
     """An image URL that cannot be fetched is the client's problem (bad_request), and nothing is sent."""
     parts = [{"type": "image_url", "image_url": {"url": f"{fake.url}/missing.png"}}]
-    with pytest.raises(BadRequest, match="could not fetch image"):
+    with pytest.raises(BadRequest, match="could not fetch the image"):
         await driver(fake.url).send(chat([{"role": "user", "content": parts}]), ctx(session))
     assert fake.requests_to("chat") == []
 

@@ -28,6 +28,8 @@ from turnout.types import ChatChunk, ChatRequest, ChatResponse
 if TYPE_CHECKING:
     import aiohttp
 
+    from turnout.drivers._egress import Egress
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -43,7 +45,8 @@ class CallContext:
     timers of their own (aiohttp's costs ~15 us per call), but must still never block past `remaining()`
     when `guarded` is False. `batch` is True when the consumer forwards bytes and accepts `ChunkBatch` items
     (consecutive plain chunks of one read, after the first content and before the finish reason); a driver may
-    ignore it and always yield single chunks.
+    ignore it and always yield single chunks. `egress` holds the sessions for URLs a client sent (image fetches;
+    see `turnout.drivers._egress`), never the upstream session; None makes such a fetch use a session of its own.
     """
 
     session: aiohttp.ClientSession
@@ -57,6 +60,7 @@ class CallContext:
     clock: Callable[[], float] = time.monotonic
     guarded: bool = False
     batch: bool = False
+    egress: Egress | None = None
 
     def remaining(self) -> float | None:
         """Seconds left for this attempt: the tighter of the attempt timeout and the overall deadline."""

@@ -5,7 +5,8 @@ images inline) in `_images`; this module is the HTTP glue on top of `_http`.
 
 Provider options: `api_version` (default v1beta; ignored when `base_url` already ends in a version),
 `thought_signature_fallback` (default true: see `gemini_request`), `image_urls` (which image URLs may be fetched:
-see `_images`), `max_image_bytes` (default 20 MB, Gemini's inline request limit). Prefill is not supported,
+see `_images`), `max_image_bytes` and `max_request_image_bytes` (default 20 MB each, Gemini's inline request
+limit). Prefill is not supported,
 so "prefill" is not among the capabilities.
 """
 
@@ -30,7 +31,7 @@ from turnout.drivers._http import (
     transport_error,
     validate_options,
 )
-from turnout.drivers._images import DEFAULT_MAX_IMAGE_BYTES, IMAGE_OPTIONS_SCHEMA, fetch_images
+from turnout.drivers._images import IMAGE_OPTIONS_SCHEMA, ImageFetcher
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.gemini_request import build_request, remote_image_urls
 from turnout.drivers.gemini_response import error_from_status, parse_response
@@ -75,8 +76,6 @@ class GeminiDriver:
         has_version = base.endswith(_VERSIONS)
         self._root = base if has_version else f"{base}/{spec.options.get('api_version', DEFAULT_API_VERSION)}"
         self._signature_fallback = spec.options.get("thought_signature_fallback", True)
-        self._max_image_bytes = spec.options.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
-        self._image_urls = spec.options.get("image_urls", "public")
 
     @functools.cached_property
     def _request_headers(self) -> Mapping[str, str]:
@@ -90,13 +89,11 @@ class GeminiDriver:
         return f"{self._root}/models/{model.removeprefix('models/')}:{method}"
 
     async def _body(self, request: ChatRequest, ctx: CallContext) -> bytes:
-        images = await fetch_images(
-            remote_image_urls(request),
-            ctx,
-            provider=self.spec.name,
-            policy=self._image_urls,
-            max_bytes=self._max_image_bytes,
-        )
+        urls = remote_image_urls(request)
+        images: dict[str, tuple[str, str]] = {}
+        if urls:
+            fetcher = ImageFetcher(ctx, provider=self.spec.name, options=self.spec.options)
+            images = {url: await fetcher.fetch(url) for url in urls}
         body = build_request(
             request,
             model=ctx.model,

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from turnout.drivers._http import error_class_for, loads, strip_directives
-from turnout.drivers._images import DEFAULT_MAX_IMAGE_BYTES, fetch_image
+from turnout.drivers._images import ImageFetcher
 from turnout.drivers.base import CallContext
 from turnout.errors import BadRequest, ProtocolError, provider_error
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage, chunk_data, usage_chunk_data
@@ -71,16 +71,14 @@ def call_id(index: int, name: str, arguments: Any) -> str:
     return f"call_{index}_{digest}"
 
 
-async def inline_image(ctx: CallContext, url: str, *, provider: str, defaults: Mapping[str, Any]) -> str:
+async def inline_image(url: str, fetcher: ImageFetcher) -> str:
     """Bare base64 of an image: decoded from a data URL, or fetched under the provider's `image_urls` policy."""
     if url.startswith("data:"):
         header, _, data = url.partition(",")
         if ";base64" not in header:
             return base64.b64encode(data.encode()).decode()
         return data
-    policy = defaults.get("image_urls", "public")
-    max_bytes = defaults.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
-    _, data = await fetch_image(url, ctx, provider=provider, policy=policy, max_bytes=max_bytes)
+    _, data = await fetcher.fetch(url)
     return data
 
 
@@ -89,6 +87,7 @@ async def translate_messages(
 ) -> list[dict]:
     out: list[dict[str, Any]] = []
     tool_names: dict[str, str] = {}
+    fetcher: ImageFetcher | None = None  # one per request (its limits are per request), made when first needed
     for message in messages:
         role = message.get("role")
         text, images = _text_of(message.get("content"))
@@ -111,7 +110,8 @@ async def translate_messages(
         else:
             item = {"role": "user", "content": text}
             if images:
-                item["images"] = [await inline_image(ctx, url, provider=provider, defaults=defaults) for url in images]
+                fetcher = fetcher or ImageFetcher(ctx, provider=provider, options=defaults)
+                item["images"] = [await inline_image(url, fetcher) for url in images]
             out.append(item)
     return out
 

@@ -106,6 +106,7 @@ class Router:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        await self._rt.egress.aclose()
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         """The Router's session; a new one when there is none yet, it was closed, or it belongs to an event loop

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from turnout.drivers._egress import Egress
 from turnout.drivers.base import CallContext
 from turnout.errors import (
     DEPLOYMENT_FAULTS,
@@ -59,7 +60,7 @@ _UNSENT = NOT_SENT_CODES | {UNENCODABLE}
 class Runtime:
     """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
 
-    __slots__ = ("_by_type", "clock", "health", "observers", "rng", "sleep", "timeouts", "wanted")
+    __slots__ = ("_by_type", "clock", "egress", "health", "observers", "rng", "sleep", "timeouts", "wanted")
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class Runtime:
         self.wanted: frozenset[type] = frozenset()  # event types some observer receives (see `observe`)
         self._by_type: dict[type, tuple[Callable[[Event], None], ...]] = {}
         self.timeouts = TimeoutMonitor()
+        self.egress = Egress()  # sessions for client-supplied URLs (image fetches), apart from the upstream one
 
     def observe(self, observers: Sequence[Callable[[Event], None]]) -> None:
         """Set the observers; an observer with `event_types` receives only those types."""
@@ -205,6 +207,7 @@ class Run:
             clock=self.rt.clock,
             guarded=True,  # our TimeoutMonitor enforces the budget; the driver need not arm timers of its own
             batch=batch,
+            egress=self.rt.egress,
         )
 
     def begin(self, d: Deployment, h: DeploymentHealth) -> float:
