@@ -197,12 +197,15 @@ class RouteSpec:
 
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
+    """The `server:` section. `protect_metrics` None means "when api_keys is set"."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     api_keys: tuple[Secret, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024 * 1024
     log_content: bool = False
-    protect_metrics: bool = False
+    protect_metrics: bool | None = None
     drain_timeout: float = 30.0
     watch: bool = True
     max_in_flight: int = 1024

@@ -175,7 +175,7 @@ async def test_unknown_path_and_wrong_method(serve, http, openai_error):
 
 
 async def test_client_auth(serve, http, primary, keys, openai_error):
-    """With server.api_keys, chat and models need a matching Bearer key; health endpoints stay open."""
+    """With server.api_keys, chat, models and metrics need a matching Bearer key; health endpoints stay open."""
     primary.default("chat", primary.text("ok"))
     body = {"model": "chat", "messages": MESSAGES}
     async with serve(server=f'  api_keys: ["{keys.client}", "second-key"]\n') as s:
@@ -203,7 +203,8 @@ async def test_client_auth(serve, http, primary, keys, openai_error):
     assert results["right"][0] == 200
     assert results["second"][0] == 200
     assert models_status == 401
-    assert (health_status, ready_status, metrics_status) == (200, 200, 200)
+    assert metrics_status == 401  # protected whenever keys are set (server.protect_metrics: false opens it)
+    assert (health_status, ready_status) == (200, 200)
     assert keys.client not in json.dumps(results)
 
 

@@ -4,11 +4,17 @@
 POST /v1/chat/completions   chat (JSON or SSE)                     auth
 GET  /v1/models[/{id}]      the routes, OpenAI list shape          auth
 GET  /healthz               process alive                          open
-GET  /readyz                graph loaded, every route usable       open (503 when not ready or draining)
-GET  /metrics               Prometheus text                        auth when server.protect_metrics
-POST /admin/reload          reload the routing file now            auth
-GET  /admin/config          what is served, as `turnout plan` data auth (secrets only in keyed digests)
+GET  /readyz                graph loaded, every route usable       open: {"ready", "status", "draining"} only
+                                                                   (503 when not ready or draining); the detail
+                                                                   with auth
+GET  /metrics               Prometheus text                        auth (unless server.protect_metrics: false)
+POST /admin/reload          reload the routing file now            auth, and never cross-site
+GET  /admin/config          what is served, as `turnout plan` data auth, never cross-site (secrets only in keyed
+                                                                   digests)
 ```
+
+"auth" means: the client key when `server.api_keys` is set; with no keys, a loopback Host or one in
+`server.allowed_hosts` (DNS rebinding, see `hosts.py`).
 
 `Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader, the
 client-timeout guard and the `server:` settings of the *current* config (swapped on reload). No middleware:
@@ -34,6 +40,7 @@ from turnout.server.access_log import AccessLog
 from turnout.server.auth import UNAUTHORIZED_MESSAGE, ApiKeys
 from turnout.server.chat import ChatHandler
 from turnout.server.guard import ClientGuard, GuardedRunner
+from turnout.server.hosts import HostGuard, cross_site
 from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
@@ -57,6 +64,7 @@ class Settings:
     """The `server:` section values that can change on reload (host, port and workers need a restart)."""
 
     keys: ApiKeys
+    hosts: HostGuard
     max_request_bytes: int
     log_content: bool
     protect_metrics: bool
@@ -66,11 +74,15 @@ class Settings:
 
     @classmethod
     def of(cls, spec: ServerSpec) -> Settings:
+        keys = ApiKeys(spec.api_keys)
+        protect = keys.enabled if spec.protect_metrics is None else spec.protect_metrics
+        hosts = HostGuard(spec.allowed_hosts, auth_on=keys.enabled)
         return cls(
-            ApiKeys(spec.api_keys),
+            keys,
+            hosts,
             spec.max_request_bytes,
             spec.log_content,
-            spec.protect_metrics,
+            protect,
             spec.drain_timeout,
             spec.max_in_flight,
             spec.client_timeout,
@@ -162,19 +174,33 @@ class Sidecar:
             )
 
     def authorised(self, request: web.Request) -> bool:
-        keys = self.settings.keys
-        return not keys.enabled or keys.allows(request.headers)
+        """Keys set: the request carries one. No keys: its Host is loopback or allowed (see `hosts.py`)."""
+        settings = self.settings
+        keys = settings.keys
+        if keys.enabled:
+            return keys.allows(request.headers)
+        return settings.hosts.allows(request.headers.get("Host"))
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        """The 401/403 for a request that is not `authorised`, or None."""
+        if self.authorised(request):
+            return None
+        if self.settings.keys.enabled:
+            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        return _failure(errors.host_not_allowed())
 
     # -- endpoints -----------------------------------------------------------------------------------------
     async def models(self, request: web.Request) -> web.Response:
-        if not self.authorised(request):
-            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
         data = [self._model(name, route) for name, route in self.router.graph.routes.items()]
         return web.Response(body=errors.json_bytes({"object": "list", "data": data}), headers=JSON_HEADERS)
 
     async def model(self, request: web.Request) -> web.Response:
-        if not self.authorised(request):
-            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
         name = request.match_info["name"]
         route = self.router.graph.routes.get(name)
         if route is None:
@@ -192,18 +218,24 @@ class Sidecar:
         return self._closing_if_draining(web.Response(body=b'{"status":"ok"}', headers=JSON_HEADERS))
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 when every route has a usable deployment; 503 when not, and from the first moment of a drain."""
-        detail = dict(self.router.readiness())
-        if self.reloader is not None:
-            detail.update(self.reloader.status())
-        else:
-            detail["last_reload_error"] = None
+        """200 when every route has a usable deployment; 503 when not, and from the first moment of a drain.
+
+        Anyone gets `{"ready", "status", "draining"}` (probes); an authorised caller also the detail: routes,
+        disabled providers, open breakers, config path, reload errors and requests in flight."""
+        readiness = self.router.readiness()
         draining = self.draining
-        ready = bool(detail.get("ready")) and not draining
+        ready = bool(readiness.get("ready")) and not draining
+        detail: dict[str, Any] = {}
+        if self.authorised(request):
+            detail.update(readiness)
+            if self.reloader is not None:
+                detail.update(self.reloader.status())
+            else:
+                detail["last_reload_error"] = None
+            detail["in_flight"] = self.in_flight
         detail["ready"] = ready
         detail["status"] = "draining" if draining else "ready" if ready else "not_ready"
         detail["draining"] = draining
-        detail["in_flight"] = self.in_flight
         response = web.Response(status=200 if ready else 503, body=errors.json_bytes(detail), headers=JSON_HEADERS)
         return self._closing_if_draining(response)
 
@@ -213,15 +245,21 @@ class Sidecar:
             response.force_close()
         return response
 
-    async def metrics_endpoint(self, request: web.Request) -> web.Response:
-        if self.settings.protect_metrics and not self.authorised(request):
-            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+    async def metrics_endpoint(self, request: web.Request) -> web.StreamResponse:
+        settings = self.settings
+        if settings.protect_metrics or not settings.keys.enabled:  # no keys: still only loopback/allowed Hosts
+            refused = self.refusal(request)
+            if refused is not None:
+                return refused
         response = web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
         return self._closing_if_draining(response)
 
     async def admin_reload(self, request: web.Request) -> web.Response:
-        if not self.authorised(request):
-            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        if cross_site(request.headers):
+            return _failure(errors.cross_site())
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
         if self.reloader is None:
             return _failure(
                 errors.simple(409, "This server was not started from a file; nothing to reload.", code="no_config_file")
@@ -234,8 +272,11 @@ class Sidecar:
 
     async def admin_config(self, request: web.Request) -> web.Response:
         """The served file as a snapshot (`turnout.ops.snapshot`): what `turnout plan NEW` compares NEW with."""
-        if not self.authorised(request):
-            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
+        if cross_site(request.headers):
+            return _failure(errors.cross_site())
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
         from turnout.ops.snapshot import snapshot
 
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")

@@ -143,8 +143,11 @@ class ChatHandler:
         started = time.perf_counter()
         sc = self.sc
         settings = sc.settings
-        if settings.keys.enabled and not settings.keys.allows(request.headers):
-            return self._refuse(request, errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"), started)
+        if settings.keys.enabled:
+            if not settings.keys.allows(request.headers):
+                return self._refuse(request, errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"), started)
+        elif not settings.hosts.allows(request.headers.get("Host")):  # no keys: loopback/allowed Hosts only
+            return self._refuse(request, errors.host_not_allowed(), started)
         if sc.in_flight >= settings.max_in_flight:  # refuse before reading the body: overload must stay cheap
             sc.metrics.reject("max_in_flight")
             return self._refuse(request, errors.overloaded(settings.max_in_flight), started)

@@ -100,6 +100,22 @@ def route_not_found(exc: RouteNotFound) -> Failure:
     return simple(404, str(exc), code="model_not_found", param="model")
 
 
+def host_not_allowed() -> Failure:
+    return simple(
+        403,
+        "This Host is not served: with client authentication off the sidecar answers only loopback names and "
+        "server.allowed_hosts (protection against DNS rebinding). Add the name to server.allowed_hosts or set "
+        "server.api_keys.",
+        code="host_not_allowed",
+    )
+
+
+def cross_site() -> Failure:
+    return simple(
+        403, "Admin endpoints refuse cross-site requests (an Origin that is not this server).", code="cross_site"
+    )
+
+
 def too_large(size: int | None, limit: int) -> Failure:
     got = f" ({size} bytes)" if size is not None else ""
     return simple(
