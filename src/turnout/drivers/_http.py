@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -128,12 +129,29 @@ def _plain_json(value: Any) -> Any:
     return value
 
 
+def _describe(exc: BaseException) -> str:
+    """What went wrong, without the upstream's address: aiohttp's texts name the host, port and URL, and these
+    messages travel to clients (who see deployment names only) and logs."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate verification failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return "the host name could not be resolved"
+        return os.strerror(cause.errno) if cause.errno else type(cause).__name__
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status}: {exc.message}" if exc.status else exc.message or type(exc).__name__
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the configured URL is not valid"
+    return str(exc) or type(exc).__name__
+
+
 def transport_error(exc: BaseException, *, provider: str, model: str, after_first_token: bool = False) -> ProviderError:
     """Map one foreign exception (aiohttp, asyncio, OS) to the taxonomy; ProviderErrors pass through unchanged."""
     if isinstance(exc, ProviderError):
         return exc
     fields: dict[str, Any] = {"provider": provider, "model": model, "after_first_token": after_first_token}
-    detail = str(exc) or type(exc).__name__
+    detail = _describe(exc)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return UpstreamTimeout(f"could not connect in time ({detail})", code="connect_timeout", **fields)
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from turnout.config import Config, ServerSpec
 from turnout.errors import RouteNotFound
+from turnout.redaction import Redactor
 from turnout.server import errors
 from turnout.server.access_log import AccessLog
 from turnout.server.auth import UNAUTHORIZED_MESSAGE, ApiKeys
@@ -110,6 +111,7 @@ class Sidecar:
         self.metrics = metrics if metrics is not None else Metrics()
         self.access = AccessLog(access_log)
         self.settings = Settings.of(router.config.server)
+        self.redactor = Redactor.for_config(router.config)  # what clients must not see in error answers
         self.in_flight = 0  # chat requests in progress (body reading included); mirrored by the in-flight gauge
         self.draining = False
         self.owns_router = owns_router
@@ -131,6 +133,7 @@ class Sidecar:
     def _config_changed(self, config: Config) -> None:
         self.settings = Settings.of(config.server)
         self.guard.timeout = self.settings.client_timeout
+        self.redactor = Redactor.for_config(config)
         self.metrics.sync_breakers(self.router.health)  # reset deployments have fresh breakers: no transition event
 
     def finished(

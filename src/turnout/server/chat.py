@@ -234,7 +234,7 @@ class ChatHandler:
             sc.finished(request, CLIENT_CLOSED, route=chat.model, started=started, error=self._cut_reason())
             raise
         except Exception as exc:
-            fail = errors.failure(exc)
+            fail = errors.failure(exc, sc.redactor.for_clients)
             if not isinstance(exc, TurnoutError):  # a bug, not an upstream or client problem: keep the traceback
                 sc.log.exception("chat request failed unexpectedly")
             response = self._refuse(request, fail, started, route=chat.model)
@@ -265,7 +265,7 @@ class ChatHandler:
         try:
             stream = sc.router.stream(chat, request_id=request.headers.get("x-request-id"))
         except Exception as exc:  # RouteNotFound / InvalidRequest are raised at once
-            return self._refuse(request, errors.failure(exc), started, route=chat.model)
+            return self._refuse(request, errors.failure(exc, sc.redactor.for_clients), started, route=chat.model)
         chunks = stream.batched()  # plain chunks of one upstream read arrive as one pre-framed batch
         status = CLIENT_CLOSED
         outcome = None
@@ -281,7 +281,7 @@ class ChatHandler:
             except asyncio.CancelledError:
                 raise
             except Exception as caught:
-                first, fail = None, errors.failure(caught)
+                first, fail = None, errors.failure(caught, sc.redactor.for_clients)
             if first is None:
                 fail = fail or errors.failure(ProtocolError("the upstream stream ended before any content"))
                 response = self._refuse(request, fail, started, route=chat.model)
@@ -305,7 +305,8 @@ class ChatHandler:
                 first,
                 include_usage=chat.include_usage,
                 keep_text=sc.settings.log_content,
-                trailer=lambda: trail_comment(stream, known),
+                trailer=lambda: trail_comment(stream, known, sc.redactor.for_clients),
+                scrub=sc.redactor.for_clients,
             )
             return response
         except asyncio.CancelledError:

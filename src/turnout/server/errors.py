@@ -11,13 +11,16 @@ for 5xx...). `failure()` maps turnout's exception tree onto it:
 | AllUpstreamsFailed, nothing tried  | 503 `no_upstream_available`, with the attempt trail             |
 | AllUpstreamsFailed / ProviderError | `HTTP_STATUS[error_class]`; 429 (with Retry-After) only when    |
 |                                    | every attempt was rate limited, else 503                        |
+
+`scrub` (the sidecar passes `Redactor.for_clients`) cleans every message and attempt detail a client sees:
+clients learn which deployment failed and why, never an upstream's URL, address or port, nor a secret.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,31 +141,43 @@ def client_timeout(seconds: float) -> Failure:
     return simple(408, message, code="request_timeout")
 
 
-def failure(exc: BaseException) -> Failure:
+Scrub = Callable[[str], str]
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+def failure(exc: BaseException, scrub: Scrub = _unchanged) -> Failure:
     """Map anything the router raises to the answer the client gets. Unknown exceptions become a bare 500."""
     if isinstance(exc, InvalidRequest):
         return invalid_request(exc)
     if isinstance(exc, RouteNotFound):
         return route_not_found(exc)
     if isinstance(exc, AllUpstreamsFailed):
-        return _all_failed(exc)
+        return _all_failed(exc, scrub)
     if isinstance(exc, ProviderError):  # failed at once ("fail" action): the router attaches the trail so far
-        return _provider_failed(exc, getattr(exc, "attempts", ()), str(exc))
+        return _provider_failed(exc, getattr(exc, "attempts", ()), str(exc), scrub)
     return simple(500, "Internal error in the turnout sidecar; see its log.", code="internal_error")
 
 
-def _all_failed(exc: AllUpstreamsFailed) -> Failure:
+def _all_failed(exc: AllUpstreamsFailed, scrub: Scrub) -> Failure:
     tried = [a for a in exc.attempts if a.outcome == "error"]
     if exc.last_error is None or not tried:
-        message = f"No usable deployment for route '{exc.route}': {_skips(exc.attempts)}"
-        error = error_object(message, status=503, code="no_upstream_available", attempts=_trail(exc.attempts))
+        message = scrub(f"No usable deployment for route '{exc.route}': {_skips(exc.attempts)}")
+        error = error_object(message, status=503, code="no_upstream_available", attempts=_trail(exc.attempts, scrub))
         return Failure(503, error, {}, None, exc.attempts)
     everyone_limited = all(a.error_class in _RATE_CLASSES for a in tried)
-    return _provider_failed(exc.last_error, exc.attempts, str(exc), rate_limited_everywhere=everyone_limited)
+    return _provider_failed(exc.last_error, exc.attempts, str(exc), scrub, rate_limited_everywhere=everyone_limited)
 
 
 def _provider_failed(
-    err: ProviderError, attempts: Sequence[Attempt], message: str, *, rate_limited_everywhere: bool = True
+    err: ProviderError,
+    attempts: Sequence[Attempt],
+    message: str,
+    scrub: Scrub,
+    *,
+    rate_limited_everywhere: bool = True,
 ) -> Failure:
     cls = err.error_class
     status = HTTP_STATUS[cls]
@@ -175,13 +190,17 @@ def _provider_failed(
         message = err.message  # the provider's own reason is what the client must see
     param = "messages" if cls is ErrorClass.CONTEXT_WINDOW else None
     code = err.code if status == 400 and err.code else _CODE_BY_CLASS[cls]
-    extra = {"attempts": _trail(attempts)} if attempts else {}
-    error = error_object(message, status=status, param=param, code=code, error_class=cls.value, **extra)
+    extra = {"attempts": _trail(attempts, scrub)} if attempts else {}
+    error = error_object(scrub(message), status=status, param=param, code=code, error_class=cls.value, **extra)
     return Failure(status, error, headers, cls.value, tuple(attempts))
 
 
-def _trail(attempts: Sequence[Attempt]) -> list[dict[str, Any]]:
-    return [a.to_dict() for a in attempts]
+def _trail(attempts: Sequence[Attempt], scrub: Scrub) -> list[dict[str, Any]]:
+    trail = [a.to_dict() for a in attempts]
+    for entry in trail:
+        if entry["detail"]:
+            entry["detail"] = scrub(entry["detail"])
+    return trail
 
 
 def _skips(attempts: Sequence[Attempt]) -> str:

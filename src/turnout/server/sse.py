@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from turnout.errors import ProviderError, UpstreamConnectionError
-from turnout.server.errors import failure
+from turnout.server.errors import Scrub, failure
 from turnout.types import ChatChunk, Usage, chunk_data, usage_chunk_data
 
 DONE = b"data: [DONE]\n\n"
@@ -190,8 +190,10 @@ async def relay(
     include_usage: bool,
     keep_text: bool = False,
     trailer: Callable[[], bytes] | None = None,
+    scrub: Scrub | None = None,
 ) -> RelayOutcome:
-    """Write `first` and everything after it from `stream`; end with [DONE] or with an error event."""
+    """Write `first` and everything after it from `stream`; end with [DONE] or with an error event (its text
+    passed through `scrub`, as every error a client sees)."""
     outcome = RelayOutcome(chunks=1)
     texts: list[str] | None = [] if keep_text else None
     opening = role_chunk(first)
@@ -217,14 +219,14 @@ async def relay(
             if texts is not None:
                 texts.append(chunk.content or "")
     except ProviderError as exc:  # first: UpstreamConnectionError is also a builtin ConnectionError
-        return await _failed(out, exc, outcome, texts, trailer)
+        return await _failed(out, exc, outcome, texts, trailer, scrub)
     except (asyncio.CancelledError, ConnectionError):  # the client went away: nothing left to tell it
         out.abort()
         raise
     except Exception as exc:  # after the commit point every failure becomes an error event, never [DONE]
         log.exception("stream failed after the first chunk")
         error = UpstreamConnectionError(f"stream failed: {type(exc).__name__}", after_first_token=True)
-        return await _failed(out, error, outcome, texts, trailer)
+        return await _failed(out, error, outcome, texts, trailer, scrub)
     if include_usage and not usage_sent:
         extra = usage_event(first, getattr(stream, "usage", None))
         if extra is not None:
@@ -240,9 +242,10 @@ async def _failed(
     outcome: RelayOutcome,
     texts: list[str] | None,
     trailer: Callable[[], bytes] | None = None,
+    scrub: Scrub | None = None,
 ) -> RelayOutcome:
     """End the stream with the error event (never [DONE]) and record why."""
-    fail = failure(exc)
+    fail = failure(exc) if scrub is None else failure(exc, scrub)
     outcome.error_class = fail.error_class or "server_error"
     outcome.error_message = str(fail.error.get("message", ""))
     await out.close(fail.event() if trailer is None else trailer() + fail.event())

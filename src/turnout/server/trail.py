@@ -13,22 +13,29 @@ JSON after the tag. Streams whose headers already told the whole story end as be
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 TAG = b": turnout-trail "
 
 
-def trail_comment(stream: Any, known_attempts: int) -> bytes:
+def trail_comment(stream: Any, known_attempts: int, scrub: Callable[[str], str] | None = None) -> bytes:
     """The comment for `stream` (a ChatStream), or b"" when its trail still has the `known_attempts` the headers
-    accounted for and nothing was spliced."""
+    accounted for and nothing was spliced. Attempt details pass through `scrub` (clients never see upstream
+    addresses or secrets, `turnout.redaction`)."""
     attempts = stream.attempts
     splices = stream.splices
     if len(attempts) <= known_attempts and not splices:
         return b""
+    shown = [attempt.to_dict() for attempt in attempts]
+    if scrub is not None:
+        for entry in shown:
+            if entry["detail"]:
+                entry["detail"] = scrub(entry["detail"])
     trail = {
         "route": stream.route,
         "served_by": stream.served_by,
-        "attempts": [attempt.to_dict() for attempt in attempts],
+        "attempts": shown,
         "splices": [splice.to_dict() for splice in splices],
     }
     return TAG + _dumps(trail).encode() + b"\n\n"

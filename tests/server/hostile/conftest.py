@@ -59,7 +59,7 @@ def serve_mock(tmp_path: Path, server_kit: Any) -> Callable[..., contextlib.Abst
     def start(**sections: str) -> Any:
         path = tmp_path / "routes.yaml"
         path.write_text(mock_routes(**sections))
-        return server_kit.serving(path)
+        return server_kit.serving(path)  # the Served object has `.path`: tests may rewrite it and reload
 
     return start
 

@@ -1,0 +1,65 @@
+"""Finding 8: what anonymous callers can read. /readyz answers only "ready or not" to anyone and its detail to
+authorised callers; /metrics needs the key whenever keys are set; error bodies name deployments, never the
+upstreams' URLs or hosts."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+CHAT = "/v1/chat/completions"
+KEY = "client-key-123456"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+async def test_readyz_detail_needs_the_key(serve_mock, http):
+    """Without a key /readyz says only whether it is ready; with one it adds routes, breakers and reload state."""
+    async with serve_mock(server=f'  api_keys: ["{KEY}"]\n') as s:
+        async with http.get(s.url + "/readyz") as resp:
+            anonymous = (resp.status, await resp.json())
+        async with http.get(s.url + "/readyz", headers=AUTH) as resp:
+            detail = await resp.json()
+    assert anonymous == (200, {"ready": True, "draining": False})
+    assert detail["ready"] is True
+    assert {"routes", "open_breakers", "disabled_providers", "config", "last_reload_error"} <= set(detail)
+
+
+async def test_metrics_need_the_key_when_keys_are_set(serve_mock, http):
+    """/metrics is 401 without the key once api_keys is set; protect_metrics: false opens it deliberately."""
+    async with serve_mock(server=f'  api_keys: ["{KEY}"]\n') as s:
+        async with http.get(s.url + "/metrics") as resp:
+            anonymous = resp.status
+        async with http.get(s.url + "/metrics", headers=AUTH) as resp:
+            authorised = resp.status
+    opened_file = f'  api_keys: ["{KEY}"]\n  protect_metrics: false\n'
+    async with serve_mock(server=opened_file) as s, http.get(s.url + "/metrics") as resp:
+        opened = resp.status
+    assert (anonymous, authorised, opened) == (401, 200, 200)
+
+
+async def test_error_bodies_name_deployments_never_hosts(serve_mock, http, image_host):
+    """A route failing on unreachable upstreams answers with deployment names; no URL, address or port leaks."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here any more
+    providers = (
+        f'  internal:\n    driver: openai\n    base_url: "http://127.0.0.1:{port}/v1"\n    api_key: sk-internal\n'
+        f'  lan:\n    driver: ollama\n    base_url: "http://localhost:{port}"\n'
+    )
+    models = "  secret-gpt: {provider: internal, name: gpt-x}\n  lan-llama: {provider: lan, name: llama}\n"
+    routes = "  inside: {chain: [secret-gpt, lan-llama]}\n"
+    async with serve_mock(providers=providers, models=models, routes=routes) as s:
+        async with http.post(
+            s.url + CHAT, json={"model": "inside", "messages": [{"role": "user", "content": "x"}]}
+        ) as r:
+            status, text = r.status, await r.text()
+        body = json.loads(text)
+        stream_body = {"model": "inside", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        async with http.post(s.url + CHAT, json=stream_body) as r:
+            stream_text = await r.text()
+    assert status == 502
+    trail = body["error"]["attempts"]
+    assert [a["deployment"] for a in trail if a["outcome"] == "error"] == ["internal/secret-gpt", "lan/lan-llama"]
+    for shown in (text, stream_text):
+        for leak in (str(port), "127.0.0.1", "localhost", "http://"):
+            assert leak not in shown, (leak, shown)
