@@ -7,6 +7,7 @@ loop, so they must be cheap; an observer that raises is logged and ignored, neve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -161,14 +162,18 @@ class Observer(Protocol):
 class LoggingObserver:
     """Logs every event at DEBUG and failures/breaker changes at WARNING, on the `turnout.events` logger.
 
-    Events carry no request content and no credentials, so this is safe to enable in production.
+    Events carry no request content and no credentials, and a failed attempt's detail (the provider's message,
+    which may quote the request) is left out unless `details=True`, so this is safe to enable in production.
     """
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(self, logger: logging.Logger | None = None, *, details: bool = False) -> None:
         self._log = logger or logging.getLogger("turnout.events")
+        self._details = details
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken | StreamContinued):
+        if isinstance(event, AttemptFailed) and not self._details:
+            self._log.warning("%s", dataclasses.replace(event, detail=""))
+        elif isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken | StreamContinued):
             self._log.warning("%s", event)
         elif self._log.isEnabledFor(logging.DEBUG):
             self._log.debug("%s", event)

@@ -4,7 +4,8 @@ Upstream error text is the provider's and may echo anything: the key it was sent
 Bearer sk-..."), a header, the URL it was called on. `Redactor.for_config(config)` gathers every configured
 secret value: every `Secret` anywhere in the config (provider API keys and header values, client keys) and the
 password, token or key carried in any URL setting (a provider's `base_url` with `user:pass@` or `?key=`, a state
-store's `url`), in the forms an echo may take (as is, URL-quoted, JSON-escaped). `secrets()` masks them; the
+store's `url`, also as the Basic authorization it becomes), in the forms an echo may take (as is, URL-quoted,
+JSON-escaped). `secrets()` masks them, including a secret cut short at the end of a truncated message; the
 router applies it to every upstream failure before the failure is recorded anywhere (trail, events, logs,
 exceptions, client answers).
 
@@ -15,6 +16,7 @@ Both run on failure paths only; the happy path never pays for them.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -26,6 +28,7 @@ from turnout.config import Secret
 
 MASK = "***"
 MIN_SECRET = 4  # shorter values would mask ordinary words
+MIN_TAIL = 6  # a truncated message ending with this much of a secret's start has that tail masked
 _URL_KEYS = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth|credential)", re.IGNORECASE)
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
 _ADDRESS_TUPLE = re.compile(r"\(\s*'[^']*'\s*,\s*\d{1,5}(?:\s*,\s*\d+)*\s*\)")  # ('127.0.0.1', 11434)
@@ -38,12 +41,13 @@ HOST = "<host>"
 class Redactor:
     """Masks the given secret values (and, for clients, addresses) in text; see the module docstring."""
 
-    __slots__ = ("_hosts", "_secrets")
+    __slots__ = ("_forms", "_hosts", "_secrets")
 
     def __init__(self, secrets: frozenset[str] = frozenset(), hosts: frozenset[str] = frozenset()) -> None:
         forms = {form for value in secrets if len(value) >= MIN_SECRET for form in _echo_forms(value)}
         # Longest first, so a secret containing another one is masked whole.
         ordered = sorted(forms, key=len, reverse=True)
+        self._forms = tuple(ordered)
         self._secrets = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
         names = sorted((h for h in hosts if h), key=len, reverse=True)
         self._hosts = re.compile("|".join(rf"\b{re.escape(h)}\b" for h in names), re.IGNORECASE) if names else None
@@ -64,9 +68,16 @@ class Redactor:
         return cls(frozenset(secrets), frozenset(hosts))
 
     def secrets(self, text: str) -> str:
-        """`text` with every configured secret value masked."""
+        """`text` with every configured secret value masked, also one cut short at the end (a truncated echo)."""
         pattern = self._secrets
-        return pattern.sub(MASK, text) if pattern is not None and text else text
+        if pattern is None or not text:
+            return text
+        text = pattern.sub(MASK, text)
+        for form in self._forms:
+            for size in range(min(len(form) - 1, len(text)), MIN_TAIL - 1, -1):
+                if text.endswith(form[:size]):
+                    return text[:-size] + MASK
+        return text
 
     def secrets_bytes(self, data: bytes) -> bytes:
         """`secrets()` for a raw upstream body (decoded leniently; unchanged when nothing is found)."""
@@ -109,7 +120,8 @@ def _url_parts(url: str) -> tuple[set[str], str | None]:
         return set(), None
     found = {password} if password else set()
     if parts.username and password:
-        found.add(parts.username + ":" + password)
+        userinfo = f"{parts.username}:{password}"
+        found.update((userinfo, base64.b64encode(userinfo.encode()).decode()))  # as Basic authorization
     found.update(v for k, v in parse_qsl(parts.query, keep_blank_values=False) if _URL_KEYS.search(k) and v)
     return found, host
 

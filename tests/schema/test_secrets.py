@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
+from urllib.parse import quote
 
 import pytest
 
 from turnout.errors import ConfigError
 from turnout.explain import explain, render_text
+from turnout.redaction import Redactor
 from turnout.schema import load_text
 
 LITERAL = "sk-literal-SECRET-1111"
@@ -103,3 +106,26 @@ def test_error_messages_never_echo_credentials(mutation: tuple[str, str]):
         load_text(FILE.replace(old, new), env=ENV)
     assert info.value.problems
     _assert_clean(str(info.value))
+
+
+URL_PASSWORD = "url-pass-SECRET-5555"
+URL_KEY = "url-key-SECRET-6666"
+
+
+def test_every_configured_secret_is_masked_in_upstream_echoes():
+    """An upstream echo of any configured secret (key, header, client key, URL password or key), in any spelling
+    an error text may use, is masked by the config's redactor, also when the echo was cut short."""
+    file = FILE.replace(
+        "base_url: https://partner.example/v1",
+        f"base_url: https://bob:{URL_PASSWORD}@partner.example/v1?api-key={URL_KEY}&region=eu",
+    )
+    redactor = Redactor.for_config(load_text(file, env=ENV))
+    basic = base64.b64encode(f"bob:{URL_PASSWORD}".encode()).decode()
+    for secret in (*SECRETS, URL_PASSWORD, URL_KEY, basic):
+        for form in (secret, quote(secret, safe=""), json.dumps(secret)[1:-1], f"Bearer {secret}"):
+            echo = f'{{"error": "Incorrect API key provided: {form}. Check your key."}}'
+            assert secret not in redactor.secrets(echo), form
+            assert secret not in redactor.secrets_bytes(echo.encode()).decode()
+        cut = redactor.secrets(f"Incorrect API key provided: {secret[:-3]}")
+        assert secret[:-3] not in cut and cut.endswith("***")
+    assert redactor.secrets("nothing secret here: org-1, region=eu") == "nothing secret here: org-1, region=eu"

@@ -77,6 +77,7 @@ def test_access_log_line_is_valid_json_for_hostile_strings():
         cost_usd=float("nan"),
         error_class="server_error",
         error=HOSTILE,
+        upstream_text=True,
     )
     line = out.getvalue()
     assert line.endswith("\n") and line.count("\n") == 1
@@ -84,6 +85,22 @@ def test_access_log_line_is_valid_json_for_hostile_strings():
     assert entry["path"] == HOSTILE and entry["error"] == HOSTILE
     assert entry["attempts"][0]["detail"] == HOSTILE
     assert entry["cost_usd"] is None and entry["prompt_tokens"] is None
+
+
+def test_access_log_keeps_upstream_text_out_unless_asked():
+    """Without upstream_text an error attempt's provider message is dropped; turnout's own details stay."""
+    out = io.StringIO()
+    provider = Attempt("p/m", 0.0, 0.1, "error", "bad_request", 400, detail="you sent: my secret prompt")
+    reset = Attempt("p/m", 0.0, 0.1, "error", "connection", None, detail="cannot connect to upstream: refused")
+    skipped = Attempt("q/m", 0.0, 0.0, "skipped", detail="breaker open")
+    AccessLog(out).write(
+        method="POST", path="/v1/chat/completions", status=400, route="r", served_by=None, stream=False,
+        attempts=[provider, reset, skipped], latency=0.1, error_class="bad_request", error=None,
+    )  # fmt: skip
+    entry = json.loads(out.getvalue())
+    assert "my secret prompt" not in out.getvalue()
+    assert [a.get("detail") for a in entry["attempts"]] == [None, reset.detail, "breaker open"]
+    assert entry["attempts"][0]["status"] == 400
 
 
 def test_api_keys_compare_every_key():

@@ -25,6 +25,7 @@ from turnout.drivers.base import CallContext, CredentialCheck, Driver, ModelInfo
 from turnout.drivers.registry import DriverRegistry
 from turnout.errors import InvalidRequest, RouteNotFound
 from turnout.events import Event, Observer
+from turnout.redaction import Redactor
 from turnout.router.compile import compile_graph
 from turnout.router.dispatch import Run, Runtime, dispatch_chat
 from turnout.router.graph import DispatchGraph
@@ -66,6 +67,7 @@ class Router:
         self._rt.observe(observers)
         self._graph = compile_graph(config, self._registry, rng=self._rng)
         self._health.sync(self._graph)
+        self._rt.redactor = Redactor.for_config(config)
         self._session: aiohttp.ClientSession | None = None
         # Request ids: a random per-Router prefix plus a counter (unique, and far cheaper than uuid4 per call).
         self._id_prefix = os.urandom(6).hex()
@@ -147,6 +149,7 @@ class Router:
         graph = compile_graph(config, self._registry, rng=self._rng)
         self._health.sync(graph)
         self._graph = graph
+        self._rt.redactor = Redactor.for_config(config)
         return graph
 
     def add_observer(self, observer: Observer) -> None:

@@ -10,6 +10,7 @@ cause is the most meaningful upstream error (rule in `turnout.router.policy.most
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ from turnout.errors import (
     ProtocolError,
     ProviderError,
     UpstreamTimeout,
+    provider_error,
 )
 from turnout.events import (
     EVENT_TYPES,
@@ -39,6 +41,7 @@ from turnout.events import (
     ResponseCompleted,
     StreamContinued,
 )
+from turnout.redaction import NOTHING, Redactor
 from turnout.router.breaker import Ticket
 from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay
 from turnout.router.pricing import request_cost
@@ -60,7 +63,9 @@ _UNSENT = NOT_SENT_CODES | {UNENCODABLE}
 class Runtime:
     """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
 
-    __slots__ = ("_by_type", "clock", "egress", "health", "observers", "rng", "sleep", "timeouts", "wanted")
+    __slots__ = (
+        "_by_type", "clock", "egress", "health", "observers", "redactor", "rng", "sleep", "timeouts", "wanted",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -79,6 +84,7 @@ class Runtime:
         self._by_type: dict[type, tuple[Callable[[Event], None], ...]] = {}
         self.timeouts = TimeoutMonitor()
         self.egress = Egress()  # sessions for client-supplied URLs (image fetches), apart from the upstream one
+        self.redactor = NOTHING  # the current config's secrets (the Router sets it on every swap)
 
     def observe(self, observers: Sequence[Callable[[Event], None]]) -> None:
         """Set the observers; an observer with `event_types` receives only those types."""
@@ -112,6 +118,7 @@ class Run:
         "need_prefill",
         "number",
         "policy",
+        "redactor",
         "request",
         "request_id",
         "route",
@@ -133,6 +140,7 @@ class Run:
         self.request_id = request_id
         self.session = session
         self.policy = route.policy
+        self.redactor = rt.redactor  # of the config this request started on (its drivers hold those secrets)
         self.entries: dict[str, DeploymentHealth] = rt.health.entries  # this dict survives a concurrent swap
         self.started = rt.clock()
         self.deadline = self.started + self.policy.deadline
@@ -245,14 +253,17 @@ class Run:
         started: float,
         error: ProviderError,
         estimate: Usage | None = None,
-    ) -> None:
+    ) -> ProviderError:
         """Record a failed attempt and feed the breaker (and context-window escalation). `estimate` is the usage of
         a stream cut after content arrived (it never reported its own): the attempt is priced from it, flagged.
+        Returns the error as it may travel on: with every configured secret masked in the upstream's text (see
+        `turnout.redaction`), the one the caller must use from here on.
 
         Only the deployment's own faults count against it: a failure caused by the request itself (bad_request,
         content_policy, context_window) neither feeds the breaker, nor marks the latency as failing, nor uses up
         the rate limits (its rpm/tpm entry is dropped), so no client can take a deployment away from the others.
         """
+        error = redacted(error, self.redactor)
         now = self.rt.clock()
         duration = now - started
         self.upstream_time += duration
@@ -295,6 +306,7 @@ class Run:
                     error.after_first_token,
                 )
             )
+        return error
 
     def abandoned(
         self, h: DeploymentHealth, ticket: Ticket, d: Deployment, started: float, served_by: str | None = None
@@ -392,6 +404,39 @@ class Run:
         )
 
 
+def redacted(error: ProviderError, redactor: Redactor) -> ProviderError:
+    """`error` with configured secrets masked in its message, code and body: a new error (never the original
+    patched, and not chained to it, whose text a traceback print would show), or `error` itself when clean."""
+    message, code, body = redactor.secrets(error.message), error.code, error.body
+    if code:
+        code = redactor.secrets(code)
+    if isinstance(body, bytes):
+        body = redactor.secrets_bytes(body)
+    elif body is not None:
+        text = json.dumps(body, default=str)
+        masked = redactor.secrets(text)
+        if masked != text:
+            try:
+                body = json.loads(masked)
+            except ValueError:
+                body = masked
+    if message == error.message and code == error.code and body is error.body:
+        return error
+    clean = provider_error(
+        error.error_class,
+        message,
+        provider=error.provider,
+        model=error.model,
+        status=error.status,
+        code=code,
+        retry_after=error.retry_after,
+        after_first_token=error.after_first_token,
+        body=body,
+    )
+    clean.__suppress_context__ = True
+    return clean
+
+
 def driver_bug(d: Deployment, exc: Exception) -> ProviderError:
     """A driver let a foreign exception escape: classify it (protocol) instead of crashing the request.
 
@@ -454,7 +499,7 @@ async def dispatch_chat(run: Run) -> ChatResponse:
                 monitor.release(guard)
                 if guard.fired:  # the driver turned our cancellation into something else: undo it
                     guard.expired()
-            run.failed(d, h, ticket, started, error)
+            error = run.failed(d, h, ticket, started, error)
             delay = run.decide(d, error, n)
             if delay is None:
                 break

@@ -236,7 +236,7 @@ class ChatStream:
                         error = _after_first_token(error)
                     # Its output is part of a rescued answer (continue) or was held and discarded (restart): price
                     # it from an estimate. A plain `error` stream keeps its usage unknown, as any cut attempt's.
-                    run.failed(d, h, ticket, started, error, estimate(request, received) if received else None)
+                    error = run.failed(d, h, ticket, started, error, estimate(request, received) if received else None)
                     if committed:  # mid-stream: never retry the same deployment, never end as a success
                         if action_for(policy, error) == "fail":  # e.g. a refusal: never routed around
                             if cut is not None and error.error_class is not ErrorClass.CONTENT_POLICY:

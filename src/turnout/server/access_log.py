@@ -1,11 +1,13 @@
 """One structured JSON line per chat request.
 
 Fields: time, method, path, status, route, served_by, stream, attempts (deployment, outcome, error class, status,
-duration, `usage_estimated` when a cut attempt was priced from an estimate), latency_ms, ttft_ms, prompt/completion
-tokens, cost_usd, error class and message, and `splices` (continued_from, continued_by, chars_kept) for a stream
-continued after a cut. Request and response content appear only with `server.log_content: true`. Headers are never
-logged, so neither client keys nor provider credentials can leak here; attempt details are turnout's own classified
-messages.
+duration, detail, `usage_estimated` when a cut attempt was priced from an estimate), latency_ms, ttft_ms,
+prompt/completion tokens, cost_usd, error class and message, and `splices` (continued_from, continued_by,
+chars_kept) for a stream continued after a cut. Request and response content appear only with
+`server.log_content: true`, and so does upstream text: a provider's error message may quote the request, so
+without it an attempt's detail is kept only when it is turnout's own (a skip reason, a connection or timeout
+failure), and the sidecar drops a provider failure's message. Headers are never logged, and configured secrets
+are masked in upstream text before it gets here (see `turnout.redaction`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class AccessLog:
         error: str | None = None,
         content: Mapping[str, Any] | None = None,
         splices: Sequence[Splice] = (),
+        upstream_text: bool = False,
     ) -> None:
         out = self._stream
         if out is None:
@@ -88,7 +91,7 @@ class AccessLog:
         text = (
             f'{{"ts":"{self._now()}","method":{q(method)},"path":{q(path)},"status":{status},'
             f'"route":{_opt(route)},"served_by":{_opt(served_by)},"stream":{"true" if stream else "false"},'
-            f'"attempts":[{",".join([_attempt(a) for a in attempts])}],'
+            f'"attempts":[{",".join([_attempt(a, upstream_text) for a in attempts])}],'
             f'"latency_ms":{latency * 1000:.3f},"ttft_ms":{"null" if ttft is None else format(ttft * 1000, ".3f")},'
             f'"prompt_tokens":{_num(usage.prompt_tokens if usage is not None else None)},'
             f'"completion_tokens":{_num(usage.completion_tokens if usage is not None else None)},'
@@ -113,7 +116,10 @@ class AccessLog:
                 self.flush()
 
 
-def _attempt(a: Attempt) -> str:
+_OWN_TEXT = frozenset({"connection", "timeout"})  # classes whose detail, without an HTTP status, turnout wrote
+
+
+def _attempt(a: Attempt, upstream_text: bool) -> str:
     text = f'{{"deployment":{_quote(a.deployment)},"outcome":"{a.outcome}"'
     if a.error_class is not None:
         text += f',"error_class":{_quote(a.error_class)}'
@@ -121,7 +127,9 @@ def _attempt(a: Attempt) -> str:
         text += f',"status":{int(a.status)}'
     text += f',"ms":{a.duration * 1000:.3f}'
     if a.detail and a.outcome != "success":
-        text += f',"detail":{_quote(a.detail)}'
+        own = a.outcome == "skipped" or a.error_class is None or (a.status is None and a.error_class in _OWN_TEXT)
+        if own or upstream_text:
+            text += f',"detail":{_quote(a.detail)}'
     if a.estimated:
         text += ',"usage_estimated":true'
     return text + "}"

@@ -154,10 +154,18 @@ class Sidecar:
         content: Mapping[str, Any] | None = None,
         splices: tuple[Splice, ...] = (),
     ) -> None:
-        """Count and log one answered chat request."""
+        """Count and log one answered chat request.
+
+        Upstream text (the error message of a failure with an error class, attempt details quoting a provider)
+        may quote the request, so it is logged only with `server.log_content`; the class, statuses and
+        deployments always are.
+        """
         label = route if route is not None and route in self.router.graph.routes else NO_ROUTE
         self.metrics.request_done(label, status)
         if self.access.enabled:
+            with_text = self.settings.log_content
+            if error_class is not None and not with_text:
+                error = None
             self.access.write(
                 method=request.method,
                 path=request.path,
@@ -174,6 +182,7 @@ class Sidecar:
                 error=error,
                 content=content,
                 splices=splices,
+                upstream_text=with_text,
             )
 
     def authorised(self, request: web.Request) -> bool:
