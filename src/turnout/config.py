@@ -207,6 +207,7 @@ class ServerSpec:
     log_content: bool = False
     protect_metrics: bool | None = None
     drain_timeout: float = 30.0
+    reload_timeout: float = 30.0
     watch: bool = True
     max_in_flight: int = 1024
     client_timeout: float = 30.0

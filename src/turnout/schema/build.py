@@ -205,6 +205,7 @@ def _server(spec: dict[str, Any]) -> ServerSpec:
         log_content=spec.get("log_content", base.log_content),
         protect_metrics=spec.get("protect_metrics", base.protect_metrics),
         drain_timeout=_dur(spec, "drain_timeout", base.drain_timeout),
+        reload_timeout=_dur(spec, "reload_timeout", base.reload_timeout),
         watch=spec.get("watch", base.watch),
         max_in_flight=spec.get("max_in_flight", base.max_in_flight),
         client_timeout=_dur(spec, "client_timeout", base.client_timeout),

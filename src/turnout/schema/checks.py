@@ -300,6 +300,8 @@ class Checker:
             duration(self.r, server["drain_timeout"], ("server", "drain_timeout"), zero_ok=True)
         if "client_timeout" in server:
             duration(self.r, server["client_timeout"], ("server", "client_timeout"))
+        if "reload_timeout" in server:
+            duration(self.r, server["reload_timeout"], ("server", "reload_timeout"))
         keys = _list(server.get("api_keys"))
         if keys and all(isinstance(k, str) and not k.strip() for k in keys):
             self.r.error(

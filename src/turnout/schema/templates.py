@@ -4,16 +4,26 @@ Any string value containing `{{` or `{%` is a template. Credentials (a provider'
 special: rendering empty, or naming an unset `env` variable, disables the provider with a stated reason instead
 of failing the file, so one routing file serves every environment. Every other template failure (syntax error,
 undefined name, sandbox violation) is a located config error.
+
+Budgets: a template is config, but a loop in one must not hang a reload or eat the machine's memory. Each render
+may take at most `MAX_STEPS` template lines (counted by a trace function on the template's own frames, so nested
+loops end early), may produce at most `_MAX_RESULT` characters (counted while it renders, never after), and every
+operation that could multiply a size (`*`, `**`, `+`, `~`, `%`, padding and format widths, `replace`, `join`) is
+checked before it runs. Going over any of them is a located sandbox error.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterable, Mapping
+from types import FrameType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from turnout.schema.problems import Path, Reporter, is_secret_path
@@ -69,7 +79,16 @@ class Renderer:
         return source
 
     def _render(self, source: str) -> str:
-        return self.jinja.from_string(source).render(env=self.env)
+        template = self.jinja.from_string(source)
+        pieces: list[str] = []
+        size = 0
+        with StepBudget(MAX_STEPS):
+            for piece in template.generate(env=self.env):
+                size += len(piece)
+                if size > _MAX_RESULT:
+                    raise SecurityError(f"template output larger than {_MAX_RESULT} characters")
+                pieces.append(piece)
+        return "".join(pieces)
 
     def _report(self, exc: Exception, path: Path) -> None:
         if isinstance(exc, TemplateSyntaxError):
@@ -165,26 +184,79 @@ _FAILURES = (
     MemoryError,
 )
 _MAX_RESULT = 100_000  # characters/items a template may ask for (config values are short)
+MAX_STEPS = 100_000  # template lines one render may run (a value needs tens; nested loops need millions)
 _HUGE_SPEC = re.compile(r"%[-+ #0]*\d{6,}|%[-+ #0]*\d*\.\d{6,}|\{[^{}]*:[^{}]*\d{6,}[^{}]*\}")
+
+
+class StepBudget:
+    """Counts the lines template code runs in this thread (a trace function on `<template>` frames only) and
+    raises SecurityError past `limit`. Any tracer already set (a debugger, coverage) is put back afterwards."""
+
+    __slots__ = ("_limit", "_previous", "_steps")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._steps = 0
+        self._previous: Any = None
+
+    def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
+        return self._local if frame.f_code.co_filename == "<template>" else None
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            self._steps += 1
+            if self._steps > self._limit:
+                raise SecurityError(f"template runs more than {self._limit} steps (a loop too large?)")
+        return self._local
+
+    def __enter__(self) -> StepBudget:
+        self._previous = sys.gettrace()
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(self._previous)
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles `a ~ b` to a join whose size is checked first (Jinja's own `str_join` has no hook)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class _Sandbox(SandboxedEnvironment):
     """The Jinja2 sandbox plus size limits, so a template cannot make the loader allocate gigabytes.
 
-    Guards: `*` on strings/lists, `**`, `%`-formatting and str.format widths, padding methods and filters with
-    huge width arguments. Anything past the limits is a SecurityError, reported like any sandbox violation.
+    Guards: `*` and `+` on strings/lists, `~`, `**`, `%`-formatting and str.format widths, padding methods and
+    filters with huge width arguments, `replace` and `join` (filters and methods) whose result would be too large.
+    Anything past the limits is a SecurityError, reported like any sandbox violation.
     """
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        for name in ("center", "indent", "format", "truncate", "wordwrap"):
+        for name in ("center", "indent", "format", "truncate", "wordwrap", "replace", "join"):
             self.filters[name] = _bounded(self.filters[name])
+
+    @staticmethod
+    def bounded_join(items: Iterable[Any]) -> str:
+        parts = [str(item) for item in items]
+        if sum(len(p) for p in parts) > _MAX_RESULT:
+            raise SecurityError("result too large")
+        return "".join(parts)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and _too_big_power(left, right):
             raise SecurityError("exponent too large")
+        if operator == "+" and _sized(left) and _sized(right) and len(left) + len(right) > _MAX_RESULT:
+            raise SecurityError("result too large")
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > _MAX_RESULT:
@@ -200,7 +272,14 @@ class _Sandbox(SandboxedEnvironment):
 
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_sizes(args, kwargs)
+        owner, name = getattr(__obj, "__self__", None), getattr(__obj, "__name__", "")
+        if isinstance(owner, str) and name in ("replace", "join"):
+            _check_growth(name, owner, args)
         return super().call(__context, __obj, *args, **kwargs)
+
+
+def _sized(value: Any) -> bool:
+    return isinstance(value, str | list | tuple)
 
 
 def _check_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -209,14 +288,52 @@ def _check_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             raise SecurityError("argument too large")
 
 
+def _check_growth(operation: str, subject: Any, args: tuple[Any, ...]) -> None:
+    """Refuse a `replace` or `join` whose result would pass _MAX_RESULT, before it is computed."""
+    if operation == "replace" and len(args) >= 2 and isinstance(subject, str):
+        old, new = str(args[0]), str(args[1])
+        hits = subject.count(old) if old else len(subject) + 1
+        if len(subject) + hits * (len(new) - len(old)) > _MAX_RESULT:
+            raise SecurityError("result too large")
+    elif operation == "join":
+        items, separator = (args[0], subject) if isinstance(subject, str) else (subject, args[0] if args else "")
+        if isinstance(items, str | list | tuple) and _sized(separator):
+            total = sum(len(str(i)) for i in items) + len(separator) * max(0, len(items) - 1)
+            if total > _MAX_RESULT:
+                raise SecurityError("result too large")
+
+
 def _bounded(filter_func: Any) -> Any:
+    """The filter with its size arguments and (for replace and join) its result size checked first; the wrapper
+    keeps Jinja's pass-argument marker, so context-taking filters get their context as before."""
+    name = filter_func.__name__
+
+    @functools.wraps(filter_func)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _check_sizes(args[1:], kwargs)
-        if args and isinstance(args[0], str) and filter_func.__name__ == "do_format" and _HUGE_SPEC.search(args[0]):
+        if args and isinstance(args[0], str) and name == "do_format" and _HUGE_SPEC.search(args[0]):
             raise SecurityError("format width too large")
+        if name == "do_replace" and len(args) >= 4:  # (eval_ctx, s, old, new)
+            _check_growth("replace", str(args[1]), args[2:4])
+        if name == "do_join" and len(args) >= 2:  # (eval_ctx, value, d="", attribute=None)
+            separator = str(args[2] if len(args) > 2 else kwargs.get("d", ""))
+            args = (args[0], _bounded_items(args[1], separator), *args[2:])
         return filter_func(*args, **kwargs)
 
     return bounded
+
+
+def _bounded_items(items: Any, separator: str) -> list[Any]:
+    """`items` as a list (a generator is consumed here, once), refused as soon as their joined size would pass
+    _MAX_RESULT."""
+    taken: list[Any] = []
+    total = 0
+    for item in items:
+        total += len(str(item)) + (len(separator) if taken else 0)
+        if total > _MAX_RESULT:
+            raise SecurityError("result too large")
+        taken.append(item)
+    return taken
 
 
 def _too_big_power(base: Any, exponent: Any) -> bool:

@@ -126,6 +126,7 @@ class Sidecar:
                 on_config=self._config_changed,
                 on_result=self.metrics.reload_result,
                 interval=watch_interval,
+                timeout=router.config.server.reload_timeout,
             )
         self.watch = (router.config.server.watch if watch is None else watch) and self.reloader is not None
 
@@ -134,6 +135,8 @@ class Sidecar:
         self.settings = Settings.of(config.server)
         self.guard.timeout = self.settings.client_timeout
         self.redactor = Redactor.for_config(config)
+        if self.reloader is not None:
+            self.reloader.timeout = config.server.reload_timeout
         self.metrics.sync_breakers(self.router.health)  # reset deployments have fresh breakers: no transition event
 
     def finished(

@@ -8,6 +8,13 @@ metrics and shown in `/readyz` as `last_reload_error` until a good file arrives.
 
 Polling compares (mtime_ns, size, inode) once per `interval`: portable, no new dependency, and it also sees
 editors that save by renaming a new file over the old one.
+
+A reload is time-limited (`server.reload_timeout`): the file is loaded in a daemon thread of its own, and when
+that thread has not answered in time the reload fails like an invalid file (the old graph keeps serving, the lock
+is released, so the next reload and `/admin/reload` are not blocked). A Python thread cannot be killed, so a load
+stuck for good (reading a FIFO, a hung network filesystem) is left behind; as a daemon thread it never keeps the
+process from exiting on SIGTERM. At most `MAX_STUCK_LOADS` are left behind before reloads are refused outright.
+Templates cannot get stuck: their renders have step and size budgets (`turnout.schema.templates`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +35,8 @@ from turnout.errors import ConfigError, Problem
 log = logging.getLogger("turnout.server")
 
 Loader = Callable[[str], Config]
+DEFAULT_TIMEOUT = 30.0
+MAX_STUCK_LOADS = 4
 
 
 def default_loader(env: Mapping[str, str] | None) -> Loader:
@@ -58,6 +68,7 @@ class Reloader:
         on_config: Callable[[Config], None] = lambda config: None,
         on_result: Callable[[bool, int], None] = lambda ok, problems: None,
         interval: float = 1.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.router = router
         self.path = str(Path(path))
@@ -65,6 +76,8 @@ class Reloader:
         self._on_config = on_config
         self._on_result = on_result
         self._interval = interval
+        self.timeout = timeout  # seconds a load may take (the sidecar updates it from each new config)
+        self._stuck: set[threading.Thread] = set()  # loads that overran their time and may still be running
         self._lock = asyncio.Lock()
         self._signature = file_signature(self.path)
         self._task: asyncio.Task[None] | None = None
@@ -87,13 +100,16 @@ class Reloader:
         """Load, validate and swap in the file now. True on success; on failure the old graph stays."""
         async with self._lock:
             signature = file_signature(self.path)
-            loop = asyncio.get_running_loop()
             try:
-                config = await loop.run_in_executor(None, self._loader, self.path)
+                config = await self._load()
                 self.router.swap(config)
             except ConfigError as exc:
                 problems = [str(p) for p in self._located(exc.problems) if p.severity != "warning"]
                 self._failed(trigger, problems or [str(exc)])
+                return False
+            except TimeoutError:
+                message = f"reading and validating the file took longer than {self.timeout:g}s (server.reload_timeout)"
+                self._failed(trigger, [f"{self.path}:0:0: {message}"])
                 return False
             except OSError as exc:
                 self._failed(trigger, [f"{self.path}:0:0: cannot read the file: {exc.strerror or exc}"])
@@ -111,6 +127,40 @@ class Reloader:
             self._on_result(True, 0)
             log.info("reloaded %s (%s): %d routes", self.path, trigger, len(config.routes))
             return True
+
+    async def _load(self) -> Config:
+        """Run the loader in a daemon thread of its own and wait for it at most `timeout` seconds."""
+        self._stuck = {t for t in self._stuck if t.is_alive()}
+        if len(self._stuck) >= MAX_STUCK_LOADS:
+            raise OSError(f"{len(self._stuck)} earlier reloads are still stuck reading the file")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Config] = loop.create_future()
+
+        def settle(result: Config | None, error: BaseException | None) -> None:
+            if done.done():
+                return  # timed out or cancelled meanwhile
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def work() -> None:
+            try:
+                result, error = self._loader(self.path), None
+            except BaseException as exc:  # handed to the event loop, raised there
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the process is shutting down
+                loop.call_soon_threadsafe(settle, result, error)
+
+        thread = threading.Thread(target=work, name="turnout-reload", daemon=True)
+        thread.start()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await done
+        except TimeoutError:
+            self._stuck.add(thread)
+            log.warning("reload of %s is stuck (over %gs); it is abandoned", self.path, self.timeout)
+            raise
 
     def _located(self, problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
         """Compile problems (a driver rejecting its options) come without a line: find it in the file."""
