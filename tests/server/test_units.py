@@ -237,3 +237,19 @@ def test_serving_lifts_the_soft_open_files_limit_to_the_hard_one():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_banner_warns_when_exposed_without_auth():
+    """Binding beyond loopback with client auth off prints why other hosts will get 403s and what to set."""
+    from turnout.config import Config, ServerSpec
+    from turnout.server.run import banner
+
+    readiness = {"routes": {"chat": {"usable": 1, "total": 1}}}
+    exposed = banner("routes.yaml", Config(), readiness, "0.0.0.0", 8080, 1)
+    assert "warning: listening on 0.0.0.0 with client auth off" in exposed
+    assert "server.allowed_hosts" in exposed
+    assert "warning" not in banner("routes.yaml", Config(), readiness, "127.0.0.1", 8080, 1)
+    allowed = Config(server=ServerSpec(allowed_hosts=("gateway.internal",)))
+    assert "warning" not in banner("routes.yaml", allowed, readiness, "0.0.0.0", 8080, 1)
+    keyed = Config(server=ServerSpec(api_keys=(Secret("k-123456"),)))
+    assert "warning" not in banner("routes.yaml", keyed, readiness, "0.0.0.0", 8080, 1)

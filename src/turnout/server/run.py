@@ -33,6 +33,7 @@ from turnout.config import Config
 from turnout.errors import ConfigError
 from turnout.server.app import SIDECAR_KEY, create_app, make_runner
 from turnout.server.drain import UNWIND, drain
+from turnout.server.hosts import is_loopback_host
 from turnout.server.metrics import Metrics
 from turnout.server.supervisor import WORKER_SIGNALS, Supervisor, WorkerLink
 
@@ -134,6 +135,11 @@ def banner(path: str, config: Config, readiness: Mapping[str, Any], host: str, p
         lines += [f"    {name}: {reason}" for name, reason in disabled.items()]
     auth = "on" if config.server.api_keys else "off (no server.api_keys)"
     lines.append(f"  client auth: {auth}; endpoints: /v1/chat/completions /v1/models /healthz /readyz /metrics")
+    if not config.server.api_keys and not config.server.allowed_hosts and not is_loopback_host(host):
+        lines.append(
+            f"  warning: listening on {host} with client auth off: only loopback Host names are answered (DNS "
+            "rebinding guard); set server.api_keys or server.allowed_hosts (README: Exposing turnout)"
+        )
     return "\n".join(lines)
 
 
