@@ -160,7 +160,7 @@ async def scenario(hostile: list[dict[str, Any]]) -> None:
                     assert [a.outcome for a in attempts] == ["success"], attempts
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(requests, min_size=1, max_size=5))
 def test_no_client_content_opens_a_breaker_healthy_traffic_hits(hostile):
     """Whatever a client puts in its requests, the next healthy request is served by the first deployment."""
