@@ -59,7 +59,8 @@ def weak_rows() -> dict[tuple[str, str, str], dict]:
 
 def test_the_repo_routes_pass_every_scenario(repo_drill):
     """routes.yaml exits 0: chat and tools rescue everything but refusals and mid-stream cuts (mid_stream: error),
-    smart continues cut streams on a prefill model; the mock-only route is skipped. No progress line off a TTY."""
+    smart continues cut streams on a prefill model; the mock-primary routes (echo, drill) are skipped. No progress
+    line off a TTY."""
     code, data, stderr = repo_drill
     assert (code, stderr) == (0, "")
     assert data["ok"] is True
@@ -79,7 +80,8 @@ def test_the_repo_routes_pass_every_scenario(repo_drill):
     skipped = rows[("echo", "all", "stream")]
     assert (skipped["result"], skipped["title"]) == ("skipped", "every scenario")
     assert skipped["reason"] == "its primary echo/echo is the in-process mock provider: no provider fault to drill"
-    assert data["summary"] == {"ok": 8, "rescued": 66, "clean error": 12, "failed": 0, "skipped": 2}
+    assert rows[("drill", "all", "stream")]["result"] == "skipped"  # the drill route's primary is a mock too
+    assert data["summary"] == {"ok": 10, "rescued": 66, "clean error": 12, "failed": 0, "skipped": 4}
 
 
 def test_repo_rows_carry_policy_time_and_reasons(repo_drill):

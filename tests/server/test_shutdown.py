@@ -141,8 +141,8 @@ async def test_readyz_says_draining_and_new_connections_are_refused_while_reques
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         body = await reader.readexactly(int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1)))
         assert head.startswith(b"HTTP/1.1 503") and b"Connection: close" in head
-        detail = json.loads(body)
-        assert detail["status"] == "draining" and detail["ready"] is False and detail["in_flight"] == 1
+        detail = json.loads(body)  # a balancer's Host is not loopback: it gets the open answer, no detail
+        assert detail == {"ready": False, "status": "draining", "draining": True}
         writer.close()
         assert not in_flight.done()
         gate.set()

@@ -157,8 +157,10 @@ class ChatHandler:
             chat_request = await self._parse(request, settings)
             if not isinstance(chat_request, ChatRequest):
                 response = self._refuse(request, chat_request, started)
-                if chat_request.status in (408, 413):  # the rest of the body is unread: close, do not linger
+                if chat_request.status == 408:
                     return await _answer_and_close(request, response)
+                if chat_request.status == 413:  # the body is unread: aiohttp discards the rest (never buffers it)
+                    response.force_close()  # for a little while, so a client that sends it all gets this answer
                 return response
             if chat_request.stream:
                 response = await self._stream(request, chat_request, started)

@@ -13,13 +13,14 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 async def test_readyz_detail_needs_the_key(serve_mock, http):
-    """Without a key /readyz says only whether it is ready; with one it adds routes, breakers and reload state."""
+    """Without a key /readyz says only whether it is ready (and draining); with one it adds routes, breakers, reload
+    state and requests in flight."""
     async with serve_mock(server=f'  api_keys: ["{KEY}"]\n') as s:
         async with http.get(s.url + "/readyz") as resp:
             anonymous = (resp.status, await resp.json())
         async with http.get(s.url + "/readyz", headers=AUTH) as resp:
             detail = await resp.json()
-    assert anonymous == (200, {"ready": True, "draining": False})
+    assert anonymous == (200, {"ready": True, "status": "ready", "draining": False})
     assert detail["ready"] is True
     assert {"routes", "open_breakers", "disabled_providers", "config", "last_reload_error"} <= set(detail)
 

@@ -35,7 +35,7 @@ async def test_a_rebound_page_gets_nothing(serve_mock, http, openai_error):
             health = resp.status
     assert set(got.values()) == {403}, got
     assert error["code"] == "host_not_allowed"
-    assert ready == (200, {"ready": True, "draining": False})  # probes still work, but learn nothing more
+    assert ready == (200, {"ready": True, "status": "ready", "draining": False})  # probes work, learn nothing more
     assert health == 200
 
 
