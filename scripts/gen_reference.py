@@ -118,6 +118,7 @@ def render(schema: dict[str, Any]) -> str:
         described = f"{props[section]['description']} Each entry: {_resolve(entry, defs)['description']}"
         out += _section(f"`{section}.<name>`", described, entry, defs)
     out += _section("`server`", props["server"]["description"], props["server"], defs, "server.")
+    out += _section("`state`", props["state"]["description"], props["state"], defs, "state.")
     return "\n".join(out).rstrip() + "\n"
 
 

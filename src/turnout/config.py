@@ -213,6 +213,29 @@ class ServerSpec:
     client_timeout: float = 30.0
 
 
+StateBackendName = Literal["local", "redis"]
+STATE_URL_SCHEMES: tuple[str, ...] = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    """The `state:` section: where limits, breaker state and usage counters live (`turnout.state`).
+
+    `backend`, `url` and `key_prefix` need a restart to change; `op_timeout` and `sync_interval` apply on reload.
+    """
+
+    backend: StateBackendName = "local"
+    url: Secret | None = None  # redis://, rediss:// or unix://; a secret because it may hold a password
+    key_prefix: str = "turnout:"
+    op_timeout: float = 0.05  # the longest a request waits on the backend before going on with local state
+    sync_interval: float = 1.0  # background flush / reconcile / reconnect period
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What a reload cannot change on a running Router (a new backend would split the shared state)."""
+        return (self.backend, self.url, self.key_prefix)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A whole, valid routing file. `warnings` are located non-fatal findings (unused names, disabled providers)."""
@@ -226,6 +249,7 @@ class Config:
     pools: Mapping[str, PoolSpec] = field(default_factory=lambda: _EMPTY)
     routes: Mapping[str, RouteSpec] = field(default_factory=lambda: _EMPTY)
     server: ServerSpec = field(default_factory=ServerSpec)
+    state: StateSpec = field(default_factory=StateSpec)
     warnings: tuple[Problem, ...] = ()
 
     def breaker_for(self, model: ModelSpec) -> BreakerPolicy:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec, ServerSpec
+from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec, ServerSpec, StateSpec
 from turnout.router.compile import compile_graph
 from turnout.router.graph import CompiledRoute, DispatchGraph, PlannedMember
 from turnout.schema.units import format_duration, format_size
@@ -51,6 +51,7 @@ def explain(source: Config | DispatchGraph) -> dict[str, Any]:
         "routes": [_route(config, route) for route in graph.routes.values()],
         "providers": [_provider(p) for p in config.providers.values()],
         "server": server_data(config.server),
+        "state": state_data(config.state),
         "warnings": [str(w) for w in config.warnings],
     }
 
@@ -159,6 +160,17 @@ def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: 
     }
 
 
+def state_data(state: StateSpec) -> dict[str, Any]:
+    """The `state:` section with its url masked (a Redis URL may carry a password)."""
+    return {
+        "backend": state.backend,
+        "url": mask_url(state.url.reveal()) if state.url is not None else None,
+        "key_prefix": state.key_prefix,
+        "op_timeout": state.op_timeout,
+        "sync_interval": state.sync_interval,
+    }
+
+
 def _provider(provider: ProviderSpec) -> dict[str, Any]:
     return {
         "name": provider.name,
@@ -219,6 +231,8 @@ def render_text(data: Mapping[str, Any]) -> str:
         lines.append(f"  {p['name']} (driver {p['driver']}{url}), api_key {p['api_key']}{headers} — {state}")
     if "server" in data:
         lines += _server_text(data["server"])
+    if "state" in data:
+        lines += ["", _state_text(data["state"])]
     if data["warnings"]:
         lines += ["", "warnings:", *(f"  {w}" for w in data["warnings"])]
     return "\n".join(lines) + "\n"
@@ -236,6 +250,19 @@ def _server_text(server: Mapping[str, Any]) -> list[str]:
         f"  on SIGTERM/SIGINT: drain for up to {drain}; reload on change: {'on' if server['watch'] else 'off'}; "
         f"log content: {'on' if server['log_content'] else 'off'}",
     ]
+
+
+def _state_text(state: Mapping[str, Any]) -> str:
+    if state["backend"] == "local":
+        return (
+            "state: local (per process; with --workers N each worker enforces 1/N of every rpm/tpm limit), "
+            f"usage counters in memory, sync every {_d(state['sync_interval'])}"
+        )
+    return (
+        f"state: redis at {state['url']}, key prefix {state['key_prefix']!r} (keys {{{state['key_prefix']}}}...), "
+        f"op_timeout {_d(state['op_timeout'])}, sync every {_d(state['sync_interval'])}; limits, breakers and "
+        "usage shared by every process on it"
+    )
 
 
 def _route_text(route: Mapping[str, Any]) -> list[str]:

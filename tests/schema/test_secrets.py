@@ -129,3 +129,51 @@ def test_every_configured_secret_is_masked_in_upstream_echoes():
         cut = redactor.secrets(f"Incorrect API key provided: {secret[:-3]}")
         assert secret[:-3] not in cut and cut.endswith("***")
     assert redactor.secrets("nothing secret here: org-1, region=eu") == "nothing secret here: org-1, region=eu"
+
+
+REDIS_PASSWORD = "redis-SECRET-5555"
+STATE = """\
+version: 1
+providers: {echo: {driver: mock}}
+models: {echo: {provider: echo}}
+routes: {chat: {chain: [echo]}}
+state:
+  backend: redis
+  url: "{{ env.REDIS_URL }}"
+"""
+
+
+def test_state_url_password_is_masked_in_explain_and_reprs():
+    """The Redis URL's password is masked in explain (text and JSON) and in the config's repr."""
+    env = {"REDIS_URL": f"redis://turnout:{REDIS_PASSWORD}@cache.internal:6380/2"}
+    config = load_text(STATE, env=env)
+    data = explain(config)
+    for text in (json.dumps(data), render_text(data), repr(config), str(config.state)):
+        assert REDIS_PASSWORD not in text
+    assert data["state"]["url"] == "redis://turnout:***@cache.internal:6380/2"
+    assert "redis://turnout:***@cache.internal:6380/2" in render_text(data)
+    assert config.state.url is not None and config.state.url.reveal() == env["REDIS_URL"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://:{REDIS_PASSWORD}@cache:6379",  # wrong scheme
+        f"redis://:{REDIS_PASSWORD}@cache:99999",  # bad port
+        f"redis://:{REDIS_PASSWORD}@cache:6379/db{REDIS_PASSWORD}",  # bad database
+    ],
+    ids=["scheme", "port", "db"],
+)
+def test_state_url_errors_never_echo_the_password(url: str):
+    """An invalid state url is reported at its location without quoting the URL."""
+    with pytest.raises(ConfigError) as info:
+        load_text(STATE, env={"REDIS_URL": url})
+    assert [p.path for p in info.value.problems] == ["state.url"]
+    assert REDIS_PASSWORD not in str(info.value)
+
+
+def test_state_url_of_the_wrong_type_is_not_echoed():
+    """A url written as a list is a type error that does not show the value."""
+    with pytest.raises(ConfigError) as info:
+        load_text(STATE.replace('"{{ env.REDIS_URL }}"', f"[{REDIS_PASSWORD}]"), env={})
+    assert REDIS_PASSWORD not in str(info.value)

@@ -25,6 +25,7 @@ from turnout.config import (
     RouteSpec,
     Secret,
     ServerSpec,
+    StateSpec,
 )
 from turnout.errors import ErrorClass, Problem
 from turnout.schema.units import parse_duration, parse_size
@@ -61,6 +62,7 @@ def build_config(data: dict[str, Any], source: str, disabled: Mapping[str, str],
         pools=_frozen({n: _pool(n, s) for n, s in (data.get("pools") or {}).items()}),
         routes=_frozen({n: _route(n, s, policy) for n, s in data["routes"].items()}),
         server=_server(data.get("server") or {}),
+        state=_state(data.get("state") or {}),
         warnings=tuple(warnings),
     )
 
@@ -209,6 +211,18 @@ def _server(spec: dict[str, Any]) -> ServerSpec:
         watch=spec.get("watch", base.watch),
         max_in_flight=spec.get("max_in_flight", base.max_in_flight),
         client_timeout=_dur(spec, "client_timeout", base.client_timeout),
+    )
+
+
+def _state(spec: dict[str, Any]) -> StateSpec:
+    base = StateSpec()
+    url = spec.get("url")
+    return StateSpec(
+        backend=spec.get("backend", base.backend),
+        url=Secret(url.strip()) if isinstance(url, str) and url.strip() else None,
+        key_prefix=spec.get("key_prefix", base.key_prefix),
+        op_timeout=_dur(spec, "op_timeout", base.op_timeout),
+        sync_interval=_dur(spec, "sync_interval", base.sync_interval),
     )
 
 

@@ -10,17 +10,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from turnout.config import STATE_URL_SCHEMES
 from turnout.schema.capabilities import DriverChecks
 from turnout.schema.problems import Path, Reporter, did_you_mean
 from turnout.schema.templates import is_template
-from turnout.schema.units import parse_duration, parse_size
+from turnout.schema.units import format_duration, parse_duration, parse_size
 
 if TYPE_CHECKING:
     from turnout.drivers.registry import DriverRegistry
 
 HOUR = 3600.0
 CREDENTIAL_KEY = re.compile(r"(api_?key|secret|password|passwd|token)$", re.IGNORECASE)
+STATE_BACKENDS = ("local", "redis")
+KEY_PREFIX = re.compile(r"^[^{}\s]{1,100}$")
+MAX_OP_TIMEOUT = 5.0
 TIMEOUT_KEYS = ("deadline", "attempt_timeout", "first_token_timeout", "stall_timeout", "connect_timeout")
 
 
@@ -47,7 +52,7 @@ def duration(
         reporter.error(path, f"must be {'>=' if zero_ok else '>'} {low:g}s, got {value}")
         return None
     if seconds > high:
-        reporter.error(path, f"must be at most {high / HOUR:g}h, got {value}")
+        reporter.error(path, f"must be at most {format_duration(high)}, got {value}")
         return None
     return seconds
 
@@ -83,6 +88,7 @@ class Checker:
         self._guarded(self._pools)
         self._guarded(self._routes)
         self._guarded(self._server)
+        self._guarded(self._state)
         self._guarded(self._unused)
         if self.registry is not None:
             self._guarded(DriverChecks(self, self.registry).run)
@@ -312,6 +318,34 @@ class Checker:
         elif any(isinstance(k, str) and not k.strip() for k in keys):
             self.r.warning(("server", "api_keys"), "an empty client API key is ignored")
 
+    def _state(self) -> None:
+        """Rendered values of the state section; the url is a secret, so no message quotes it."""
+        state = _dict(self.data.get("state"))
+        backend = state.get("backend", "local")
+        if isinstance(backend, str) and not is_template(backend) and backend not in STATE_BACKENDS:
+            self.r.error(
+                ("state", "backend"), f"expected local or redis, got {backend!r}{did_you_mean(backend, STATE_BACKENDS)}"
+            )
+        prefix = state.get("key_prefix")
+        if isinstance(prefix, str) and not is_template(prefix) and not KEY_PREFIX.match(prefix):
+            self.r.error(
+                ("state", "key_prefix"), "must be 1-100 characters without braces or spaces (it rendered otherwise)"
+            )
+        if "op_timeout" in state:
+            duration(self.r, state["op_timeout"], ("state", "op_timeout"), high=MAX_OP_TIMEOUT)
+        if "sync_interval" in state:
+            duration(self.r, state["sync_interval"], ("state", "sync_interval"), low=0.01, zero_ok=True, high=60.0)
+        url = state.get("url")
+        if isinstance(url, str) and not is_template(url) and url.strip():
+            problem = state_url_problem(url.strip())
+            if problem:
+                self.r.error(("state", "url"), problem)
+            elif backend == "local":
+                self.r.warning(("state", "url"), "url is ignored with backend local")
+        elif backend == "redis" and not (isinstance(url, str) and is_template(url)):
+            where = ("state", "url") if "url" in state else ("state", "backend")
+            self.r.error(where, "backend redis needs a url (redis://, rediss:// or unix://); it is missing or empty")
+
     def _unused(self) -> None:
         used_targets = {
             t for spec in self.routes.values() for t in _list(_dict(spec).get("chain")) if isinstance(t, str)
@@ -327,6 +361,29 @@ class Checker:
         for name in self.providers:
             if name not in used_providers:
                 self.r.warning(("providers", name), f"provider '{name}' is not used by any model", key=True)
+
+
+def state_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a Redis URL, without quoting it (it may hold a password); None when it can."""
+    if not url.startswith(STATE_URL_SCHEMES):
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        shown = f" (got {scheme}://)" if scheme.isalnum() and len(scheme) < 20 else ""
+        return f"url must start with redis://, rediss:// or unix://{shown}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "url is not a valid URL (check the host, port and escaping of special characters in the password)"
+    if url.startswith("unix://"):
+        return None if parts.path else "a unix:// url needs the socket's path, e.g. unix:///run/redis.sock"
+    if not parts.hostname:
+        return "url has no host, e.g. redis://redis.internal:6379/0"
+    if port == 0:
+        return "url port must be 1-65535"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return "url path must be a database number, e.g. /0"
+    return None
 
 
 def _member(member: Any, path: Path) -> tuple[str | None, Path]:

@@ -46,8 +46,8 @@ def split_path(text: str) -> list[PathElem]:
 
 
 def is_secret_path(path: Sequence[PathElem]) -> bool:
-    """Values under api_key, headers or server.api_keys are credentials: never echo them."""
-    return any(isinstance(e, str) and e in _SECRET_KEYS for e in path[:4])
+    """Values under api_key, headers, server.api_keys or state.url (it may hold a password) are credentials."""
+    return tuple(path[:2]) == ("state", "url") or any(isinstance(e, str) and e in _SECRET_KEYS for e in path[:4])
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
