@@ -31,6 +31,8 @@ from turnout.events import (
     Observer,
     RequestStarted,
     ResponseCompleted,
+    StateDegraded,
+    StateRecovered,
     StreamContinued,
 )
 from turnout.router.client import Router
@@ -77,6 +79,8 @@ __all__ = [
     "RouteNotFound",
     "Router",
     "Splice",
+    "StateDegraded",
+    "StateRecovered",
     "StreamContinued",
     "TurnoutError",
     "Usage",

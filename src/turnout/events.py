@@ -83,6 +83,7 @@ class StreamContinued(Event):
 class BreakerEvent(Event):
     deployment: str
     open_for: float | None = None  # seconds the breaker stays open (on open)
+    origin: str | None = None  # None: this process decided; else the replica whose news it applies (shared state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,24 @@ class ConversationUpdated(Event):
     added: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StateDegraded(Event):
+    """The shared state backend failed or did not answer within op_timeout: the router goes on with local state
+    (limits at this process's share, its own breakers, usage kept for later) until the backend answers again."""
+
+    backend: str
+    reason: str  # the kind of failure, never a credential
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecovered(Event):
+    """The shared state backend answers again and this process has resynchronised with it."""
+
+    backend: str
+    degraded_for: float  # seconds
+    data_lost: bool = False  # the store came back empty (e.g. a restart without persistence)
+
+
 # Every concrete event type (what an observer without `event_types` receives).
 EVENT_TYPES: frozenset[type[Event]] = frozenset(
     {
@@ -147,6 +166,8 @@ EVENT_TYPES: frozenset[type[Event]] = frozenset(
         BreakerClosed,
         ResponseCompleted,
         ConversationUpdated,
+        StateDegraded,
+        StateRecovered,
     }
 )
 
@@ -173,7 +194,7 @@ class LoggingObserver:
     def __call__(self, event: Event) -> None:
         if isinstance(event, AttemptFailed) and not self._details:
             self._log.warning("%s", dataclasses.replace(event, detail=""))
-        elif isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken | StreamContinued):
+        elif isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken | StreamContinued | StateDegraded):
             self._log.warning("%s", event)
         elif self._log.isEnabledFor(logging.DEBUG):
             self._log.debug("%s", event)

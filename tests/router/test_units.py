@@ -1,4 +1,4 @@
-"""Pure building blocks: backoff formulas, retry decisions, the most-meaningful-error rule, pricing, limiter."""
+"""Pure building blocks: backoff formulas, retry decisions, the most-meaningful-error rule, pricing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from turnout.config import DEFAULT_ACTIONS, Limits, Policy, Price, RetryPolicy
+from turnout.config import DEFAULT_ACTIONS, Policy, Price, RetryPolicy
 from turnout.errors import ErrorClass, provider_error
-from turnout.router.limits import RateLimiter
 from turnout.router.policy import action_for, backoff, most_meaningful, retry_delay
 from turnout.router.pricing import TokenPrice, request_cost
 from turnout.types import Attempt, Usage
@@ -112,38 +111,3 @@ def test_request_cost_sums_billed_attempts_and_propagates_unknown():
     unknown = Attempt("d", 0, 1, "error", cost_usd=None)
     assert request_cost([failed_known, skipped, ok]) == 0.5
     assert request_cost([unknown, ok]) is None
-
-
-def test_rate_limiter_sliding_window():
-    """rpm counts requests in the last 60s; tpm counts estimated tokens; both free up as the window slides."""
-    limiter = RateLimiter(Limits(rpm=2, tpm=1000))
-    limiter.record(0, 400)
-    assert limiter.check(1, 400) is None
-    limiter.record(1, 400)
-    assert limiter.check(2, 10) == "at rpm limit (2/min)"
-    assert limiter.check(60.5, 700) == "at tpm limit (1000/min)"
-    assert limiter.check(61.5, 900) is None
-
-
-def test_rate_limiter_refund_frees_tokens_but_keeps_the_request():
-    """A refunded attempt stops counting its tokens against tpm but still counts against rpm; unknown ones: no-op."""
-    limiter = RateLimiter(Limits(rpm=3, tpm=1000))
-    limiter.record(0, 900)
-    limiter.record(1, 50)
-    assert limiter.check(2, 200) == "at tpm limit (1000/min)"
-    limiter.refund(0, 900)
-    limiter.refund(5, 50)  # no such attempt
-    assert limiter.usage(2) == (2, 50)
-    assert limiter.check(2, 200) is None
-
-
-def test_rate_limiter_forget_drops_the_request_and_its_tokens():
-    """A forgotten attempt (the client's own fault) no longer counts against rpm or tpm; unknown ones: no-op."""
-    limiter = RateLimiter(Limits(rpm=2, tpm=1000))
-    limiter.record(0, 900)
-    limiter.record(1, 50)
-    assert limiter.check(2, 10) == "at rpm limit (2/min)"
-    limiter.forget(0, 900)
-    limiter.forget(7, 50)  # no such attempt
-    assert limiter.usage(2) == (1, 50)
-    assert limiter.check(2, 900) is None

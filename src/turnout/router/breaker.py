@@ -14,7 +14,9 @@ wrong for us:
 - repeated trips grow the open period: `recovery_timeout * backoff_factor ** (trips - 1)`, capped at
   `max_recovery_timeout`, reset to the base once a probe succeeds; failed probes of one half-open round are
   one trip;
-- every state change is reported through a callback (the Router turns it into Breaker* events).
+- every state change is reported through a callback (the Router turns it into Breaker* events);
+- with shared state, another replica's news is applied with `force_open` / `force_close`; those transitions are
+  reported with their `origin`, so the Router does not send them back out.
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ class Breaker:
         return self._cb.failure_count
 
     @property
+    def trips(self) -> int:
+        """Consecutive trips without a successful probe (the open period grows with them)."""
+        return self._trips
+
+    @property
     def open_remaining(self) -> float:
         """Seconds until the breaker admits a probe (<= 0 when it already would, or when closed)."""
         return self._cb.open_remaining if self._cb._state == STATE_OPEN else 0.0
@@ -163,6 +170,33 @@ class Breaker:
         cb._failure_count = max(cb._failure_count, cb._failure_threshold - 1)
         cb._CircuitBreaker__call_failed()
 
+    def force_open(self, remaining: float, trips: int, origin: str) -> None:
+        """Another replica opened this deployment's breaker: stay open for `remaining` seconds, then half-open.
+
+        `trips` is carried over so a later trip here grows the open period as the cluster's breaker would.
+        """
+        cb = self._cb
+        if cb._failure_threshold <= 0:
+            return
+        remaining = max(0.0, remaining)
+        cb._failure_count = max(cb._failure_count, cb._failure_threshold)  # a failed probe here re-opens it
+        cb._state = STATE_OPEN
+        cb._opened = cb._clock()
+        cb._recovery_timeout = remaining
+        self._trips = max(self._trips, trips)
+        self._half_open_announced = False
+        self._notify(BreakerOpened, remaining, origin)
+
+    def force_close(self, origin: str) -> None:
+        """Another replica's probe succeeded: close, as a local successful probe would."""
+        cb = self._cb
+        if cb._state == STATE_CLOSED:
+            return
+        cb.reset()
+        self._trips = 0
+        self._half_open_announced = False
+        self._notify(BreakerClosed, None, origin)
+
     def _opened(self) -> None:
         """Called by the package's state machine whenever it (re)opens: grow the open period, announce it."""
         self._trips += 1
@@ -174,6 +208,6 @@ class Breaker:
         self._half_open_announced = False
         self._notify(BreakerOpened, period)
 
-    def _notify(self, kind: type[BreakerEvent], open_for: float | None = None) -> None:
+    def _notify(self, kind: type[BreakerEvent], open_for: float | None = None, origin: str | None = None) -> None:
         if self._emit is not None:
-            self._emit(kind(at=self._cb._clock(), deployment=self.key, open_for=open_for))
+            self._emit(kind(at=self._cb._clock(), deployment=self.key, open_for=open_for, origin=origin))

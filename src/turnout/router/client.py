@@ -1,8 +1,9 @@
 """`Router`: the library entry point. A compiled graph, its health, one HTTP session and observers.
 
 Everything about routing lives in the routing file; the Router takes a `Config` plus a few keyword-only
-runtime options (driver classes, observers, clock, sleep, rng), so tests inject time and randomness and two
-Routers in one process share nothing.
+runtime options (driver classes, observers, clock, sleep, rng, workers), so tests inject time and randomness and
+two Routers in one process share nothing. Its state backend (the file's `state:` section, `turnout.state`) holds
+rate limits and the usage ledger, and with Redis carries breaker news between processes.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from turnout.config import Config
 from turnout.drivers.base import CallContext, CredentialCheck, Driver, ModelInfo
 from turnout.drivers.registry import DriverRegistry
 from turnout.errors import InvalidRequest, RouteNotFound
-from turnout.events import Event, Observer
+from turnout.events import BreakerClosed, BreakerEvent, BreakerOpened, Event, Observer
 from turnout.redaction import Redactor
 from turnout.router.compile import compile_graph
 from turnout.router.dispatch import Run, Runtime, dispatch_chat
 from turnout.router.graph import DispatchGraph
 from turnout.router.health import HealthTable
 from turnout.router.streaming import ChatStream
+from turnout.state import Period, StateBackend, UsageKey, UsageTotals, open_state
 from turnout.types import ChatRequest, ChatResponse
 
 CONNECTOR_LIMIT = 256  # concurrent upstream connections per Router (all hosts)
@@ -58,14 +60,29 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        workers: int = 1,
     ) -> None:
+        """`workers`: how many processes on this host serve the same file (`turnout serve --workers N` passes N).
+        With the local state backend each enforces `limit // workers` of every rpm/tpm limit, so together they
+        stay within it; with Redis they share the limits exactly and `workers` only sizes the fallback share."""
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self._registry = _registry(drivers)
         self._rng = rng or random.Random()
         self._clock = clock
-        self._health = HealthTable(clock=clock, emit=self._emit)
-        self._rt = Runtime(clock=clock, sleep=sleep, rng=self._rng, health=self._health)
-        self._rt.observe(observers)
+        self._workers = workers
         self._graph = compile_graph(config, self._registry, rng=self._rng)
+        self._state: StateBackend = open_state(
+            config.state,
+            source=config.source,
+            workers=workers,
+            clock=clock,
+            emit=self._emit,
+            on_breaker=self._breaker_news,
+        )
+        self._health = HealthTable(clock=clock, emit=self._breaker_event, state=self._state)
+        self._rt = Runtime(clock=clock, sleep=sleep, rng=self._rng, health=self._health, state=self._state)
+        self._rt.observe(observers)
         self._health.sync(self._graph)
         self._rt.redactor = Redactor.for_config(config)
         self._session: aiohttp.ClientSession | None = None
@@ -101,14 +118,20 @@ class Router:
         await self.aclose()
 
     async def start(self) -> None:
-        """Create the Router's one HTTP session (also done lazily by the first request)."""
+        """Create the Router's one HTTP session (also done lazily by the first request) and open its state
+        backend (a Redis backend that cannot connect degrades to local state and keeps trying by itself)."""
         self._ensure_session()
+        await self._state.start()
 
     async def aclose(self) -> None:
+        """Close the HTTP session and the state backend (a final flush of usage counters, bounded)."""
         session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-        await self._rt.egress.aclose()
+        try:
+            await self._state.aclose()
+        finally:
+            if session is not None:
+                await session.close()
+            await self._rt.egress.aclose()
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         """The Router's session; a new one when there is none yet, it was closed, or it belongs to an event loop
@@ -140,6 +163,20 @@ class Router:
     def health(self) -> HealthTable:
         return self._health
 
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    @property
+    def state(self) -> StateBackend:
+        """The state backend (limits, shared breakers, usage ledger) this Router asks."""
+        return self._state
+
+    async def usage(self, period: Period = "day", at: Any = None) -> dict[UsageKey, UsageTotals]:
+        """Usage and spend per (route, deployment, client) for the UTC day, ISO week or month containing `at` (a
+        date or "YYYY-MM-DD"; default today), or all time (`period="total"`). With Redis: every process's."""
+        return await self._state.usage(period, at)
+
     def swap(self, config: Config) -> DispatchGraph:
         """Compile `config` and switch to it atomically; on ConfigError the current graph stays.
 
@@ -147,6 +184,7 @@ class Router:
         breaker policy and limits are unchanged carries over.
         """
         graph = compile_graph(config, self._registry, rng=self._rng)
+        self._state.reconfigure(config.state)
         self._health.sync(graph)
         self._graph = graph
         self._rt.redactor = Redactor.for_config(config)
@@ -162,6 +200,25 @@ class Router:
 
     def _emit(self, event: Event) -> None:
         self._rt.emit(event)
+
+    def _breaker_event(self, event: BreakerEvent) -> None:
+        """A breaker changed: tell the observers and, when this process decided it, the other processes."""
+        self._rt.emit(event)
+        if event.origin is None and type(event) in (BreakerOpened, BreakerClosed):
+            entry = self._health.entries.get(event.deployment)
+            trips = entry.breaker.trips if entry is not None else 0
+            state = "open" if type(event) is BreakerOpened else "closed"
+            self._state.breaker_changed(event.deployment, state, event.open_for, trips)
+
+    def _breaker_news(self, key: str, state: str, remaining: float | None, trips: int, origin: str) -> None:
+        """Another process opened or closed `key`'s breaker: apply it to ours (skipped if it is not ours)."""
+        entry = self._health.entries.get(key)
+        if entry is None:
+            return
+        if state == "open":
+            entry.breaker.force_open(remaining or 0.0, trips, origin)
+        elif state == "closed":
+            entry.breaker.force_close(origin)
 
     def routes(self) -> list[str]:
         return list(self._graph.routes)
@@ -335,6 +392,7 @@ class Router:
             "routes": routes,
             "disabled_providers": dict(graph.disabled_providers),
             "open_breakers": self._health.open_breakers(),
+            **self._state.status(),  # "state": "ok" | "degraded" (still ready: requests go on locally), ...
         }
 
     def __repr__(self) -> str:

@@ -2,9 +2,12 @@
 
 Read `dispatch_chat` top to bottom: for each step of the route, for each deployment in the strategy's order
 (skipping what cannot serve), try up to `1 + retry.attempts` times under a per-attempt timeout that never
-exceeds what is left of the request's deadline; classify each failure and act on it (retry after a backoff,
-move on, or fail now). Every try and skip lands in the trail; exhaustion raises AllUpstreamsFailed whose
-cause is the most meaningful upstream error (rule in `turnout.router.policy.most_meaningful`).
+exceeds what is left of the request's deadline. Before each attempt the breaker is asked (locally, free), then
+the deployment's gate when it has one (rate limits; with shared state also cluster-wide half-open probes: the
+one place a request may wait on the state backend, never longer than its op_timeout). Classify each failure
+and act on it (retry after a backoff, move on, or fail now). Every try and skip lands in the trail; exhaustion
+raises AllUpstreamsFailed whose cause is the most meaningful upstream error (rule in
+`turnout.router.policy.most_meaningful`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
 
     from turnout.router.graph import CompiledRoute, Deployment
     from turnout.router.health import DeploymentHealth, HealthTable
+    from turnout.state import StateBackend
 
 log = logging.getLogger("turnout.router")
 _DETAIL_LIMIT = 300
@@ -64,7 +68,8 @@ class Runtime:
     """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
 
     __slots__ = (
-        "_by_type", "clock", "egress", "health", "observers", "redactor", "rng", "sleep", "timeouts", "wanted",
+        "_by_type", "clock", "egress", "health", "observers", "redactor", "rng", "sleep", "state", "timeouts",
+        "wanted",
     )  # fmt: skip
 
     def __init__(
@@ -74,11 +79,13 @@ class Runtime:
         sleep: Callable[[float], Awaitable[None]],
         rng: random.Random,
         health: HealthTable,
+        state: StateBackend,
     ) -> None:
         self.clock = clock
         self.sleep = sleep
         self.rng = rng
         self.health = health
+        self.state = state
         self.observers: list[Callable[[Event], None]] = []
         self.wanted: frozenset[type] = frozenset()  # event types some observer receives (see `observe`)
         self._by_type: dict[type, tuple[Callable[[Event], None], ...]] = {}
@@ -114,6 +121,7 @@ class Run:
         "deadline",
         "entries",
         "errors",
+        "grant",
         "min_window",
         "need_prefill",
         "number",
@@ -147,6 +155,7 @@ class Run:
         self.trail: list[Attempt] = []
         self.splices: list[Splice] = []
         self.errors: list[ProviderError] = []
+        self.grant = 0  # the current attempt's admission id from its deployment's gate (0: none)
         self.min_window: int | None = None
         self.need_prefill = False
         self.number = 0
@@ -173,7 +182,8 @@ class Run:
                     self.skip(deployment, reason)
 
     def unfit(self, d: Deployment) -> str | None:
-        """Why `d` cannot take this request now (capability, context window, rate limit), or None."""
+        """Why `d` can never take this request (capability, context window), or None. Rate limits are asked just
+        before each attempt (`admit`)."""
         r = self.request
         caps = d.capabilities
         if r.needs_tools and "tools" not in caps:
@@ -192,13 +202,43 @@ class Run:
                 return f"context window {window} < estimated {r.estimated_total_tokens} tokens"
             if self.min_window is not None and window <= self.min_window:
                 return f"context window {window} not larger than the {self.min_window} already exceeded"
-        limiter = self.entries[d.key].limiter
-        if limiter is not None:
-            return limiter.check(self.rt.clock(), r.estimated_total_tokens)
         return None
 
     def skip(self, d: Deployment, reason: str) -> None:
         self.trail.append(Attempt(d.key, self.rt.clock(), 0.0, "skipped", detail=reason))
+
+    async def admit(self, d: Deployment, h: DeploymentHealth, ticket: Ticket) -> bool:
+        """Ask the deployment's gate for this attempt (call only when `h.gate` is set). False: it was refused,
+        the breaker ticket is given back and the skip is in the trail."""
+        gate = h.gate
+        assert gate is not None
+        probe = ticket is Ticket.PROBE
+        if not (gate.limited or probe):
+            return True
+        try:
+            got = await gate.admit(self.request.estimated_total_tokens, self.remaining() if probe else None)
+        except BaseException:  # the caller went away while we asked: the probe slot must not leak
+            h.breaker.release(ticket)
+            raise
+        if isinstance(got, int):
+            self.grant = got
+            return True
+        h.breaker.release(ticket)
+        self.skip(d, got)
+        return False
+
+    def _settle(self, h: DeploymentHealth, ticket: Ticket, *, refund: bool = False, forget: bool = False) -> None:
+        """The attempt is over: free its probe lease; give its tokens back when it used none (`refund`), or drop
+        it from the window altogether when the request itself was at fault (`forget`)."""
+        grant, self.grant = self.grant, 0
+        gate = h.gate
+        if grant and gate is not None:
+            if forget:
+                gate.forget(grant)
+            elif refund:
+                gate.refund(grant)
+            if ticket is Ticket.PROBE:
+                gate.release_probe(grant)
 
     # -- one attempt -------------------------------------------------------------------------------------
     def context(self, d: Deployment, budget: float | None, *, batch: bool = False) -> CallContext:
@@ -219,11 +259,9 @@ class Run:
         )
 
     def begin(self, d: Deployment, h: DeploymentHealth) -> float:
-        """Count the attempt as started (in flight, rate window, event); returns its start time."""
+        """Count the attempt as started (in flight, event); returns its start time."""
         now = self.rt.clock()
         h.in_flight += 1
-        if h.limiter is not None:
-            h.limiter.record(now, self.request.estimated_total_tokens)
         self.number += 1
         if AttemptStarted in self.rt.wanted:
             self.rt.emit(AttemptStarted(now, self.request_id, self.route.name, d.key, self.number))
@@ -239,7 +277,10 @@ class Run:
         h.in_flight -= 1
         h.observe(duration, True)
         h.breaker.record(ticket, None)
+        if h.gate is not None:
+            self._settle(h, ticket)
         cost = d.price.cost(usage) if d.price is not None else None
+        self.rt.state.record(self.route.name, d.key, "", usage, cost)
         self.trail.append(Attempt(d.key, started, duration, "success", usage=usage, cost_usd=cost))
         if self.rt.observers:
             self.rt.emit(AttemptSucceeded(now, self.request_id, self.route.name, d.key, duration, ttft))
@@ -281,11 +322,10 @@ class Run:
         # connection never opened; anything else (reset, timeout mid-answer) may have been billed: unknown.
         unbilled = error.status is not None or error.code in _UNSENT
         cost = 0.0 if unbilled and not error.after_first_token else None
-        if h.limiter is not None and not error.after_first_token:
-            if not own_fault:
-                h.limiter.forget(started, self.request.estimated_total_tokens)
-            elif cost == 0.0:  # refused before any output: it used no tokens of the window
-                h.limiter.refund(started, self.request.estimated_total_tokens)
+        if h.gate is not None:
+            # Only the deployment's own faults use up its limits; refused before any output, it used no tokens.
+            early = not error.after_first_token
+            self._settle(h, ticket, forget=early and not own_fault, refund=early and own_fault and cost == 0.0)
         detail = error.message[:_DETAIL_LIMIT]
         if estimate is not None:
             cost = d.price.cost(estimate) if d.price is not None else None
@@ -315,6 +355,8 @@ class Run:
         now = self.rt.clock()
         h.in_flight -= 1
         h.breaker.release(ticket)
+        if h.gate is not None:
+            self._settle(h, ticket)
         self.upstream_time += now - started
         self.trail.append(Attempt(d.key, started, now - started, "error", detail="cancelled by the caller"))
         self.complete(served_by, error_class="cancelled")
@@ -478,7 +520,9 @@ async def dispatch_chat(run: Run) -> ChatResponse:
             if remaining <= 0:
                 h.breaker.release(ticket)
                 raise run.exhausted()
-            budget = min(policy.attempt_timeout, remaining)
+            if h.gate is not None and not await run.admit(d, h, ticket):
+                break
+            budget = min(policy.attempt_timeout, run.remaining())
             ctx = run.context(d, budget)
             started = run.begin(d, h)
             guard = monitor.guard(loop_time() + budget)  # the generic timeout, on top of the driver's own

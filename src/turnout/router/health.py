@@ -1,7 +1,7 @@
 """Mutable per-deployment state, kept apart from the immutable graph so it survives reloads.
 
 One `HealthTable` per Router, keyed by deployment key ("provider/model"). `sync(graph)` is called on every swap:
-entries whose deployment is still present and unchanged are kept (their breaker state, limiter window, latency
+entries whose deployment is still present and unchanged are kept (their breaker state, rate-limit gate, latency
 history); changed or new deployments get fresh state; removed ones are dropped. "Unchanged" means the same
 breaker policy and limits and the same way of calling it: provider spec (driver, base_url, credentials, headers,
 options, timeouts), upstream model and model options. Fixing an API key or URL therefore closes the breaker that
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from turnout.config import BreakerPolicy, Config, Limits, ModelSpec, ProviderSpec
 from turnout.events import BreakerEvent
 from turnout.router.breaker import Breaker
-from turnout.router.limits import RateLimiter
+from turnout.state import Gate, StateBackend
 
 if TYPE_CHECKING:
     from turnout.router.graph import Deployment, DispatchGraph
@@ -49,14 +49,19 @@ def keeps_health(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
 
 
 class DeploymentHealth:
-    """Breaker, limiter, in-flight count and latency EWMA of one deployment."""
+    """Breaker, admission gate (rate limits, shared probes), in-flight count and latency EWMA of one deployment.
 
-    __slots__ = ("breaker", "failing", "failures", "in_flight", "key", "latency", "limiter", "signature", "successes")
+    `gate` is None when nothing needs asking before an attempt (no limits, and probes are not shared).
+    """
 
-    def __init__(self, key: str, breaker: Breaker, limits: Limits, identity: tuple[object, ...] = ()) -> None:
+    __slots__ = ("breaker", "failing", "failures", "gate", "in_flight", "key", "latency", "signature", "successes")
+
+    def __init__(
+        self, key: str, breaker: Breaker, limits: Limits, identity: tuple[object, ...] = (), gate: Gate | None = None
+    ) -> None:
         self.key = key
         self.breaker = breaker
-        self.limiter = RateLimiter(limits) if limits.rpm is not None or limits.tpm is not None else None
+        self.gate = gate
         self.signature: tuple[object, ...] = identity or (breaker.policy, limits)
         self.in_flight = 0
         self.latency: float | None = None  # EWMA of attempt durations in seconds; None until measured
@@ -88,9 +93,16 @@ class DeploymentHealth:
 class HealthTable:
     """All deployments' health for one Router."""
 
-    def __init__(self, *, clock: Callable[[], float], emit: Callable[[BreakerEvent], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        emit: Callable[[BreakerEvent], None] | None = None,
+        state: StateBackend | None = None,
+    ) -> None:
         self._clock = clock
         self._emit = emit
+        self._state = state
         self.entries: dict[str, DeploymentHealth] = {}
 
     def __getitem__(self, key: str) -> DeploymentHealth:
@@ -107,7 +119,9 @@ class HealthTable:
 
     def _new(self, deployment: Deployment, identity: tuple[object, ...]) -> DeploymentHealth:
         breaker = Breaker(deployment.key, deployment.breaker, clock=self._clock, emit=self._emit)
-        return DeploymentHealth(deployment.key, breaker, deployment.limits, identity)
+        state = self._state
+        gate = state.gate(deployment.key, deployment.limits, deployment.breaker.half_open_probes) if state else None
+        return DeploymentHealth(deployment.key, breaker, deployment.limits, identity, gate)
 
     def sync(self, graph: DispatchGraph) -> None:
         """Make the table match `graph`, keeping the state of unchanged deployments (see the module docstring)."""

@@ -131,6 +131,8 @@ class ChatStream:
                     if remaining <= 0:
                         h.breaker.release(ticket)
                         raise run_failed(run, cut) if cut is not None else run.exhausted()
+                    if h.gate is not None and not await run.admit(d, h, ticket):
+                        break
                     seam: Seam | None = answer.seam() if committed and answer is not None else None
                     request = run.request if seam is None else run.request.with_prefix(seam.prefix)
                     # A stream's length is bounded by the deadline, not attempt_timeout.

@@ -6,9 +6,11 @@ draining, stops accepting, lets in-flight requests finish for up to `server.drai
 cuts the rest, closes the upstream session and exits 0. SIGHUP reloads the file.
 
 `--workers N`: a supervisor (`supervisor.py`) spawns N processes; each binds the port with SO_REUSEPORT (the
-kernel spreads connections over them) and owns its own Router, so breakers and limits are per worker, while
-/metrics on any worker shows the sum over all of them (`aggregate.py`). The supervisor forwards signals,
-restarts a worker that crashes, and exits 0 when every worker drained cleanly; workers die with it.
+kernel spreads connections over them) and owns its own Router, so breakers and limits are per worker (each
+Router is told N: with the local state backend it enforces 1/N of every rate limit; with Redis the workers share
+limits and breakers exactly), while /metrics on any worker shows the sum over all of them (`aggregate.py`). The
+supervisor forwards signals, restarts a worker that crashes, and exits 0 when every worker drained cleanly;
+workers die with it.
 """
 
 from __future__ import annotations
@@ -155,14 +157,17 @@ async def serve_process(
     on_ready: Callable[[int, Mapping[str, Any]], None] | None = None,
     env: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
+    workers: int = 1,
 ) -> int:
     """Serve one process until `stop` is set or SIGTERM/SIGINT arrives; then drain and return 0.
 
-    `metrics`: a shared store for `--workers` (default: this process's own)."""
+    `metrics`: a shared store for `--workers` (default: this process's own). `workers`: how many processes on this
+    host serve the file (the Router's share of local rate limits)."""
     from turnout.router import Router
 
     try:
-        router = Router(config)  # compiles: drivers validate their options here, after the loader's checks
+        # Compiling: drivers validate their options here, after the loader's checks.
+        router = Router(config, workers=workers)
     except ConfigError as exc:
         return report_invalid(path, exc)
     app = create_app(router, config_path=path, env=env, access_log=access_log, metrics=metrics)
@@ -229,7 +234,7 @@ def serve(
 
 
 # -- workers --------------------------------------------------------------------------------------------------
-def _worker(path: str, host: str, port: int, access_log: str, ready: Any, link: WorkerLink) -> None:
+def _worker(path: str, host: str, port: int, access_log: str, workers: int, ready: Any, link: WorkerLink) -> None:
     """One worker process: load the file itself, serve with SO_REUSEPORT, report readiness to the supervisor.
 
     Started with SIGTERM/SIGINT/SIGHUP blocked (`serve_process` unblocks them once handled); exits with its
@@ -251,7 +256,16 @@ def _worker(path: str, host: str, port: int, access_log: str, ready: Any, link: 
         stop = asyncio.Event()
         orphaned = _watch_parent(stop)
         code = await serve_process(
-            path, config, host, port, reuse_port=True, metrics=metrics, access_log=stream, on_ready=on_ready, stop=stop
+            path,
+            config,
+            host,
+            port,
+            reuse_port=True,
+            metrics=metrics,
+            access_log=stream,
+            on_ready=on_ready,
+            stop=stop,
+            workers=workers,
         )
         if orphaned.is_set() or os.getppid() != link.parent_pid:  # nobody will remove the metrics directory
             shutil.rmtree(link.metrics_dir, ignore_errors=True)
@@ -309,7 +323,7 @@ def supervise(path: str, config: Config, host: str, port: int, workers: int, acc
     """Run `workers` processes on one port until SIGTERM/SIGINT; see `supervisor.py` for the exact lifecycle."""
     reserved = _reserve_port(host, port)
     bound = reserved.getsockname()[1]
-    supervisor = Supervisor(_worker, (path, host, bound, access_log))
+    supervisor = Supervisor(_worker, (path, host, bound, access_log, workers))
     supervisor.install_signals()
     for index in range(workers):
         supervisor.spawn(index)
