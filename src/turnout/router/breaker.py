@@ -179,11 +179,14 @@ class Breaker:
         if cb._failure_threshold <= 0:
             return
         remaining = max(0.0, remaining)
+        self._trips = max(self._trips, trips)
+        if cb._state == STATE_OPEN and cb.open_remaining > 0:  # open here too: keep the later end, no new event
+            cb._recovery_timeout = max(cb._recovery_timeout, cb._clock() - cb._opened + remaining)
+            return
         cb._failure_count = max(cb._failure_count, cb._failure_threshold)  # a failed probe here re-opens it
         cb._state = STATE_OPEN
         cb._opened = cb._clock()
         cb._recovery_timeout = remaining
-        self._trips = max(self._trips, trips)
         self._half_open_announced = False
         self._notify(BreakerOpened, remaining, origin)
 

@@ -23,6 +23,13 @@ from turnout.config import Limits, StateSpec
 from turnout.state.ledger import Period, UsageKey, UsageTotals
 from turnout.types import Usage
 
+
+class StoreError(Exception):
+    """The shared store failed (connection refused or lost, an error reply). Its message never holds a secret.
+
+    Raised by the transport only; a backend turns it into degraded local state, never into a failed request."""
+
+
 # (deployment key, "open" | "closed", seconds it stays open (open only), trips, origin replica): remote news
 BreakerNews = Callable[[str, str, float | None, int, str], None]
 

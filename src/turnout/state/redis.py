@@ -1,0 +1,240 @@
+"""The Redis transport: the only module that imports redis-py (`pip install 'turnout[redis]'`).
+
+It offers two things, and translates every redis-py failure into `StoreError` at this boundary:
+
+- `Link`: one connection used as a pipeline. `call()` writes a command at once (no await, no pool) and returns
+  a future; one reader task answers the futures in order. A request's rate-limit check costs one write and
+  one parsed reply, shared by every check of the same event-loop iteration (see `turnout.state.shared`).
+  `script()` runs a Lua script by its SHA and falls back to sending the source when the server lost its
+  script cache (a restart). redis-py's own pool and command layer cost ~2x the CPU per call on this path.
+- `Link.subscribe()`: the same kind of connection in pub/sub mode, handing every message to a callback.
+
+Connections never retry by themselves and have no socket timeout: the caller bounds every wait (op_timeout)
+and decides what a failure means. Messages never contain the URL's password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from importlib.resources import files
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from turnout.state.base import StoreError
+
+Reply = Any  # a decoded RESP value: bytes, int, list, None
+
+
+class _NoScript(StoreError):
+    """The server does not have the script (its cache was emptied by a restart): send the source."""
+
+
+class Script:
+    """A Lua script shipped beside this module (`scripts/<name>.lua`)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = files("turnout.state").joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+class Link:
+    """One pipelined Redis connection (see the module docstring). `name` shows in CLIENT LIST."""
+
+    def __init__(self, url: str, *, name: str, connect_timeout: float) -> None:
+        self._secrets = _passwords(url)
+        self._pool = ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=None,
+            socket_keepalive=True,
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),
+            client_name=name,
+            protocol=2,  # RESP2 on every redis-py version: pub/sub messages arrive as replies, not pushes
+        )
+        self._conn: Any = None
+        self._writer: Any = None
+        self._waiting: deque[asyncio.Future[Reply]] = deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._on_message: Callable[[bytes], None] | None = None
+        self.closed_reason: str | None = "not connected"
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    async def open(self) -> None:
+        """Connect (bounded by the connect timeout). Raises StoreError."""
+        conn = self._pool.make_connection()
+        try:
+            await conn.connect()
+        except (RedisError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise StoreError(self._safe(f"cannot connect: {exc}")) from None
+        self._conn = conn
+        self._writer = conn._writer  # written directly: one syscall per call, no await (see the module docstring)
+        self.closed_reason = None
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name=f"turnout-redis-{conn.client_name}")
+
+    def call(self, *args: Any) -> asyncio.Future[Reply]:
+        """Send one command now; the future gets its reply, or StoreError (also for an error reply)."""
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise StoreError(self.closed_reason or "connection closed")
+        writer.writelines(self._conn.pack_command(*args))
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        return future
+
+    def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Reply]:
+        """EVALSHA, or EVAL when the server does not know the script (a restarted server): one future either way."""
+        result: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        first = self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        def answered(done: asyncio.Future[Reply]) -> None:
+            if result.done():
+                return
+            error = done.exception() if not done.cancelled() else StoreError("cancelled")
+            if error is None:
+                result.set_result(done.result())
+            elif isinstance(error, _NoScript):
+                try:
+                    again = self.call("EVAL", script.source, len(keys), *keys, *args)
+                except StoreError as exc:
+                    result.set_exception(exc)
+                    return
+                again.add_done_callback(lambda f: _copy(f, result))
+            else:
+                result.set_exception(error)
+
+        first.add_done_callback(answered)
+        return result
+
+    async def subscribe(self, channel: str, on_message: Callable[[bytes], None]) -> None:
+        """Put this (open) link in pub/sub mode on `channel`; every message's data goes to `on_message`."""
+        self._on_message = on_message
+        confirmed = self.call("SUBSCRIBE", channel)
+        await confirmed
+
+    async def _read(self) -> None:
+        conn = self._conn
+        try:
+            while True:
+                try:
+                    reply = await conn.read_response()
+                except NoScriptError:
+                    self._answer(None, _NoScript("no such script"))
+                    continue
+                except ResponseError as exc:
+                    self._answer(None, StoreError(self._safe(f"error reply: {exc}")))
+                    continue
+                if self._on_message is not None and _is_message(reply):
+                    self._on_message(reply[2])
+                    continue
+                self._answer(reply, None)
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError, Exception) as exc:  # anything that ends the connection ends the link
+            self._fail(self._safe(f"connection lost: {exc}"))
+
+    def _answer(self, reply: Reply, error: StoreError | None) -> None:
+        if not self._waiting:
+            return  # a reply nobody waits for (its waiter gave up): nothing to do
+        future = self._waiting.popleft()
+        if future.done():
+            return
+        if error is None:
+            future.set_result(reply)
+        else:
+            future.set_exception(error)
+
+    def _fail(self, reason: str) -> None:
+        """Close the connection and fail every waiting call (their replies can no longer be matched)."""
+        self.closed_reason = reason
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+        waiting, self._waiting = self._waiting, deque()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(StoreError(reason))
+                future.exception()  # retrieved: nobody may be waiting any more
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now (a late reply must not answer the wrong call); the reader ends."""
+        self._fail(reason)
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not _current_task():
+            reader.cancel()
+
+    async def close(self) -> None:
+        self._fail("closed")
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not _current_task():
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+        await self._pool.aclose()
+
+    def _safe(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+
+def _copy(source: asyncio.Future[Reply], target: asyncio.Future[Reply]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.set_exception(StoreError("cancelled"))
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
+
+
+def _is_message(reply: Reply) -> bool:
+    return isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message"
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _passwords(url: str) -> tuple[str, ...]:
+    """The URL's password as written and decoded (either may show up in a driver's message)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return ()
+    return tuple({password, unquote(password)}) if password else ()
+
+
+def version_of(reply: Reply) -> str:
+    """The server's version from an INFO server reply (for logs)."""
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    for line in text.splitlines():
+        if line.startswith(("redis_version:", "valkey_version:")):
+            return line.split(":", 1)[1].strip()
+    return "unknown"

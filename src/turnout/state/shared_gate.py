@@ -1,0 +1,136 @@
+"""A deployment's gate on the Redis backend, and the batches that carry gate operations to Redis.
+
+Every admission is decided by `scripts/gate.lua` on the Redis server, atomically, on the server's clock: that is
+what makes a limit exact across replicas. The operations of one event-loop iteration (every request that reached
+a limited deployment meanwhile) travel as one script call: one round trip and one reply to parse for all of them,
+so a busy sidecar pays a fraction of a round trip per request. A batch that gets no answer within op_timeout
+answers its waiters "unknown" and they decide locally; the backend then degrades (see `turnout.state.shared`).
+
+Locally each gate keeps a mirror window of what this process admitted: while Redis is unavailable it enforces
+this process's share of the limit (`limit // processes`, the processes last seen sharing the Redis), and after
+an outage it tells Redis what it admitted meanwhile (or everything in the window, when Redis lost its data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from turnout.config import Limits
+from turnout.state.window import SlidingWindow, share
+
+if TYPE_CHECKING:
+    from turnout.state.shared import RedisState
+
+ADMITTED, OVER_RPM, OVER_TPM, PROBE_TAKEN = 0, 1, 2, 3
+
+
+class Batch:
+    """Gate operations of one loop iteration: script keys and arguments, and one future for all their waiters
+    (True: answered, `results[i]` holds operation i's result; False: no answer, decide locally)."""
+
+    __slots__ = ("args", "done", "keys", "results", "size")
+
+    def __init__(self, done: asyncio.Future[bool], window_us: int) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = [window_us]
+        self.done = done
+        self.results: list[int] = []
+        self.size = 0
+
+    def add(self, keys: tuple[str, str, str], op: tuple[Any, ...]) -> int:
+        self.keys += keys
+        self.args += op
+        self.size += 1
+        return self.size - 1
+
+    def finish(self, answered: bool, results: list[int] | None = None) -> None:
+        if not self.done.done():
+            if results is not None:
+                self.results = results
+            self.done.set_result(answered)
+
+
+class RedisGate:
+    """One deployment's admission through Redis (limits and probe leases), with a local mirror as fallback."""
+
+    __slots__ = ("_rpm", "_state", "_tpm", "key", "keys", "limited", "limits", "mirror", "probes", "unsynced")
+
+    def __init__(self, state: RedisState, key: str, limits: Limits, probes: int) -> None:
+        self._state = state
+        self.key = key
+        self.keys = state.keys.gate(key)
+        self.limits = limits
+        self.limited = limits.rpm is not None or limits.tpm is not None
+        self.probes = max(1, probes)
+        self._rpm = -1 if limits.rpm is None else limits.rpm
+        self._tpm = -1 if limits.tpm is None else limits.tpm
+        self.mirror = SlidingWindow(None, None, window=state.window)
+        self.unsynced: set[int] = set()  # grants admitted locally while Redis was unavailable
+        self.resize(state.processes)
+
+    def resize(self, processes: int) -> None:
+        """Enforce 1/`processes` of the limits while Redis is unavailable."""
+        mirror = self.mirror
+        mirror.rpm = share(self.limits.rpm, processes)
+        mirror.tpm = share(self.limits.tpm, processes)
+        mirror.note = f": this process's share (1/{processes}) while Redis is unavailable"
+
+    async def admit(self, tokens: int, probe: float | None) -> int | str:
+        state = self._state
+        grant = state.next_id()
+        if state.ready():
+            lease = int(probe * 1_000_000) if probe is not None else 0
+            op = ("a", self._rpm, self._tpm, tokens, state.member(grant), self.probes if probe else 0, lease)
+            batch, index = state.enqueue(self.keys, op)
+            if await batch.done:
+                result = batch.results[index]
+                if result == ADMITTED:
+                    if self.limited:
+                        self.mirror.record(state.clock(), tokens, grant)
+                    return grant
+                return self._refusal(result)
+        return self._admit_locally(tokens, grant)
+
+    def _admit_locally(self, tokens: int, grant: int) -> int | str:
+        """Redis did not answer: this process's share decides; a probe goes ahead (the local breaker limits it)."""
+        if not self.limited:
+            return grant
+        reason = self.mirror.admit(self._state.clock(), tokens, grant)
+        if reason is not None:
+            return reason
+        self.unsynced.add(grant)
+        return grant
+
+    def _refusal(self, result: int) -> str:
+        if result == OVER_RPM:
+            return f"at rpm limit ({self.limits.rpm}/min across replicas)"
+        if result == OVER_TPM:
+            return f"at tpm limit ({self.limits.tpm}/min across replicas)"
+        return "half-open: another replica holds the probe"
+
+    def refund(self, grant: int) -> None:
+        tokens = self.mirror.refund(grant) if self.limited else 0
+        state = self._state
+        if tokens and grant not in self.unsynced and state.ready():
+            state.enqueue(self.keys, ("r", tokens, state.member(grant), 0, 0, 0, 0))
+
+    def release_probe(self, grant: int) -> None:
+        state = self._state
+        if state.ready():
+            state.enqueue(self.keys, ("p", state.member(grant), 0, 0, 0, 0, 0))
+
+    def usage(self) -> tuple[int, int]:
+        return self.mirror.usage(self._state.clock())
+
+    def resync_ops(self, everything: bool, to_server_us: Any) -> tuple[list[tuple[Any, ...]], set[int]]:
+        """Operations telling Redis what this process admitted while it was away (`everything`: all of this
+        process's admissions still in the window, for a Redis that lost its data), and their grants."""
+        if not self.limited:
+            return [], set()
+        state = self._state
+        window = self.mirror.entries(state.clock())
+        self.unsynced &= {grant for _, _, grant in window}  # what left the window needs no resync
+        entries = [e for e in window if everything or e[2] in self.unsynced]
+        ops = [("s", tokens, state.member(grant), to_server_us(at), 0, 0, 0) for at, tokens, grant in entries]
+        return ops, {grant for _, _, grant in entries}

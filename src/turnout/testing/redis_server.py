@@ -1,0 +1,226 @@
+"""A real `redis-server` for tests, and a TCP proxy that delays traffic ("a slow Redis"). No Redis client needed.
+
+```python
+with RedisServer() as redis:                 # a free port on 127.0.0.1, a temporary directory, no persistence
+    url = redis.url                            # redis://127.0.0.1:PORT/0
+    redis.command("SET", "k", "v")             # a tiny RESP client for assertions
+    redis.restart()                            # same port; keeps the dataset only with persist=True
+    redis.restart(keep_data=False)             # an empty restart
+    redis.stop(); redis.start()                # down, then up again
+
+async with DelayProxy(redis.port, delay=0.2) as proxy:   # every chunk forwarded 200 ms late, both ways
+    url = proxy.url
+```
+`RedisServer(binary=...)` runs another binary (e.g. `valkey-server`); `password=` sets `requirepass` (and puts it
+in `url`). Everything binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process in its own temporary directory (see the module docstring)."""
+
+    def __init__(
+        self, *, binary: str = "redis-server", persist: bool = False, port: int | None = None, password: str = ""
+    ) -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise FileNotFoundError(f"{binary} is not installed")
+        self.binary = path
+        self.persist = persist
+        self.password = password
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="turnout-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        args += ["--save", "", "--appendonly", "yes" if self.persist else "no", "--protected-mode", "no"]
+        args += ["--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                if self.command("PING") == "PONG":
+                    return self
+            if self.proc.poll() is not None:
+                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING in time")
+            time.sleep(0.02)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server (SIGKILL with `kill=True`: no shutdown save, like a crash)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.kill() if kill else proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def restart(self, *, keep_data: bool | None = None) -> None:
+        """Stop and start on the same port. The dataset survives when `keep_data` (default: `persist`) and the
+        server persists; `keep_data=False` always starts empty."""
+        self.stop(kill=not (keep_data if keep_data is not None else self.persist))
+        if keep_data is False:
+            for path in self.dir.iterdir():
+                if path.name != "redis.log":
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.start()
+
+    def command(self, *args: Any, timeout: float = 5.0) -> Any:
+        """Send one command and return its reply (str, int, list, None); an error reply raises RuntimeError."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            reader = sock.makefile("rb")
+            if self.password:
+                sock.sendall(_encode(("AUTH", self.password)))
+                _read(reader)
+            sock.sendall(_encode(args))
+            return _read(reader)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _encode(args: tuple[Any, ...]) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(f"${len(data)}\r\n".encode() + data + b"\r\n")
+    return b"".join(out)
+
+
+def _read(reader: Any) -> Any:
+    line = reader.readline()
+    if not line:
+        raise ConnectionError("connection closed")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else reader.read(size + 2)[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_read(reader) for _ in range(size)]
+    raise ConnectionError(f"unexpected reply {line!r}")
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that forwards each chunk `delay` seconds late, in both directions, in order.
+    `delay` may be changed while it runs (new chunks use the new value)."""
+
+    def __init__(self, target_port: int, *, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> DelayProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def __aenter__(self) -> DelayProxy:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        for reader, writer in ((client_r, server_w), (server_r, client_w)):
+            task = asyncio.get_running_loop().create_task(self._pump(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read chunks as they come; deliver each at its arrival time + delay (so order and pacing are kept)."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        sender = loop.create_task(deliver())
+        try:
+            while True:
+                data = await reader.read(65536)
+                queue.put_nowait((loop.time() + self.delay, data))
+                if not data:
+                    break
+            await sender
+        except (OSError, asyncio.CancelledError):
+            sender.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
