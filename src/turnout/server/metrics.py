@@ -30,6 +30,8 @@ from turnout.events import (
     Event,
     FallbackTaken,
     ResponseCompleted,
+    StateDegraded,
+    StateRecovered,
 )
 from turnout.server.aggregate import DirectoryReader
 from turnout.server.cells import CellStore
@@ -127,6 +129,20 @@ class Metrics:
             store,
             combine="max",
         )
+        # Shared state (turnout.state): degraded = Redis bypassed, limits at this process's share meanwhile.
+        self.state_degraded = GaugeFamily(
+            "turnout_state_degraded",
+            "1 while the shared state backend is unavailable (with --workers: 1 if any worker's is).",
+            ["backend"],
+            store,
+            combine="max",
+        )
+        self.state_degradations = CounterFamily(
+            "turnout_state_degradations",
+            "Times the shared state backend became unavailable (requests went on with local state).",
+            ["backend"],
+            store,
+        )
         self.families: tuple[Family, ...] = (
             self.requests,
             self.attempts,
@@ -142,6 +158,8 @@ class Metrics:
             self.breaker_transitions,
             self.reloads,
             self.config_problems,
+            self.state_degraded,
+            self.state_degradations,
         )
         self.in_flight.set((), 0)
         self.config_problems.set((), 0)
@@ -158,6 +176,8 @@ class Metrics:
             BreakerHalfOpened: lambda e: self._breaker(e.deployment, "half_open"),
             BreakerClosed: lambda e: self._breaker(e.deployment, "closed"),
             ResponseCompleted: self._completed,
+            StateDegraded: self._state_degraded,
+            StateRecovered: lambda e: self.state_degraded.set((e.backend,), 0),
         }
         self.event_types = frozenset(self._dispatch)  # the Router builds no other events for us
 
@@ -201,6 +221,10 @@ class Metrics:
     def _breaker(self, deployment: str, state: str) -> None:
         self.breaker.set((deployment,), BREAKER_STATE[state])
         self.breaker_transitions.inc((deployment, state))
+
+    def _state_degraded(self, e: StateDegraded) -> None:
+        self.state_degraded.set((e.backend,), 1)
+        self.state_degradations.inc((e.backend,))
 
     def _completed(self, e: ResponseCompleted) -> None:
         route = e.route
