@@ -24,7 +24,7 @@ defaults:
 providers: {{a: {{driver: mock, options: {{latency: {latency}}}}}, b: {{driver: mock}}}}
 models: {{flaky: {{provider: a}}, spare: {{provider: b}}}}
 routes: {{chat: {{chain: [flaky, spare]}}, direct: {{chain: [flaky]}}}}
-state: {{backend: redis, url: "{url}", sync_interval: 200ms, op_timeout: 500ms}}
+state: {{backend: redis, url: "{url}", sync_interval: 200ms, op_timeout: 5s}}
 """
 
 
@@ -108,6 +108,7 @@ async def test_half_open_probes_are_limited_cluster_wide(replicas):
     await asyncio.sleep(0.35)
     replies = await asyncio.gather(*(r.chat(model="chat", messages=HI) for r in (a, b, a, b)))
     served = [r.served_by for r in replies]
+    assert (a.readiness()["state"], b.readiness()["state"]) == ("ok", "ok")
     assert served.count("a/flaky") == 1
     details = {r.attempts[0].detail for r in replies if r.served_by == "b/spare"}
     assert "half-open: another replica holds the probe" in details

@@ -24,7 +24,7 @@ async def replicas(redis_server: RedisServer) -> AsyncIterator[Callable[..., Red
 
     async def make(**options) -> RedisState:
         prefix = options.pop("key_prefix", "turnout:")
-        spec = StateSpec(backend="redis", url=Secret(redis_server.url), key_prefix=prefix, op_timeout=1.0)
+        spec = StateSpec(backend="redis", url=Secret(redis_server.url), key_prefix=prefix, op_timeout=5.0)
         state = RedisState(spec, **options)
         await state.start()
         started.append(state)

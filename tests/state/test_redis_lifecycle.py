@@ -25,7 +25,7 @@ state: {{backend: redis, url: "{url}", sync_interval: 100ms, op_timeout: {op_tim
 """
 
 
-def _file(url: str, *, op_timeout: str = "500ms", prefix: str = "turnout:") -> str:
+def _file(url: str, *, op_timeout: str = "2s", prefix: str = "turnout:") -> str:
     return FILE.format(url=url, op_timeout=op_timeout, prefix=prefix)
 
 

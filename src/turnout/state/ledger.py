@@ -83,32 +83,39 @@ def totals_of(summed: Mapping[UsageKey, list[int]]) -> dict[UsageKey, UsageTotal
 
 
 class Ledger:
-    """Rows of usage counters. `record` is on every served request's path, so it does one dict lookup and a few
-    integer additions; the UTC day is recomputed only when the wall clock crosses midnight."""
+    """Rows of usage counters. `record` is on every served request's path: one clock read, one dict lookup on a
+    3-tuple and a few integer additions; the UTC day is recomputed only when the wall clock crosses midnight."""
 
-    __slots__ = ("_day", "_day_end", "_day_start", "_wall", "rows")
+    __slots__ = ("_day", "_day_end", "_day_start", "_today", "_wall", "days")
 
     def __init__(self, *, wall: Callable[[], float] = time.time) -> None:
         self._wall = wall
-        self.rows: Rows = {}
+        self.days: dict[str, dict[tuple[str, str, str], list[int]]] = {}  # day -> (route, deployment, client) -> row
+        self._today: dict[tuple[str, str, str], list[int]] = {}
         self._day = ""
         self._day_start = 0.0
         self._day_end = 0.0
 
+    def _roll(self, now: float) -> None:
+        day = datetime.fromtimestamp(now, UTC).date()
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+        self._day, self._day_start, self._day_end = day.isoformat(), start, start + 86400.0
+        self._today = self.days.setdefault(self._day, {})
+
     def today(self) -> str:
         now = self._wall()
         if not self._day_start <= now < self._day_end:
-            day = datetime.fromtimestamp(now, UTC).date()
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
-            self._day, self._day_start, self._day_end = day.isoformat(), start, start + 86400.0
+            self._roll(now)
         return self._day
 
     def record(self, route: str, deployment: str, client: str, usage: Usage, cost: float | None) -> None:
         """Count one served request. Unknown token counts add nothing; an unknown cost counts as unpriced."""
-        key = (self.today(), route, deployment, client)
-        row = self.rows.get(key)
+        now = self._wall()
+        if not self._day_start <= now < self._day_end:
+            self._roll(now)
+        row = self._today.get((route, deployment, client))
         if row is None:
-            row = self.rows[key] = [0, 0, 0, 0, 0, 0]
+            row = self._today[(route, deployment, client)] = [0, 0, 0, 0, 0, 0]
         row[0] += 1
         if usage.prompt_tokens is not None:
             row[1] += usage.prompt_tokens
@@ -120,28 +127,38 @@ class Ledger:
         elif cost > 0:
             row[4] += round(cost * NANO)
 
+    @property
+    def rows(self) -> Rows:
+        """Every row, keyed (day, route, deployment, client)."""
+        return {(day, *key): row for day, rows in self.days.items() for key, row in rows.items()}
+
     def take(self) -> Rows:
         """Hand every row over (to be flushed) and start empty."""
-        rows, self.rows = self.rows, {}
+        rows = self.rows
+        self.days = {}
+        self._day_start = self._day_end = 0.0  # the next record starts a fresh dict for today
         return rows
 
     def merge(self, rows: Mapping[RowKey, list[int]]) -> None:
-        """Put rows back (a flush that failed), adding to whatever was recorded meanwhile."""
-        for key, counters in rows.items():
-            row = self.rows.get(key)
+        """Add rows (e.g. a flush that failed) to whatever was recorded meanwhile."""
+        for (day, route, deployment, client), counters in rows.items():
+            day_rows = self.days.setdefault(day, {})
+            row = day_rows.get((route, deployment, client))
             if row is None:
-                self.rows[key] = list(counters)
+                day_rows[(route, deployment, client)] = list(counters)
             else:
                 for i, value in enumerate(counters):
                     row[i] += value
+        if self._day in self.days:
+            self._today = self.days[self._day]
 
     def summed(self, days: tuple[str, ...] | None) -> dict[UsageKey, list[int]]:
         """This ledger's rows of the given days (None: all of them), summed per UsageKey."""
-        wanted = None if days is None else frozenset(days)
         out: dict[UsageKey, list[int]] = {}
-        for (day, route, deployment, client), counters in self.rows.items():
-            if wanted is None or day in wanted:
-                add_row(out, UsageKey(route, deployment, client), counters)
+        for day, rows in self.days.items():
+            if days is None or day in days:
+                for (route, deployment, client), counters in rows.items():
+                    add_row(out, UsageKey(route, deployment, client), counters)
         return out
 
 

@@ -83,7 +83,7 @@ class UsageStore:
     def add_local(self, summed: dict[UsageKey, list[int]], ledger: Ledger, days: tuple[str, ...] | None) -> None:
         """Add this process's counters that are not in Redis yet (pending and unconfirmed rows)."""
         pending = Ledger()
-        pending.rows = dict(ledger.rows)
+        pending.merge(ledger.rows)
         if self.unacked is not None:
             pending.merge(self.unacked[1])
         for key, counters in pending.summed(days).items():
