@@ -4,7 +4,7 @@
 is installed once per test session through the system package manager (`apt-get install -y PACKAGE`, when
 running as root with apt available), under a file lock so parallel xdist workers install it once. When it is
 still missing the test is skipped with the reason, except under `CI=true`, where that is a failure: CI must
-never pass by quietly skipping what it was meant to test.
+never pass by quietly skipping what it was meant to test. `TURNOUT_TEST_NO_INSTALL=1` turns installing off.
 
 Fixtures for Redis: `redis_server` (a started `turnout.testing.redis_server.RedisServer`, stopped afterwards)
 and `redis_factory` (start several, or with `persist=True`).
@@ -24,6 +24,7 @@ import pytest
 
 from turnout.testing.redis_server import RedisServer
 
+pytest_plugins = ["pytester"]  # tests/test_provisioning.py runs this file's provisioning in a scratch session
 INSTALL_TIMEOUT = 600  # seconds for one apt-get run
 
 
@@ -84,9 +85,11 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], s
     lock_dir = tmp_path_factory.getbasetemp().parent / "turnout-provision"  # shared by xdist workers
     cache: dict[str, Provision] = {}
 
+    install = os.environ.get("TURNOUT_TEST_NO_INSTALL", "") not in ("1", "true")
+
     def require(name: str, apt_package: str) -> str:
         if name not in cache:
-            cache[name] = provision(name, apt_package, lock_dir)
+            cache[name] = provision(name, apt_package, lock_dir, install=install)
         found = cache[name]
         if found.path is None:
             missing(found.reason)
