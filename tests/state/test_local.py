@@ -112,7 +112,8 @@ async def test_readiness_reports_the_local_state():
         readiness = router.readiness()
     assert readiness["state"] == "ok"
     assert readiness["state_backend"] == "local"
-    assert readiness["workers"] == 3
+    assert readiness["state_processes"] == 3
+    assert readiness["state_error"] is None and readiness["state_restart_required"] is False
 
 
 async def test_a_reload_keeps_the_window_of_an_unchanged_deployment():

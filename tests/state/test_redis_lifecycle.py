@@ -108,3 +108,25 @@ async def test_two_routers_in_one_process_are_two_replicas(redis_server):
         assert a.state.replica != b.state.replica  # type: ignore[attr-defined]
         assert len(_turnout_clients(redis_server)) == 6
     assert served == ["a/m", "a/m", "a/m", "b/spare"]
+
+
+async def test_a_lost_pubsub_connection_is_noticed_and_replaced(redis_server):
+    """When only the breaker-news connection is cut (CLIENT KILL), the backend notices at once, reconnects, and
+    breaker news flows again."""
+    async with (
+        Router(load_text(_file(redis_server.url), env={})) as a,
+        Router(load_text(_file(redis_server.url), env={})) as b,
+    ):
+        assert redis_server.command("CLIENT", "KILL", "TYPE", "pubsub") == 2
+        for _ in range(100):
+            if b.readiness()["state"] == "ok" and b.state.degradations == 1:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.05)
+        assert b.state.degradations == 1  # type: ignore[attr-defined]
+        assert b.readiness()["state"] == "ok"
+        a.health["b/spare"].breaker.trip()
+        for _ in range(100):
+            if b.health["b/spare"].breaker.state == "open":
+                break
+            await asyncio.sleep(0.02)
+        assert b.health["b/spare"].breaker.state == "open"

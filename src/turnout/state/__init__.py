@@ -43,6 +43,8 @@ def open_state(
     is missing."""
     if spec.backend != "redis":
         return LocalState(spec, workers=workers, clock=clock)
+    if spec.url is None:
+        raise ConfigError([Problem(source, 0, 0, "state.url", "backend redis needs a url")])
     try:
         from turnout.state.shared import RedisState
     except ImportError as exc:

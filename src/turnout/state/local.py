@@ -87,6 +87,7 @@ class LocalState:
         self._wall = wall
         self._ids = itertools.count(1).__next__
         self.ledger = Ledger(wall=wall)
+        self.restart_required = False
 
     def gate(self, key: str, limits: Limits, probes: int) -> LocalGate | None:
         if limits.rpm is None and limits.tpm is None:
@@ -104,10 +105,17 @@ class LocalState:
         return totals_of(self.ledger.summed(period_days(period, resolve_day(at, self._wall))))
 
     def status(self) -> dict[str, Any]:
-        return {"state": "ok", "state_backend": "local", "workers": self.workers}
+        return {
+            "state": "ok",
+            "state_backend": "local",
+            "state_processes": self.workers,
+            "state_error": None,
+            "state_restart_required": self.restart_required,
+        }
 
     def reconfigure(self, spec: StateSpec) -> None:
         if spec.identity != self.spec.identity:
+            self.restart_required = True
             log.warning("state.backend, url or key_prefix changed: restart to apply; still using the local backend")
         self.spec = spec
 

@@ -52,8 +52,17 @@ class Script:
 class Link:
     """One pipelined Redis connection (see the module docstring). `name` shows in CLIENT LIST."""
 
-    def __init__(self, url: str, *, name: str, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        connect_timeout: float,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_lost(reason)` is called when the connection ends by itself (not by `abort`/`close`)."""
         self._secrets = _passwords(url)
+        self._on_lost = on_lost
         self._pool = ConnectionPool.from_url(
             url,
             socket_connect_timeout=connect_timeout,
@@ -69,6 +78,7 @@ class Link:
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._reader: asyncio.Task[None] | None = None
         self._on_message: Callable[[bytes], None] | None = None
+        self._dropped = False  # abort()/close() was called: a connect still under way must not come alive
         self.closed_reason: str | None = "not connected"
 
     @property
@@ -84,6 +94,10 @@ class Link:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
             raise StoreError(self._safe(f"cannot connect: {exc}")) from None
+        if self._dropped:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise StoreError(self.closed_reason or "closed")
         self._conn = conn
         self._writer = conn._writer  # written directly: one syscall per call, no await (see the module docstring)
         self.closed_reason = None
@@ -148,7 +162,10 @@ class Link:
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError, Exception) as exc:  # anything that ends the connection ends the link
-            self._fail(self._safe(f"connection lost: {exc}"))
+            reason = self._safe(f"connection lost: {exc}")
+            self._fail(reason)
+            if self._on_lost is not None:
+                self._on_lost(reason)
 
     def _answer(self, reply: Reply, error: StoreError | None) -> None:
         if not self._waiting:
@@ -176,12 +193,14 @@ class Link:
 
     def abort(self, reason: str) -> None:
         """Drop the connection now (a late reply must not answer the wrong call); the reader ends."""
+        self._dropped = True
         self._fail(reason)
         reader, self._reader = self._reader, None
         if reader is not None and reader is not _current_task():
             reader.cancel()
 
     async def close(self) -> None:
+        self._dropped = True
         self._fail("closed")
         reader, self._reader = self._reader, None
         if reader is not None and reader is not _current_task():

@@ -188,7 +188,7 @@ class RedisState:
         return {
             "state": self.mode,
             "state_backend": "redis",
-            "state_replicas": self.processes,
+            "state_processes": self.processes,
             "state_error": self.last_error if self.mode == "degraded" else None,
             "state_restart_required": self.restart_required,
         }
@@ -293,11 +293,14 @@ class RedisState:
         """Open the links, take a heartbeat within op_timeout (lenient on the very first try), resynchronise."""
         await self._close_links()
         url = self._url.reveal()
-        links = [Link(url, name=f"turnout-{kind}", connect_timeout=CONNECT_TIMEOUT) for kind in ("gate", "bg", "sub")]
+        links = [
+            Link(url, name=f"turnout-{kind}", connect_timeout=CONNECT_TIMEOUT, on_lost=self._lost)
+            for kind in ("gate", "bg", "sub")
+        ]
+        self._link, self._bg, self._sub = links  # owned now: a cancelled connect still closes them (aclose)
         try:
             for link in links:
                 await link.open()
-            self._link, self._bg, self._sub = links
             beat = await self._heartbeat(CONNECT_TIMEOUT if first and self.mode == "starting" else None)
             await asyncio.wait_for(links[2].subscribe(self.keys.channel, self._on_message), BACKGROUND_TIMEOUT)
             data_lost = self._epoch_changed(beat[3])
@@ -305,12 +308,14 @@ class RedisState:
             self._apply_beat(beat)
         except (StoreError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within op_timeout ({format_duration(self.spec.op_timeout)})"
-            for link in links:
-                link.abort(reason)
-            self._link = self._bg = self._sub = None
             self.degrade(reason)
             return
         self._recovered(data_lost)
+
+    def _lost(self, reason: str) -> None:
+        """A link's connection ended by itself (Redis went away, or a proxy cut it)."""
+        if self._healthy:
+            self.degrade(reason)
 
     async def _heartbeat(self, within: float | None = None) -> list[Any]:
         bg = self._bg
