@@ -39,6 +39,7 @@ from turnout.router.client import Router
 from turnout.router.conversation import Conversation
 from turnout.router.graph import DispatchGraph
 from turnout.router.streaming import ChatStream
+from turnout.state import UsageKey, UsageTotals
 from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Splice, Usage
 
 __all__ = [
@@ -84,4 +85,6 @@ __all__ = [
     "StreamContinued",
     "TurnoutError",
     "Usage",
+    "UsageKey",
+    "UsageTotals",
 ]
