@@ -39,7 +39,7 @@ _PROVIDER_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One difference. `section`: routes | pools | deployments | providers | server; `kind`: added | removed |
+    """One difference. `section`: routes | pools | deployments | providers | server | state; `kind`: added | removed |
     changed; `field` names what changed (dotted, "" for a whole item); `note` adds e.g. a relative price change."""
 
     section: str
@@ -86,6 +86,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], *, remote: bool = Fa
         *_deployments(old["deployments"], new["deployments"]),
         *_providers(old["providers"], new["providers"]),
         *_fields("server", "server", old["server"], new["server"]),
+        *_state(old.get("state") or {}, new.get("state") or {}),
     ]
     warnings = _environment_warnings(old, new) if remote else ()
     return Plan(old["source"], new["source"], tuple(changes), health_plan(old, new), tuple(warnings))
@@ -216,6 +217,22 @@ def _providers(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Chang
         if not changes and old[name]["digest"] != new[name]["digest"]:
             note = "credentials, header values or masked settings changed"
             yield Change("providers", name, "changed", "credentials", note=note)
+
+
+def _state(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
+    """The state section (absent from an older sidecar's snapshot: nothing to compare). A new backend, url or key
+    prefix takes a restart: a reload keeps the running backend, so the note says so."""
+    if not old or not new:
+        return
+    for change in _fields("state", "state", old, new):
+        if change.field == "url_digest":
+            if old.get("url") == new.get("url"):
+                note = "url credentials changed (takes effect on a restart)"
+                yield Change("state", "state", "changed", "credentials", note=note)
+            continue
+        restart = change.field in ("backend", "url", "key_prefix")
+        yield Change(change.section, change.subject, change.kind, change.field, change.old, change.new,
+                     "takes effect on a restart" if restart else "")  # fmt: skip
 
 
 def _fields(section: str, subject: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:

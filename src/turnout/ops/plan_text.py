@@ -13,9 +13,9 @@ from turnout.ops.common import Style, plural
 from turnout.ops.plan_diff import Change, Plan
 from turnout.schema.units import format_duration
 
-SECTIONS = ("routes", "pools", "deployments", "providers", "server")
+SECTIONS = ("routes", "pools", "deployments", "providers", "server", "state")
 _ROUTE_SHAPE = ("chain", "deployments entering", "deployments leaving", "try order", "description", "requires")
-_DURATIONS = ("deadline", "timeout", "initial", "backoff.max", "max_retry_after")
+_DURATIONS = ("deadline", "timeout", "initial", "backoff.max", "max_retry_after", "interval")
 _MARK = {"added": "+", "removed": "-", "changed": "~"}
 _COLOUR = {"+": "green", "-": "red", "~": "yellow"}
 LIST_LIMIT = 12  # names shown before "and N more" (the JSON always has them all)
@@ -47,7 +47,7 @@ def _summary(plan: Plan) -> str:
     for section in SECTIONS:
         subjects = {c.subject for c in plan.changes if c.section == section}
         if subjects:
-            noun = "server setting" if section == "server" else section.rstrip("s")
+            noun = f"{section} setting" if section in ("server", "state") else section.rstrip("s")
             parts.append(plural(len(subjects), noun))
     return f"{plural(len(plan.changes), 'change')}: " + ", ".join(parts) + " affected"
 

@@ -51,6 +51,7 @@ def snapshot(config: Config, *, salt: str | None = None, key: str = "") -> dict[
         },
         "routes": {name: _route(config, route) for name, route in config.routes.items()},
         "server": _server(config),
+        "state": _state(config, sign),
     }
 
 
@@ -132,6 +133,19 @@ def _server(config: Config) -> dict[str, Any]:
         "protect_metrics": server.protect_metrics,
         "drain_timeout": server.drain_timeout,
         "watch": server.watch,
+    }
+
+
+def _state(config: Config, sign: _Signer) -> dict[str, Any]:
+    """The state section; the url masked, plus a digest of it so a password-only change still shows."""
+    state = config.state
+    return {
+        "backend": state.backend,
+        "url": mask_url(state.url.reveal()) if state.url is not None else None,
+        "url_digest": sign(state.url) if state.url is not None else None,
+        "key_prefix": state.key_prefix,
+        "op_timeout": state.op_timeout,
+        "sync_interval": state.sync_interval,
     }
 
 
