@@ -26,19 +26,17 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import date
-from functools import partial
 from typing import Any
 
 from turnout.config import Limits, StateSpec
 from turnout.events import Event, StateDegraded, StateRecovered
-from turnout.schema.units import format_duration
 from turnout.state import window as _window
 from turnout.state.base import BreakerNews, StoreError
 from turnout.state.keys import Keys
 from turnout.state.ledger import Ledger, Period, UsageKey, UsageTotals, period_days, resolve_day, totals_of
 from turnout.state.news import Newsroom, parse_message
 from turnout.state.redis import Link, Script
-from turnout.state.shared_gate import Batch, RedisGate
+from turnout.state.shared_gate import Batcher, RedisGate, as_ms
 from turnout.state.usage_store import UsageStore
 
 log = logging.getLogger("turnout.state")
@@ -73,7 +71,7 @@ class RedisState:
         self.keys = Keys(spec.key_prefix)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.window = _window.WINDOW
-        self._window_us = int(self.window * 1_000_000)
+        self.window_us = int(self.window * 1_000_000)
         self.next_id = itertools.count(1).__next__
         self.ledger = Ledger(wall=wall)
         self.usage_store = UsageStore(self.keys, self.replica)
@@ -90,7 +88,7 @@ class RedisState:
         self._link: Link | None = None  # the request path's gate batches
         self._bg: Link | None = None  # heartbeat, flushes, publishes, reads
         self._sub: Link | None = None  # breaker news
-        self._batch: Batch | None = None
+        self.batcher = Batcher(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._publishing: asyncio.Task[None] | None = None
@@ -108,50 +106,13 @@ class RedisState:
     def member(self, grant: int) -> str:
         return f"{self.replica}:{grant}"
 
-    def enqueue(self, keys: tuple[str, str, str], op: tuple[Any, ...]) -> tuple[Batch, int]:
-        """Add a gate operation to this loop iteration's batch (sent once the iteration's callbacks ran)."""
-        batch = self._batch
-        if batch is None:
-            loop = self._loop
-            assert loop is not None
-            batch = self._batch = Batch(loop.create_future(), self._window_us)
-            loop.call_soon(self._send_batch)
-        return batch, batch.add(keys, op)
+    def link(self) -> Link | None:
+        """The request path's link, while healthy."""
+        return self._link if self._healthy else None
 
-    def _send_batch(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch is None:
-            return
-        link = self._link
-        if link is None or not self._healthy:
-            batch.finish(False)
-            return
-        try:
-            reply = link.script(self.scripts["gate"], batch.keys, batch.args)
-        except StoreError as exc:
-            batch.finish(False)
-            self.degrade(str(exc))
-            return
-        loop = self._loop
-        assert loop is not None
-        timer = loop.call_later(self.spec.op_timeout, self._batch_late, batch)
-        reply.add_done_callback(partial(self._batch_answered, batch, timer))
-
-    def _batch_answered(self, batch: Batch, timer: asyncio.TimerHandle, reply: asyncio.Future[Any]) -> None:
-        timer.cancel()
-        error = reply.exception()
-        if error is not None:
-            batch.finish(False)
-            self.degrade(str(error))
-            return
-        values = reply.result()
-        self._offset_us = int(values[0]) * 1_000_000 + int(values[1]) - int(self.clock() * 1_000_000)
-        batch.finish(True, values[2:])
-
-    def _batch_late(self, batch: Batch) -> None:
-        if not batch.done.done():
-            batch.finish(False)
-            self.degrade(f"no answer within op_timeout ({format_duration(self.spec.op_timeout)})")
+    def offset_from(self, seconds: Any, micros: Any) -> None:
+        """Note the server's time of a reply (its TIME), to map our clock onto it."""
+        self._offset_us = int(seconds) * 1_000_000 + int(micros) - int(self.clock() * 1_000_000)
 
     def to_server_us(self, at: float) -> int:
         """A reading of our clock as the server's time in microseconds (offset from the latest reply)."""
@@ -273,7 +234,7 @@ class RedisState:
             self._loop = loop
             self._task = None
             self._publishing = None
-            self._batch = None
+            self.batcher.abort()
         if connect_now and self._task is None and not self._closed:
             self._spawn_sync()
 
@@ -307,7 +268,7 @@ class RedisState:
             await self._resync(data_lost)
             self._apply_beat(beat)
         except (StoreError, TimeoutError) as exc:
-            reason = str(exc) or f"no answer within op_timeout ({format_duration(self.spec.op_timeout)})"
+            reason = str(exc) or f"no answer within op_timeout ({as_ms(self.spec.op_timeout)})"
             self.degrade(reason)
             return
         self._recovered(data_lost)
@@ -325,7 +286,7 @@ class RedisState:
         keys = (self.keys.replicas, self.keys.epoch, self.keys.breakers)
         reply = bg.script(self.scripts["sync"], keys, (self.replica, ttl, os.urandom(8).hex()))
         values = await asyncio.wait_for(reply, within or self.spec.op_timeout)
-        self._offset_us = int(values[0]) * 1_000_000 + int(values[1]) - int(self.clock() * 1_000_000)
+        self.offset_from(values[0], values[1])
         return list(values)
 
     def _epoch_changed(self, epoch: Any) -> bool:
@@ -363,7 +324,7 @@ class RedisState:
         if bg is None:
             raise StoreError("not connected")
         keys: list[str] = []
-        args: list[Any] = [self._window_us]
+        args: list[Any] = [self.window_us]
         pushed: list[tuple[RedisGate, set[int]]] = []
         for gate in list(self.gates.values()):
             ops, grants = gate.resync_ops(everything, self.to_server_us)
@@ -405,9 +366,7 @@ class RedisState:
             self.news.receive(*parsed)
 
     def _abort_links(self, reason: str) -> None:
-        batch, self._batch = self._batch, None
-        if batch is not None:
-            batch.finish(False)
+        self.batcher.abort()
         for link in (self._link, self._bg, self._sub):
             if link is not None:
                 link.abort(reason)

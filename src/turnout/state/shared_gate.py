@@ -14,9 +14,11 @@ an outage it tells Redis what it admitted meanwhile (or everything in the window
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from turnout.config import Limits
+from turnout.state.base import StoreError
 from turnout.state.window import SlidingWindow, share
 
 if TYPE_CHECKING:
@@ -51,6 +53,65 @@ class Batch:
             self.done.set_result(answered)
 
 
+class Batcher:
+    """The request path's one round trip: gate operations queued during one loop iteration leave together in one
+    gate.lua call once the iteration's callbacks ran; a timer bounds the wait to op_timeout."""
+
+    __slots__ = ("_current", "_state")
+
+    def __init__(self, state: RedisState) -> None:
+        self._state = state
+        self._current: Batch | None = None
+
+    def enqueue(self, keys: tuple[str, str, str], op: tuple[Any, ...]) -> tuple[Batch, int]:
+        batch = self._current
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._current = Batch(loop.create_future(), self._state.window_us)
+            loop.call_soon(self._send)
+        return batch, batch.add(keys, op)
+
+    def abort(self) -> None:
+        """Answer the batch being collected "unknown" (the backend degraded or changed loops)."""
+        batch, self._current = self._current, None
+        if batch is not None:
+            batch.finish(False)
+
+    def _send(self) -> None:
+        batch, self._current = self._current, None
+        if batch is None:
+            return
+        state = self._state
+        link = state.link()
+        if link is None:
+            batch.finish(False)
+            return
+        try:
+            reply = link.script(state.scripts["gate"], batch.keys, batch.args)
+        except StoreError as exc:
+            batch.finish(False)
+            state.degrade(str(exc))
+            return
+        timer = asyncio.get_running_loop().call_later(state.spec.op_timeout, self._late, batch)
+        reply.add_done_callback(partial(self._answered, batch, timer))
+
+    def _answered(self, batch: Batch, timer: asyncio.TimerHandle, reply: asyncio.Future[Any]) -> None:
+        timer.cancel()
+        error = reply.exception()
+        if error is not None:
+            batch.finish(False)
+            self._state.degrade(str(error))
+            return
+        values = reply.result()
+        self._state.offset_from(values[0], values[1])
+        batch.finish(True, values[2:])
+
+    def _late(self, batch: Batch) -> None:
+        if not batch.done.done():
+            batch.finish(False)
+            self._state.degrade(f"no answer within op_timeout ({as_ms(self._state.spec.op_timeout)})")
+
+
 class RedisGate:
     """One deployment's admission through Redis (limits and probe leases), with a local mirror as fallback."""
 
@@ -82,7 +143,7 @@ class RedisGate:
         if state.ready():
             lease = int(probe * 1_000_000) if probe is not None else 0
             op = ("a", self._rpm, self._tpm, tokens, state.member(grant), self.probes if probe else 0, lease)
-            batch, index = state.enqueue(self.keys, op)
+            batch, index = state.batcher.enqueue(self.keys, op)
             if await batch.done:
                 result = batch.results[index]
                 if result == ADMITTED:
@@ -113,12 +174,12 @@ class RedisGate:
         tokens = self.mirror.refund(grant) if self.limited else 0
         state = self._state
         if tokens and grant not in self.unsynced and state.ready():
-            state.enqueue(self.keys, ("r", tokens, state.member(grant), 0, 0, 0, 0))
+            state.batcher.enqueue(self.keys, ("r", tokens, state.member(grant), 0, 0, 0, 0))
 
     def release_probe(self, grant: int) -> None:
         state = self._state
         if state.ready():
-            state.enqueue(self.keys, ("p", state.member(grant), 0, 0, 0, 0, 0))
+            state.batcher.enqueue(self.keys, ("p", state.member(grant), 0, 0, 0, 0, 0))
 
     def usage(self) -> tuple[int, int]:
         return self.mirror.usage(self._state.clock())
@@ -134,3 +195,7 @@ class RedisGate:
         entries = [e for e in window if everything or e[2] in self.unsynced]
         ops = [("s", tokens, state.member(grant), to_server_us(at), 0, 0, 0) for at, tokens, grant in entries]
         return ops, {grant for _, _, grant in entries}
+
+
+def as_ms(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms"
