@@ -221,7 +221,8 @@ class RedisState:
             if self._emit is not None:
                 self._emit(StateRecovered(self.clock(), "redis", down, data_lost))
         else:
-            log.info("state: sharing limits, breakers and usage through Redis (%d processes)", self.processes)
+            processes = f"{self.processes} process{'es' if self.processes != 1 else ''}"
+            log.info("state: sharing limits, breakers and usage through Redis (%s)", processes)
 
     # -- the background -------------------------------------------------------------------------------------
     def _adopt_loop(self, *, connect_now: bool = True) -> None:
