@@ -59,7 +59,10 @@ class Redactor:
         hosts: set[str] = set()
         for name, value in _walk(config):
             if isinstance(value, Secret):
-                secrets.add(value.reveal())
+                revealed = value.reveal()
+                secrets.add(revealed)
+                if "url" in name.lower() and "://" in revealed:  # a state store's url is a Secret as a whole
+                    secrets.update(_url_parts(revealed)[0])
             elif isinstance(value, str) and "url" in name.lower() and "://" in value:
                 url_secrets, host = _url_parts(value)
                 secrets.update(url_secrets)

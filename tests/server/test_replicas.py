@@ -37,7 +37,7 @@ defaults:
   retry: {{attempts: 0}}
   breaker: {{failure_threshold: 2, recovery_timeout: 60s}}
 providers:
-  up: {{driver: mock}}
+  up: {{driver: mock, options: {{request_directives: true}}}}
   other: {{driver: mock}}
 models:
   limited: {{provider: up, limits: {{rpm: 60}}}}

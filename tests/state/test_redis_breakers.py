@@ -21,7 +21,7 @@ version: 1
 defaults:
   retry: {{attempts: 0}}
   breaker: {{failure_threshold: 2, recovery_timeout: {recovery}, half_open_probes: 1}}
-providers: {{a: {{driver: mock, options: {{latency: {latency}}}}}, b: {{driver: mock}}}}
+providers: {{a: {{driver: mock, options: {{latency: {latency}, request_directives: true}}}}, b: {{driver: mock}}}}
 models: {{flaky: {{provider: a}}, spare: {{provider: b}}}}
 routes: {{chat: {{chain: [flaky, spare]}}, direct: {{chain: [flaky]}}}}
 state: {{backend: redis, url: "{url}", sync_interval: 200ms, op_timeout: 5s}}

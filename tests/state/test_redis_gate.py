@@ -62,6 +62,33 @@ async def test_a_tpm_limit_is_shared_and_a_refund_frees_tokens_everywhere(replic
     assert isinstance(await gate_b.admit(200, None), int)
 
 
+async def test_a_forgotten_admission_frees_its_request_and_tokens_everywhere(replicas):
+    """An attempt the client caused to fail is uncounted on Redis too: another replica may use its slot."""
+    a, b = await replicas(), await replicas()
+    gate_a, gate_b = a.gate("p/m", Limits(rpm=1, tpm=1000), 1), b.gate("p/m", Limits(rpm=1, tpm=1000), 1)
+    grant = await gate_a.admit(600, None)
+    assert isinstance(grant, int)
+    assert await gate_b.admit(1, None) == "at rpm limit (1/min across replicas)"
+    gate_a.forget(grant)
+    await asyncio.sleep(0.05)
+    assert isinstance(await gate_b.admit(1000, None), int)
+
+
+async def test_refunds_of_admissions_redis_lost_never_go_below_zero(replicas, redis_server):
+    """After Redis lost its data (FLUSHALL), refunding or forgetting admissions it no longer has leaves every
+    counter at zero or above."""
+    state = await replicas()
+    gate = state.gate("p/m", Limits(rpm=10, tpm=10000), 1)
+    grants = [await gate.admit(500, None) for _ in range(3)]
+    redis_server.command("FLUSHALL")
+    await gate.admit(100, None)  # re-creates the window with this one admission only
+    gate.refund(grants[0])  # type: ignore[arg-type]
+    gate.forget(grants[1])  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert int(redis_server.command("GET", "{turnout:}wt:p/m")) >= 0
+    assert redis_server.command("ZCARD", "{turnout:}w:p/m") == 1
+
+
 async def test_the_window_slides_on_the_servers_clock(replicas, monkeypatch):
     """With a 1 s window, a full limit frees up again after the window, not before (server time, not ours)."""
     monkeypatch.setattr(window_module, "WINDOW", 1.0)

@@ -25,7 +25,7 @@ HI = [{"role": "user", "content": "hello"}]
 FILE = """\
 version: 1
 defaults: {{retry: {{attempts: 0}}}}
-providers: {{a: {{driver: mock}}, b: {{driver: mock}}}}
+providers: {{a: {{driver: mock, options: {{request_directives: true}}}}, b: {{driver: mock}}}}
 models:
   limited: {{provider: a, limits: {{rpm: {rpm}, tpm: 10000000}}, price: {{input: 1.0, output: 1.0}}}}
   spare: {{provider: b}}
@@ -135,18 +135,19 @@ async def test_killing_redis_under_load_fails_no_request_and_sharing_resumes(rou
 
 async def test_an_empty_restart_crashes_nothing_and_leaves_no_negative_counter(routers, redis_server):
     """Redis restarted without its data: requests go on, the loss is noticed (data_lost), this process's window
-    is written back, refunds of vanished admissions never push a counter below zero, usage starts again at 0."""
+    is written back (a request the client caused to fail is not in it), no counter is ever below zero, usage
+    starts again at 0."""
     router, events = await routers(redis_server.url, rpm=5)
     for _ in range(3):
         await router.chat(model="chat", messages=HI)
     fault = {"turnout_mock": {"faults": [{"kind": "status", "status": 400}]}}
     redis_server.restart(keep_data=False)
-    with pytest.raises(Exception):  # noqa: B017 - a 400 from the provider: the attempt is refunded
+    with pytest.raises(Exception):  # noqa: B017 - a 400 from the provider: the client's fault, not counted
         await router.chat(model="chat", messages=HI, **fault)
     await _until(lambda: router.readiness()["state"] == "ok" and bool(events.of(StateRecovered)))
     assert events.of(StateRecovered)[-1].data_lost is True
     replies = [await router.chat(model="chat", messages=HI) for _ in range(3)]
-    assert [r.served_by for r in replies].count("a/limited") == 1  # 3 + 1 refused-but-counted + 1 = 5
+    assert [r.served_by for r in replies].count("a/limited") == 2  # 3 before + 2 = 5 (the 400 is forgotten)
     await asyncio.sleep(0.3)  # a flush
     for key in redis_server.command("KEYS", "*"):
         kind = redis_server.command("TYPE", key)

@@ -176,6 +176,20 @@ class RedisGate:
         if tokens and grant not in self.unsynced and state.ready():
             state.batcher.enqueue(self.keys, ("r", tokens, state.member(grant), 0, 0, 0, 0))
 
+    def forget(self, grant: int) -> None:
+        if not self.limited:
+            return
+        mirror = self.mirror
+        tokens = next((counted for _, counted, owner in mirror.entries(self._state.clock()) if owner == grant), None)
+        if tokens is None:
+            return  # left the window already
+        mirror.forget(grant)
+        state = self._state
+        if grant in self.unsynced:
+            self.unsynced.discard(grant)
+        elif state.ready():
+            state.batcher.enqueue(self.keys, ("f", tokens, state.member(grant), 0, 0, 0, 0))
+
     def release_probe(self, grant: int) -> None:
         state = self._state
         if state.ready():

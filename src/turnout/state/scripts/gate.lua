@@ -5,6 +5,7 @@
 -- ARGV[1]: window length in microseconds; then 7 per operation:
 --   "a" rpm tpm tokens member probes lease_us   admit (rpm/tpm -1 = none; probes 0 = not a probe)
 --   "r" tokens member - - - -                    refund: the admission `member` used no tokens after all
+--   "f" tokens member - - - -                    forget: the admission `member` was the client's fault: uncount it
 --   "p" member - - - - -                         release the probe lease `member`
 --   "s" tokens member at_us - - -                resync: count an admission made while Redis was away
 -- Returns {seconds, microseconds, result per operation}; an admit's result is 0 admitted, 1 over rpm, 2 over
@@ -67,6 +68,14 @@ local function admit(zk, tk, pk, rpm, tpm, tokens, member, probes, lease)
   return result
 end
 
+local function forget(zk, tk, tokens, member)
+  if redis.call('ZREM', zk, member .. ':' .. string.format('%d', tokens)) == 1 and tokens > 0 then
+    if redis.call('DECRBY', tk, tokens) < 0 then
+      redis.call('SET', tk, 0)
+    end
+  end
+end
+
 local function refund(zk, tk, tokens, member)
   local old = member .. ':' .. string.format('%d', tokens)
   local score = redis.call('ZSCORE', zk, old)
@@ -89,6 +98,8 @@ for i = 0, #KEYS / 3 - 1 do
       tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
   elseif kind == 'r' then
     refund(zk, tk, tonumber(ARGV[a + 1]), ARGV[a + 2])
+  elseif kind == 'f' then
+    forget(zk, tk, tonumber(ARGV[a + 1]), ARGV[a + 2])
   elseif kind == 'p' then
     redis.call('ZREM', pk, ARGV[a + 1])
   elseif kind == 's' then
