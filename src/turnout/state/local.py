@@ -87,6 +87,7 @@ class LocalState:
         self._wall = wall
         self._ids = itertools.count(1).__next__
         self.ledger = Ledger(wall=wall)
+        self.record = self.ledger.record  # on every served request: no extra call layer
         self.restart_required = False
 
     def gate(self, key: str, limits: Limits, probes: int) -> LocalGate | None:
@@ -99,6 +100,7 @@ class LocalState:
         """Nothing to tell: breakers are per process with the local backend."""
 
     def record(self, route: str, deployment: str, client: str, usage: Usage, cost: float | None) -> None:
+        """Count one served request in the in-memory ledger (bound straight to it in `__init__`)."""
         self.ledger.record(route, deployment, client, usage, cost)
 
     async def usage(self, period: Period = "day", at: date | str | None = None) -> dict[UsageKey, UsageTotals]:
