@@ -7,8 +7,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turnout.drivers import anthropic_request, anthropic_response, gemini_request, gemini_response
-from turnout.drivers.anthropic_stream import AnthropicStream
+from turnout.drivers import gemini_request, gemini_response
+from turnout.drivers.anthropic import request as anthropic_request
+from turnout.drivers.anthropic import response as anthropic_response
+from turnout.drivers.anthropic.stream import AnthropicStream
 from turnout.drivers.gemini_stream import GeminiStream
 from turnout.errors import InvalidRequest, ProviderError
 from turnout.types import ChatChunk, ChatRequest

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from turnout.drivers.anthropic_stream import AnthropicStream
+from turnout.drivers.anthropic.stream import AnthropicStream
 from turnout.errors import ErrorClass, Overloaded, ProtocolError, ProviderError
 from turnout.types import Usage
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from turnout.drivers.anthropic_request import JSON_OBJECT_INSTRUCTION, build_request
-from turnout.drivers.anthropic_response import classify, error_details, parse_response, usage_from
+from turnout.drivers.anthropic.request import JSON_OBJECT_INSTRUCTION, build_request
+from turnout.drivers.anthropic.response import classify, error_details, parse_response, usage_from
 from turnout.errors import BadRequest, ErrorClass, ProtocolError
 from turnout.types import ChatRequest, Usage
 

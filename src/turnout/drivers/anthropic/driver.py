@@ -1,7 +1,7 @@
 """The `anthropic` driver: the Messages API, fully translated both ways.
 
-Translation lives in `anthropic_request` (canonical -> wire), `anthropic_response` (wire -> canonical, error
-bodies) and `anthropic_stream` (the named-event SSE state machine); this module is only the HTTP glue on top of
+Translation lives in `request` (canonical -> wire), `response` (wire -> canonical, error
+bodies) and `stream` (the named-event SSE state machine); this module is only the HTTP glue on top of
 `_http` (one transport boundary, shared framing and status classification).
 
 Provider options: `anthropic_version` (default 2023-06-01), `anthropic_beta` (string or list, sent comma-joined
@@ -32,9 +32,9 @@ from turnout.drivers._http import (
     validate_options,
 )
 from turnout.drivers._http import error_details as plain_error_details
-from turnout.drivers.anthropic_request import build_request
-from turnout.drivers.anthropic_response import classify, error_details, parse_response
-from turnout.drivers.anthropic_stream import AnthropicStream
+from turnout.drivers.anthropic.request import build_request
+from turnout.drivers.anthropic.response import classify, error_details, parse_response
+from turnout.drivers.anthropic.stream import AnthropicStream
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.errors import ErrorClass, ProviderError, provider_error
 from turnout.types import ChatChunk, ChatRequest, ChatResponse

@@ -21,7 +21,7 @@ from typing import Any
 
 from turnout.drivers._http import loads
 from turnout.drivers._stream import ChunkTranslator
-from turnout.drivers.anthropic_response import finish_reason, stream_error, usage_from
+from turnout.drivers.anthropic.response import finish_reason, stream_error, usage_from
 from turnout.types import ChatChunk
 
 

@@ -6,7 +6,7 @@ cache creation, reasoning = `output_tokens_details.thinking_tokens` (already ins
 
 Extended thinking: thinking text is returned as the message's `reasoning_content` (the field OpenAI-compatible
 reasoning servers use) and the blocks themselves, signatures included, as `thinking_blocks`, which
-`anthropic_request` sends back when the client echoes the message.
+`request` sends back when the client echoes the message.
 """
 
 from __future__ import annotations
