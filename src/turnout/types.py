@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from turnout import _json
 from turnout.errors import InvalidRequest
@@ -129,12 +129,31 @@ class Splice:
 
 
 @dataclass(frozen=True, slots=True)
+class NativeRequest:
+    """The client's request in its own wire format, when it came in through an ingress other than OpenAI chat.
+
+    `format` names the wire format (`"anthropic.messages"`). A driver that speaks that format sends `body` with only
+    the model (and stream flag) replaced instead of translating the canonical body, and hands its answer back
+    untranslated (`ChatResponse.native`, `ChatChunk.native`), so nothing is lost in the round trip. `headers` are
+    the client's headers worth forwarding to such an upstream (e.g. `anthropic-beta`), lower-cased.
+    `untranslatable` names what the canonical body could not carry (say, a PDF document): when set, only a
+    deployment whose driver speaks `format` (its `native_formats`) can serve the request.
+    """
+
+    format: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    untranslatable: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """The client's OpenAI chat body plus what routing needs to know about it.
 
     `body` is the exact JSON object the client sent; drivers for OpenAI-compatible upstreams forward it with
     only `model` (and stream options) replaced. `assistant_prefix` is set when a cut stream is continued on
-    another deployment: the partial answer that the continuation must extend.
+    another deployment: the partial answer that the continuation must extend. `native` is the client's own body
+    when it spoke another wire format (then `body` is its canonical translation).
     """
 
     body: Mapping[str, Any]
@@ -147,6 +166,7 @@ class ChatRequest:
     estimated_prompt_tokens: int = 0
     max_output_tokens: int | None = None
     assistant_prefix: str | None = None
+    native: NativeRequest | None = None
 
     @property
     def messages(self) -> Sequence[Mapping[str, Any]]:
@@ -165,8 +185,9 @@ class ChatRequest:
         return cls.from_openai({"model": model, "messages": list(messages), **params})
 
     @classmethod
-    def from_openai(cls, body: Any) -> ChatRequest:
-        """Validate an OpenAI chat body and derive routing fields.
+    def from_openai(cls, body: Any, *, native: NativeRequest | None = None) -> ChatRequest:
+        """Validate an OpenAI chat body and derive routing fields (`native`: the client's own body, when `body` is
+        its translation).
 
         Raises InvalidRequest naming the offending field (`param`), so the sidecar can answer 400 in OpenAI's
         shape and nothing malformed is ever sent upstream.
@@ -212,6 +233,7 @@ class ChatRequest:
             needs_json=needs_json,
             estimated_prompt_tokens=chars // _CHARS_PER_TOKEN + 4 * len(messages) + images * _IMAGE_TOKEN_ESTIMATE,
             max_output_tokens=max_out,
+            native=native,
         )
 
 
@@ -309,7 +331,9 @@ class ChatResponse:
     """A complete (non-streamed) answer in canonical, OpenAI-shaped form.
 
     `model` is the upstream model that served it (as OpenAI reports it). The routing fields (`route`,
-    `served_by`, `attempts`, `cost_usd`) are filled in by the router; `cost_usd` is None when unknown.
+    `served_by`, `attempts`, `cost_usd`) are filled in by the router; `cost_usd` is None when unknown. `native` is
+    the upstream's own answer when it served a request in its own format (`ChatRequest.native`): the ingress of that
+    format returns it as is.
     """
 
     id: str
@@ -322,6 +346,7 @@ class ChatResponse:
     served_by: str = ""
     attempts: tuple[Attempt, ...] = ()
     cost_usd: float | None = None
+    native: Mapping[str, Any] | None = None
 
     @property
     def message(self) -> Mapping[str, Any]:
@@ -356,6 +381,21 @@ class ChatResponse:
         return out
 
 
+class NativeFrames(NamedTuple):
+    """The upstream's own wire events a chunk stands for, when it served a request in its own format.
+
+    The ingress of that format writes `data` as is instead of translating the chunk (b"" when an earlier chunk's
+    frames covered this one). `next_block`, `open_block` and `open_type` describe the content blocks after these
+    frames (the next free index; the block still open and its type, or None), so a continuation from another
+    deployment can carry on in the same message.
+    """
+
+    data: bytes
+    next_block: int = 0
+    open_block: int | None = None
+    open_type: str | None = None
+
+
 class ChatChunk:
     """One streamed OpenAI `chat.completion.chunk`, immutable.
 
@@ -365,9 +405,10 @@ class ChatChunk:
     streaming commit point), `finish_reason`, and `usage` (set on the stream's final chunk, `Usage.UNKNOWN`
     when the provider reported none). `usage_only` marks a chunk that exists only to carry usage
     (`choices: []`): the sidecar forwards it only to clients that asked for `stream_options.include_usage`.
+    `native`: the upstream events it stands for, when the upstream spoke the client's own format (`NativeFrames`).
     """
 
-    __slots__ = ("_data", "_raw", "finish_reason", "is_content", "usage", "usage_only")
+    __slots__ = ("_data", "_raw", "finish_reason", "is_content", "native", "usage", "usage_only")
 
     count: ClassVar[int] = 1  # chunks this item stands for (see ChunkBatch)
 
@@ -380,6 +421,7 @@ class ChatChunk:
         finish_reason: str | None = None,
         usage: Usage | None = None,
         usage_only: bool = False,
+        native: NativeFrames | None = None,
     ) -> None:
         if data is None and raw is None:
             raise ValueError("ChatChunk needs data or raw")
@@ -390,6 +432,7 @@ class ChatChunk:
         setter(self, "finish_reason", finish_reason)
         setter(self, "usage", usage)
         setter(self, "usage_only", usage_only)
+        setter(self, "native", native)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("ChatChunk is immutable")
@@ -463,6 +506,7 @@ class ChunkBatch:
     finish_reason: ClassVar[None] = None
     usage: ClassVar[None] = None
     usage_only: ClassVar[bool] = False
+    native: ClassVar[None] = None  # batches come from OpenAI-compatible upstreams only
 
     def __init__(self, raws: Sequence[bytes]) -> None:
         self.raws = raws  # the chunks' exact JSON bytes, in order

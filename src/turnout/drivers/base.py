@@ -10,7 +10,10 @@ upstream's prefill dialect). Beyond the protocol, a driver class may therefore d
 - `capabilities_for(options, model_options) -> frozenset[str]` (a classmethod): what it honours for one model, given
   the provider's and the model's options; without it, its `capabilities` attribute is used (`honoured()` below);
 - `model_options_schema`: a JSON Schema for a model's `options` (checked, located, when the file loads);
-- `capability_hints`: capability -> how to make the driver honour it (added to the load error).
+- `capability_hints`: capability -> how to make the driver honour it (added to the load error);
+- `native_formats`: the client wire formats (`NativeRequest.format`) it sends as the client wrote them instead of
+  translating the canonical body (the `anthropic` driver: `"anthropic.messages"`). A request whose content has no
+  canonical form (`NativeRequest.untranslatable`) is served only by such a driver.
 A model whose `supports` declares what its driver cannot honour is a located error when the file loads.
 """
 

@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from os import PathLike
 from types import TracebackType
 from typing import Any
@@ -246,7 +247,10 @@ class Router:
         if route is None:
             raise RouteNotFound(request.model, list(graph.routes))
         if request.stream != stream:
+            native = request.native
             request = ChatRequest.from_openai({**request.body, "stream": stream})
+            if native is not None:
+                request = replace(request, native=replace(native, body={**native.body, "stream": stream}))
         return Run(
             self._rt, route, request, request_id or f"{self._id_prefix}-{next(self._ids)}", self._ensure_session()
         )

@@ -124,6 +124,7 @@ def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
         max_output_tokens=model.max_output_tokens,
         connect_timeout=provider.connect_timeout,
         model_options=MappingProxyType(dict(model.options)),
+        native_formats=frozenset(getattr(driver, "native_formats", ())),
     )
 
 

@@ -196,6 +196,9 @@ class Run:
             return "lacks streaming"
         if self.need_prefill and "prefill" not in caps:
             return "lacks prefill (cannot continue a cut stream)"
+        native = r.native
+        if native is not None and native.untranslatable and native.format not in d.native_formats:
+            return f"cannot take {native.untranslatable} (only a {native.format} upstream can)"
         window = d.context_window
         if window is not None:
             if window < r.estimated_total_tokens:
@@ -571,4 +574,5 @@ def _finish(
         served_by=d.key,
         attempts=tuple(run.trail),
         cost_usd=cost,
+        native=response.native,
     )

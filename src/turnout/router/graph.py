@@ -24,7 +24,10 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Deployment:
-    """One model on one provider, ready to call. `key` is "provider/model-key" (the model's name in the file)."""
+    """One model on one provider, ready to call. `key` is "provider/model-key" (the model's name in the file).
+
+    `native_formats`: the client wire formats its driver sends as they are (`ChatRequest.native`), from the driver.
+    """
 
     key: str
     provider: str
@@ -39,6 +42,7 @@ class Deployment:
     max_output_tokens: int | None = None
     connect_timeout: float | None = None
     model_options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    native_formats: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"Deployment({self.key!r})"

@@ -165,4 +165,4 @@ def final_chunk(chunk: ChatChunk, usage: Usage) -> ChatChunk:
     if chunk.usage == usage or not chunk.usage_only:
         return chunk
     body = {**chunk.data, "usage": usage.to_openai()}
-    return ChatChunk(data=body, finish_reason=chunk.finish_reason, usage=usage, usage_only=True)
+    return ChatChunk(data=body, finish_reason=chunk.finish_reason, usage=usage, usage_only=True, native=chunk.native)

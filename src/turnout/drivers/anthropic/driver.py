@@ -9,6 +9,12 @@ as `anthropic-beta`), `auth` (`x-api-key`, the default, or `bearer` for gateways
 `default_max_tokens` (Anthropic requires `max_tokens`; used when the request has none). A model's
 `options.default_max_tokens` or `options.max_output_tokens` in the routing file take precedence over the
 provider's default.
+
+A request that came in as a Messages request (`ChatRequest.native`, from the sidecar's `/v1/messages`) is sent as
+the client wrote it, with only `model` (and `stream`) replaced, and the client's `anthropic-beta` flags added to the
+provider's; the answer goes back untranslated (`ChatResponse.native`, `NativeFrames` on stream chunks). Nothing the
+client sent (cache_control markers, thinking blocks and their signatures, tool ids, server tools, fields added to
+the API later) is lost on the way, and none of it is translated twice.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from turnout.drivers._http import (
     validate_options,
 )
 from turnout.drivers._http import error_details as plain_error_details
-from turnout.drivers.anthropic.request import build_request
+from turnout.drivers.anthropic.request import NATIVE_FORMAT, build_request, native_body
 from turnout.drivers.anthropic.response import classify, error_details, parse_response
 from turnout.drivers.anthropic.stream import AnthropicStream
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
@@ -79,6 +85,7 @@ class AnthropicDriver:
         }
     )
     capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "prefill", "streaming"})
+    native_formats: ClassVar[frozenset[str]] = frozenset({NATIVE_FORMAT})
 
     def __init__(self, spec: ProviderSpec) -> None:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
@@ -110,10 +117,21 @@ class AnthropicDriver:
         return self._default_max_tokens
 
     def _body(self, request: ChatRequest, ctx: CallContext, *, stream: bool) -> bytes:
+        if _is_native(request):
+            return dumps(native_body(request, model=ctx.model, stream=stream))
         body = build_request(
             request, model=ctx.model, provider=self.spec.name, default_max_tokens=self._max_tokens(ctx), stream=stream
         )
         return dumps(body)
+
+    def _headers_for(self, request: ChatRequest) -> Mapping[str, str]:
+        """The provider's headers, plus the `anthropic-beta` flags of a native client (provider's first, no repeats)."""
+        native = request.native
+        client_beta = native.headers.get("anthropic-beta") if native is not None and _is_native(request) else None
+        if not client_beta:
+            return self._request_headers
+        flags = [f.strip() for f in (self._beta or "").split(",") + client_beta.split(",") if f.strip()]
+        return {**self._request_headers, "anthropic-beta": ",".join(dict.fromkeys(flags))}
 
     def _errors(self, model: str) -> Callable[[int, bytes, Mapping[str, str]], ProviderError]:
         """The error parser for `open_request`: Anthropic's error.type first, the generic status mapping else."""
@@ -145,20 +163,20 @@ class AnthropicDriver:
         provider, model = self.spec.name, ctx.model
         data = self._body(request, ctx, stream=False)
         async with open_request(
-            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._request_headers,
-            data=data, error_parser=self._errors(model),
+            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model,
+            headers=self._headers_for(request), data=data, error_parser=self._errors(model),
         ) as resp:  # fmt: skip
             payload = await read_json(resp, provider=provider, model=model)
-        return parse_response(payload, provider=provider, model=model)
+        return parse_response(payload, provider=provider, model=model, native=_is_native(request))
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk]:
         provider, model = self.spec.name, ctx.model
         data = self._body(request, ctx, stream=True)
         async with open_request(
-            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model, headers=self._request_headers,
-            data=data, stream=True, error_parser=self._errors(model),
+            ctx, "POST", f"{self._base}/v1/messages", provider=provider, model=model,
+            headers=self._headers_for(request), data=data, stream=True, error_parser=self._errors(model),
         ) as resp:  # fmt: skip
-            machine = AnthropicStream(provider=provider, model=model)
+            machine = AnthropicStream(provider=provider, model=model, native=_is_native(request))
             # Close the parser explicitly: an abandoned async generator is finalized through
             # call_soon_threadsafe (a self-pipe write and an extra loop wake-up per stream).
             events = iter_sse(resp.content)
@@ -202,3 +220,9 @@ class AnthropicDriver:
     async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
         """One page of one model: cheap and authenticated; a failure is reported, never raised."""
         return await probe_credentials(self.spec.name, ctx, self._models_page(ctx, {"limit": "1"}))
+
+
+def _is_native(request: ChatRequest) -> bool:
+    """A Messages request sent as the client wrote it (a continuation too: its prefix is added to that body)."""
+    native = request.native
+    return native is not None and native.format == NATIVE_FORMAT

@@ -18,6 +18,9 @@ What changes shape on the way (wire-formats.md sections 3 and 10):
   refused rather than silently answered once. Top-level `turnout_*` keys never reach the wire.
 Everything the client got wrong in a way Anthropic would reject is raised as a `bad_request` ProviderError
 before anything is sent.
+
+A request that came in as a Messages request (`ChatRequest.native` of format `NATIVE_FORMAT`) is not translated at
+all: `native_body` is the client's body with the model and stream flag replaced.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from turnout.drivers._translate import Failer, merge_turns, split_data_url, tool_arguments
 from turnout.types import ChatRequest
 
+NATIVE_FORMAT = "anthropic.messages"  # `NativeRequest.format` of a request that came in as a Messages request
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose before or after it, no code fences."
@@ -78,6 +82,32 @@ def build_request(
     if stream:
         out["stream"] = True
     return out
+
+
+def native_body(request: ChatRequest, *, model: str, stream: bool) -> dict[str, Any]:
+    """The client's own Messages body for upstream `model`: only `model` and `stream` replaced (top-level
+    `turnout_*` keys dropped), and a continuation's `assistant_prefix` added as the final assistant text."""
+    assert request.native is not None
+    body = {k: v for k, v in request.native.body.items() if not k.startswith("turnout_")}
+    body["model"] = model
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    prefix = (request.assistant_prefix or "").rstrip()
+    if prefix:
+        body["messages"] = _with_prefix(body["messages"], prefix)
+    return body
+
+
+def _with_prefix(messages: Sequence[Mapping[str, Any]], prefix: str) -> list[Mapping[str, Any]]:
+    """Messages ending with `prefix` as assistant text (after the client's own prefill, when it has one)."""
+    last = messages[-1] if messages else None
+    if last is None or last.get("role") != "assistant":
+        return [*messages, {"role": "assistant", "content": prefix}]
+    content = last.get("content")
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) and content else list(content or ())
+    return [*messages[:-1], {**last, "content": [*blocks, {"type": "text", "text": prefix}]}]
 
 
 def _convert_messages(messages: Sequence[Mapping[str, Any]], fail: Failer) -> tuple[list[Block], list[Turn]]:
@@ -206,6 +236,11 @@ def tool_id(value: Any, where: str, fail: Failer) -> str:
     """
     if not isinstance(value, str) or not value:
         raise fail(f"{where}: a tool call id is required.")
+    return clean_tool_id(value)
+
+
+def clean_tool_id(value: str) -> str:
+    """`value` with every character Anthropic refuses in an id replaced by `_` (deterministic)."""
     return value if _TOOL_ID_OK.match(value) else _TOOL_ID_BAD_CHARS.sub("_", value)
 
 

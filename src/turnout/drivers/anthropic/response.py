@@ -85,8 +85,11 @@ def tool_call(block: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_response(data: Any, *, provider: str, model: str, created: int | None = None) -> ChatResponse:
-    """A Messages API response body -> ChatResponse; ProtocolError if it is not one."""
+def parse_response(
+    data: Any, *, provider: str, model: str, created: int | None = None, native: bool = False
+) -> ChatResponse:
+    """A Messages API response body -> ChatResponse; ProtocolError if it is not one. With `native` the body itself
+    rides along (`ChatResponse.native`) for a client that asked in the Messages format."""
     if isinstance(data, Mapping) and data.get("type") == "error":
         raise stream_error(data, provider=provider, model=model, after_first_token=False)
     if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
@@ -128,6 +131,7 @@ def parse_response(data: Any, *, provider: str, model: str, created: int | None 
         choices=({"index": 0, "message": message, "logprobs": None, "finish_reason": reason},),
         usage=usage_from(data.get("usage")),
         created=int(time.time()) if created is None else created,
+        native=data if native else None,
     )
 
 

@@ -12,6 +12,11 @@ Feed it every SSE event (`feed(event, data)`) and call `finish()` at EOF. It emi
 Usage: input counts come from `message_start`, `message_delta.usage` is cumulative and overrides them.
 `ping`, `content_block_stop` of other blocks and unknown events are ignored (Anthropic's versioning policy);
 `event: error` after HTTP 200 raises the classified error; EOF without `message_stop` raises ProtocolError.
+
+With `native=True` (the request came in as a Messages request: `ChatRequest.native`) every chunk also carries
+the upstream's own events it stands for (`NativeFrames`), re-framed byte for byte: events that produce no chunk
+(`ping`, `content_block_stop`, `message_delta`, event types added later) ride on the next chunk, so a Messages
+client gets exactly the upstream's stream.
 """
 
 from __future__ import annotations
@@ -22,16 +27,19 @@ from typing import Any
 from turnout.drivers._http import loads
 from turnout.drivers._stream import ChunkTranslator
 from turnout.drivers.anthropic.response import finish_reason, stream_error, usage_from
-from turnout.types import ChatChunk
+from turnout.types import ChatChunk, NativeFrames
 
 
 class AnthropicStream(ChunkTranslator):
     """Translate one Anthropic stream. `emitted_content` tells whether content already reached the caller."""
 
-    def __init__(self, *, provider: str, model: str, created: int | None = None) -> None:
+    def __init__(self, *, provider: str, model: str, created: int | None = None, native: bool = False) -> None:
         super().__init__(provider=provider, model=model, created=created)
         self.started = False
         self.done = False
+        self._frames: list[bytes] | None = [] if native else None  # upstream events not yet attached to a chunk
+        self._next_block = 0  # content blocks: the next free index, and the one open (index, type), for NativeFrames
+        self._open_block: tuple[int, str] | None = None
         self._usage: dict[str, Any] = {}
         self._stop_reason: Any = None
         self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool index
@@ -47,6 +55,14 @@ class AnthropicStream(ChunkTranslator):
 
     def feed(self, event: str | None, data: bytes | str) -> list[ChatChunk]:
         """One SSE event -> the chunks it produces (often none)."""
+        if self._frames is None:
+            return self._feed(event, data)
+        if self.done:
+            return []
+        self._frames.append(_frame(event, data))
+        return self._attach(self._feed(event, data))
+
+    def _feed(self, event: str | None, data: bytes | str) -> list[ChatChunk]:
         if self.done or event == "ping" or not data.strip():
             return []
         payload = loads(data, provider=self.provider, model=self.model, after_first_token=self.emitted_content)
@@ -71,6 +87,31 @@ class AnthropicStream(ChunkTranslator):
             raise self._protocol("stream ended before message_stop")
         return []
 
+    def _attach(self, chunks: list[ChatChunk]) -> list[ChatChunk]:
+        """The chunks with the events received so far: all of them on the first, none on the others."""
+        frames = self._frames
+        if not chunks or not frames:
+            return chunks
+        data = b"".join(frames)
+        frames.clear()
+        opened = self._open_block
+        state = (self._next_block, opened[0], opened[1]) if opened is not None else (self._next_block, None, None)
+        out = []
+        for chunk in chunks:
+            native = NativeFrames(data, *state)
+            data = b""
+            out.append(
+                ChatChunk(
+                    data=chunk.data,
+                    is_content=chunk.is_content,
+                    finish_reason=chunk.finish_reason,
+                    usage=chunk.usage,
+                    usage_only=chunk.usage_only,
+                    native=native,
+                )
+            )
+        return out
+
     def _message_start(self, payload: dict[str, Any]) -> list[ChatChunk]:
         message = payload.get("message")
         if not isinstance(message, dict):
@@ -86,6 +127,9 @@ class AnthropicStream(ChunkTranslator):
         block = payload.get("content_block")
         if not isinstance(block, dict):
             raise self._protocol("content_block_start without a content_block")
+        if isinstance(payload.get("index"), int):
+            self._open_block = (payload["index"], str(block.get("type")))
+            self._next_block = max(self._next_block, payload["index"] + 1)
         if block.get("type") == "text":
             text = block.get("text")
             return [self._content({"content": text})] if isinstance(text, str) and text else []
@@ -132,6 +176,8 @@ class AnthropicStream(ChunkTranslator):
     def _block_stop(self, payload: dict[str, Any]) -> list[ChatChunk]:
         """A finished thinking block goes out whole (signature included) so the client can send it back."""
         index = payload.get("index")
+        if self._open_block is not None and self._open_block[0] == index:
+            self._open_block = None
         block = self._thinking.pop(index, None) if isinstance(index, int) else None
         return [self._chunk({"thinking_blocks": [block]})] if block is not None else []
 
@@ -154,3 +200,12 @@ class AnthropicStream(ChunkTranslator):
 
     def _arguments(self, index: int, fragment: str) -> ChatChunk:
         return self._content({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+
+
+def _frame(event: str | None, data: bytes | str) -> bytes:
+    """One event re-framed as received (each line of a multi-line `data` its own `data:` line)."""
+    payload = data.encode() if isinstance(data, str) else data
+    if b"\n" in payload:
+        payload = payload.replace(b"\n", b"\ndata: ")
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + payload + b"\n\n"
