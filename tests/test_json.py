@@ -64,7 +64,7 @@ import sys
 from turnout import _json
 from turnout.drivers._http import loads
 from turnout.errors import ProtocolError
-from turnout.server.chat import decode_body
+from turnout.server.body import decode_body
 deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
 for parse in (_json.loads, decode_body):
     try:
@@ -85,7 +85,7 @@ except ProtocolError:
 
 def test_an_answer_with_a_lone_surrogate_still_encodes() -> None:
     """The sidecar's answer encoder never fails: a lone surrogate from an upstream is written as an escape."""
-    from turnout.server.chat import encode_body
+    from turnout.server.body import encode_body
 
     body = encode_body({"content": "a\ud800b", "n": 10**30, "odd": {1}})
     assert body.isascii() or b"\\ud800" in body

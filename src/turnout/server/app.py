@@ -1,7 +1,9 @@
 """The sidecar's aiohttp application: endpoints, per-app state, and the runner that serves it.
 
 ```
-POST /v1/chat/completions   chat (JSON or SSE)                     auth
+POST /v1/chat/completions   chat, OpenAI's format (JSON or SSE)    auth
+POST /v1/messages           chat, Anthropic's Messages format      auth (x-api-key or Bearer)
+POST /v1/messages/count_tokens  an input token estimate            auth
 GET  /v1/models[/{id}]      the routes, OpenAI list shape          auth
 GET  /healthz               process alive                          open
 GET  /readyz                graph loaded, every route usable       open: {"ready", "status", "draining"} only
@@ -16,9 +18,10 @@ GET  /admin/config          what is served, as `turnout plan` data auth, never c
 "auth" means: the client key when `server.api_keys` is set; with no keys, a loopback Host or one in
 `server.allowed_hosts` (DNS rebinding, see `hosts.py`).
 
+The chat endpoints are ingresses (`turnout.server.ingress`) on one shared path (`turnout.server.handler`).
 `Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader, the
 client-timeout guard and the `server:` settings of the *current* config (swapped on reload). No middleware:
-unknown paths and methods are answered by a catch-all route, so the chat hot path pays for nothing it does not
+unknown paths and methods are answered by a catch-all route, so the chat hot paths pay for nothing they do not
 use. Once `draining` is set (see `drain.py`), every answer closes its connection.
 """
 
@@ -39,9 +42,11 @@ from turnout.redaction import Redactor
 from turnout.server import errors
 from turnout.server.access_log import AccessLog
 from turnout.server.auth import UNAUTHORIZED_MESSAGE, ApiKeys
-from turnout.server.chat import ChatHandler
 from turnout.server.guard import ClientGuard, GuardedRunner
+from turnout.server.handler import IngressHandler
 from turnout.server.hosts import HostGuard, cross_site
+from turnout.server.ingress.anthropic_messages import AnthropicMessages, CountTokens
+from turnout.server.ingress.openai_chat import OpenAIChat
 from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
@@ -49,6 +54,8 @@ from turnout.types import Attempt, Splice, Usage
 
 ALLOWED = {  # path -> the method it accepts (for 405 answers)
     "/v1/chat/completions": "POST",
+    "/v1/messages": "POST",
+    "/v1/messages/count_tokens": "POST",
     "/admin/reload": "POST",
     "/admin/config": "GET",
     "/v1/models": "GET",
@@ -91,7 +98,7 @@ class Settings:
 
 
 class Sidecar:
-    """Shared state of one app and the small endpoints; the chat endpoint lives in `ChatHandler`."""
+    """Shared state of one app and the small endpoints; the chat endpoints are `IngressHandler`s."""
 
     def __init__(
         self,
@@ -156,8 +163,9 @@ class Sidecar:
         error: str | None = None,
         content: Mapping[str, Any] | None = None,
         splices: tuple[Splice, ...] = (),
+        ingress: str | None = None,
     ) -> None:
-        """Count and log one answered chat request.
+        """Count and log one answered chat request (`ingress`: the client wire format, see `server.ingress`).
 
         Upstream text (the error message of a failure with an error class, attempt details quoting a provider)
         may quote the request, so it is logged only with `server.log_content`; the class, statuses and
@@ -186,6 +194,7 @@ class Sidecar:
                 content=content,
                 splices=splices,
                 upstream_text=with_text,
+                ingress=ingress,
             )
 
     def authorised(self, request: web.Request) -> bool:
@@ -372,8 +381,9 @@ def create_app(
     # aiohttp's cap is set to the same value for anything that would read a body the generic way.
     app = web.Application(client_max_size=sidecar.settings.max_request_bytes)
     app[SIDECAR_KEY] = sidecar
-    chat = ChatHandler(sidecar)
-    app.router.add_post("/v1/chat/completions", chat.__call__)
+    app.router.add_post("/v1/chat/completions", IngressHandler(sidecar, OpenAIChat()).__call__)
+    app.router.add_post("/v1/messages", IngressHandler(sidecar, AnthropicMessages()).__call__)
+    app.router.add_post("/v1/messages/count_tokens", CountTokens(sidecar).__call__)
     app.router.add_get("/v1/models", sidecar.models, allow_head=False)
     app.router.add_get("/v1/models/{name}", sidecar.model, allow_head=False)
     app.router.add_get("/healthz", sidecar.healthz)

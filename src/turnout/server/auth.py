@@ -1,4 +1,5 @@
-"""Optional client authentication: `Authorization: Bearer <key>` against `server.api_keys`.
+"""Optional client authentication: `Authorization: Bearer <key>` (or `x-api-key: <key>`, as Anthropic's clients send
+it) against `server.api_keys`.
 
 Keys come from the routing file (usually templated from the environment) as `Secret`s and are compared with
 `hmac.compare_digest` against every configured key, so timing reveals neither which key matched nor how much of
@@ -33,13 +34,19 @@ class ApiKeys:
         return f"ApiKeys({len(self._keys)} keys)"
 
     def allows(self, headers: Mapping[str, str]) -> bool:
-        """True when auth is off or the request's bearer token equals one of the keys."""
+        """True when auth is off or the request's bearer token or its `x-api-key` equals one of the keys."""
         if not self._keys:
             return True
-        header = headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
+        matched = False
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            matched |= self._known(token)
+        api_key = headers.get("x-api-key")
+        if api_key is not None:
+            matched |= self._known(api_key)
+        return matched
+
+    def _known(self, token: str) -> bool:
         # aiohttp decodes header bytes as UTF-8 with surrogateescape: encode the same way, so a token that is
         # not UTF-8 is compared as the bytes it was (and refused) instead of raising (a 500).
         presented = token.strip().encode("utf-8", "surrogateescape")

@@ -9,7 +9,7 @@ that waits for one (body bytes of a request being handled do not count). The dea
 has parsed a request's headers (its request count moved). A sweeper task
 closes connections past their deadline every `tick` (a quarter of the timeout, at most a second), so the hot path
 pays one comparison per chunk received and no timer per request. The body is the handler's business
-(`ChatHandler` reads it under the same timeout).
+(`turnout.server.body` reads it under the same timeout).
 
 This module is the only one that touches aiohttp's protocol internals (`RequestHandler._request_count` and
 `._waiter`, and the `web.Server` attributes a subclass needs to build handlers); the tests in

@@ -1,55 +1,53 @@
-"""`POST /v1/chat/completions`: parse and check the body, dispatch through the Router, answer OpenAI's way.
+"""The one request path every ingress shares: `IngressHandler(sidecar, ingress)` serves one endpoint.
 
-The hot path is kept short: no middleware, one JSON decode of the client body (with a pre-built decoder), one
-JSON encode of the answer, headers built from plain strings. For streams the first chunk is awaited *before*
-the response is prepared, so every failure before the commit point is a proper JSON error with the right
-status, and the headers already name the deployment that serves the stream.
+In order: client authentication (`server.api_keys`; with none, only loopback or `server.allowed_hosts` Hosts, see
+`hosts.py`), admission (`server.max_in_flight`, refused before the body is
+read so that overload stays cheap), the body (`turnout.server.body`: type, size cap, client timeout, JSON), the
+ingress's translation into the canonical request, dispatch through the Router (non-streamed or streamed), the
+answer in the ingress's format with the `x-turnout-*` routing headers, and the bookkeeping (metrics, one access-log
+line with the ingress's `format`, `Connection: close` while draining). Every error text a client sees passes
+through the Sidecar's redactor (`turnout.redaction`: no upstream address, no secret). An ingress
+(`turnout.server.ingress`) only translates; nothing here depends on a wire format.
+
+The hot path is kept short: no middleware, one JSON decode of the client body, one JSON encode of the answer,
+headers built from plain strings. For streams the first chunk is awaited *before* the response is prepared, so
+every failure before the commit point is a proper error answer with the right status, and the headers already
+name the deployment that serves the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from turnout import _json
 from turnout.errors import InvalidRequest, ProtocolError, TurnoutError
 from turnout.server import errors
-from turnout.server.auth import UNAUTHORIZED_MESSAGE
-from turnout.server.sse import SSE_HEADERS, SSEResponse, relay
+from turnout.server.body import read_json
+from turnout.server.ingress import Ingress
+from turnout.server.sse import SSE_HEADERS, SSEResponse
 from turnout.server.trail import trail_comment
 from turnout.types import Attempt, ChatRequest, Usage
-
-if TYPE_CHECKING:
-    from turnout.server.app import Settings, Sidecar
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+class Shared(Protocol):
+    """What the handler uses of its Sidecar (`turnout.server.app`), which owns it."""
 
+    router: Any
+    settings: Any
+    metrics: Any
+    redactor: Any
+    log: logging.Logger
+    in_flight: int
+    draining: bool
 
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
-
-
-def encode_body(obj: Any) -> bytes:
-    """Compact JSON bytes of an answer (orjson when installed); `str()` of anything JSON has no type for."""
-    return _json.dumps_escaped(obj, default=str)
-
-
-def _strict_decode(body: bytes) -> Any:
-    return _decode(body.decode("utf-8"))
-
-
-def decode_body(body: bytes) -> Any:
-    """A client body as JSON; what orjson refuses is judged by the stdlib decoder, which names the reason
-    (invalid UTF-8, NaN, nesting)."""
-    return _json.loads(body, _strict_decode)
+    def finished(self, request: web.Request, status: int, **fields: Any) -> None: ...
 
 
 def _tried(attempts: tuple[Attempt, ...]) -> int:
@@ -69,37 +67,6 @@ def routing_headers(
     return headers
 
 
-FORM = "application/x-www-form-urlencoded"
-
-
-def body_kind(content_type: str | None, from_browser: bool) -> str | None:
-    """How to read a chat body: "json", "form" (accepted only if it is a JSON object), or None (refuse: 415).
-
-    `application/json` (or `+json`) is read as JSON. Plain `curl -d '{...}'` sends `application/x-www-form-urlencoded`
-    and a client that sends no Content-Type at all leaves it to the body; both are accepted when the body is a JSON
-    object, as many OpenAI-compatible servers do. Not from a browser (an `Origin` header), though: a web page may
-    send those two (unlike `application/json`) cross-origin without a CORS preflight, so accepting them would let
-    any page the user visits spend provider money through a sidecar on localhost. Every other type is refused.
-    """
-    if content_type is None:
-        return None if from_browser else "json"  # the body decides (a 400 when it is not JSON)
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
-        return "json"
-    if media == FORM and not from_browser:
-        return "form"
-    return None
-
-
-def _unsupported_type() -> errors.Failure:
-    return errors.simple(
-        415,
-        "Content-Type must be application/json (with curl: -H 'Content-Type: application/json').",
-        code="unsupported_media_type",
-        param=None,
-    )
-
-
 async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
     """Send `response` and close the connection now: a client too slow to send its body gets no more time
     (aiohttp would otherwise keep reading the rest of the body for its lingering time)."""
@@ -111,33 +78,13 @@ async def _answer_and_close(request: web.Request, response: web.Response) -> web
     return response
 
 
-async def read_body(request: web.Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as more than `limit` bytes arrived: a body over the cap is never buffered
-    (a chunked body has no Content-Length to refuse up front). `limit` is the *current* `server.max_request_size`,
-    so a reload that changes it applies to the next request; aiohttp's own `client_max_size` is not used here."""
-    content = request.content
-    first = await content.readany()
-    if len(first) > limit:
-        return None
-    rest = await content.readany() if first else b""
-    if not rest:
-        return first  # the usual case: the whole body arrived in one read
-    pieces = [first, rest]
-    size = len(first) + len(rest)
-    while size <= limit:
-        piece = await content.readany()
-        if not piece:
-            return b"".join(pieces)
-        pieces.append(piece)
-        size += len(piece)
-    return None
+class IngressHandler:
+    """One endpoint of one Sidecar, speaking `ingress`; a class so the hot path reads its state as attributes."""
 
-
-class ChatHandler:
-    """The chat endpoint of one Sidecar; a class so the hot path reads its state as plain attributes."""
-
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, sidecar: Shared, ingress: Ingress) -> None:
         self.sc = sidecar
+        self.ingress = ingress
+        self.format = ingress.format
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -145,7 +92,8 @@ class ChatHandler:
         settings = sc.settings
         if settings.keys.enabled:
             if not settings.keys.allows(request.headers):
-                return self._refuse(request, errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"), started)
+                unauthorized = errors.simple(401, self.ingress.unauthorized, code="invalid_api_key")
+                return self._refuse(request, unauthorized, started)
         elif not settings.hosts.allows(request.headers.get("Host")):  # no keys: loopback/allowed Hosts only
             return self._refuse(request, errors.host_not_allowed(), started)
         if sc.in_flight >= settings.max_in_flight:  # refuse before reading the body: overload must stay cheap
@@ -154,18 +102,15 @@ class ChatHandler:
         sc.in_flight += 1
         sc.metrics.in_flight_now(sc.in_flight)
         try:
-            chat_request = await self._parse(request, settings)
-            if not isinstance(chat_request, ChatRequest):
-                response = self._refuse(request, chat_request, started)
-                if chat_request.status == 408:
+            chat = await self._parse(request, settings)
+            if not isinstance(chat, ChatRequest):
+                response = self._refuse(request, chat, started)
+                if chat.status == 408:
                     return await _answer_and_close(request, response)
-                if chat_request.status == 413:  # the body is unread: aiohttp discards the rest (never buffers it)
+                if chat.status == 413:  # the body is unread: aiohttp discards the rest (never buffers it)
                     response.force_close()  # for a little while, so a client that sends it all gets this answer
                 return response
-            if chat_request.stream:
-                response = await self._stream(request, chat_request, started)
-            else:
-                response = await self._complete(request, chat_request, started)
+            response = await self.respond(request, chat, started)
             if sc.draining:  # shutting down: this connection takes no further request
                 response.force_close()
             return response
@@ -173,40 +118,27 @@ class ChatHandler:
             sc.in_flight -= 1
             sc.metrics.in_flight_now(sc.in_flight)
 
-    async def _parse(self, request: web.Request, settings: Settings) -> ChatRequest | errors.Failure:
+    async def respond(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
+        """Serve a parsed request (a subclass may answer without an upstream, as `count_tokens` does)."""
+        if chat.stream:
+            return await self._stream(request, chat, started)
+        return await self._complete(request, chat, started)
+
+    def _body_timeout(self) -> None:
+        self.sc.metrics.reject("body_timeout")
+
+    async def _parse(self, request: web.Request, settings: Any) -> ChatRequest | errors.Failure:
         """The body as a validated ChatRequest, or the 4xx Failure that explains what is wrong with it."""
-        headers = request.headers
-        kind = body_kind(headers.get("Content-Type"), "Origin" in headers)
-        if kind is None:
-            return _unsupported_type()
-        limit = settings.max_request_bytes
-        size = request.content_length
-        if size is not None and size > limit:
-            return errors.too_large(size, limit)
+        data = await read_json(
+            request,
+            limit=settings.max_request_bytes,
+            client_timeout=settings.client_timeout,
+            on_timeout=self._body_timeout,
+        )
+        if isinstance(data, errors.Failure):
+            return data
         try:
-            if request.content.is_eof():  # the usual case: the body came with the headers
-                body = await read_body(request, limit)
-            else:
-                async with asyncio.timeout(settings.client_timeout):
-                    body = await read_body(request, limit)
-        except TimeoutError:
-            self.sc.metrics.reject("body_timeout")
-            return errors.client_timeout(settings.client_timeout)
-        if body is None:
-            return errors.too_large(None, limit)
-        try:
-            data = decode_body(body)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            if kind == "form":
-                return _unsupported_type()  # real form data (`-d model=x`): say what the server wants
-            if isinstance(exc, UnicodeDecodeError):
-                return errors.simple(400, "The request body is not valid UTF-8.", code="invalid_json")
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            return errors.simple(400, f"The request body is not valid JSON: {reason}", code="invalid_json")
-        if kind == "form" and not isinstance(data, dict):
-            return _unsupported_type()
-        try:
-            return ChatRequest.from_openai(data)
+            return self.ingress.parse(data, request.headers)
         except InvalidRequest as exc:
             return errors.invalid_request(exc)
         except (TypeError, ValueError, RecursionError, AttributeError) as exc:
@@ -215,40 +147,45 @@ class ChatHandler:
     def _refuse(
         self, request: web.Request, fail: errors.Failure, started: float, route: str | None = None
     ) -> web.Response:
+        response = self.ingress.error_response(fail)
         self.sc.finished(
             request,
-            fail.status,
+            response.status,
             route=route,
             started=started,
             error_class=fail.error_class,
             error=str(fail.error.get("message")),
             attempts=fail.attempts,
+            ingress=self.format,
         )
-        return web.Response(
-            status=fail.status, body=fail.body(), headers={"Content-Type": "application/json", **fail.headers}
-        )
+        return response
+
+    def _logged(self, chat: ChatRequest, answer: Any) -> dict[str, Any] | None:
+        """The content for the access log (`server.log_content`): the client's own body and the answer text."""
+        if not self.sc.settings.log_content:
+            return None
+        return {"request": chat.native.body if chat.native is not None else chat.body, "response": answer}
 
     async def _complete(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
         sc = self.sc
         try:
             reply = await sc.router.chat(chat, request_id=request.headers.get("x-request-id"))
         except asyncio.CancelledError:
-            sc.finished(request, CLIENT_CLOSED, route=chat.model, started=started, error=self._cut_reason())
+            sc.finished(
+                request, CLIENT_CLOSED, route=chat.model, started=started, error=self._cut_reason(), ingress=self.format
+            )
             raise
         except Exception as exc:
             fail = errors.failure(exc, sc.redactor.for_clients)
             if not isinstance(exc, TurnoutError):  # a bug, not an upstream or client problem: keep the traceback
-                sc.log.exception("chat request failed unexpectedly")
+                sc.log.exception("request failed unexpectedly")
             response = self._refuse(request, fail, started, route=chat.model)
             if chat.model in sc.router.graph.routes:  # never echo a client-chosen name into a header
                 response.headers.update(routing_headers(chat.model, None, fail.attempts, None))
             return response
-        body = encode_body(reply.to_openai())
+        body = self.ingress.answer(reply, chat)
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
         headers["Content-Type"] = "application/json"
-        content = None
-        if sc.settings.log_content:
-            content = {"request": chat.body, "response": reply.text}
         sc.finished(
             request,
             200,
@@ -258,7 +195,8 @@ class ChatHandler:
             attempts=reply.attempts,
             usage=reply.usage,
             cost=reply.cost_usd,
-            content=content,
+            content=self._logged(chat, reply.text),
+            ingress=self.format,
         )
         return web.Response(body=body, headers=headers)
 
@@ -268,7 +206,8 @@ class ChatHandler:
             stream = sc.router.stream(chat, request_id=request.headers.get("x-request-id"))
         except Exception as exc:  # RouteNotFound / InvalidRequest are raised at once
             return self._refuse(request, errors.failure(exc, sc.redactor.for_clients), started, route=chat.model)
-        chunks = stream.batched()  # plain chunks of one upstream read arrive as one pre-framed batch
+        # Byte-forwarding relays take plain chunks of one upstream read as one pre-framed batch.
+        chunks = stream.batched() if self.ingress.batched else aiter(stream)
         status = CLIENT_CLOSED
         outcome = None
         response = SSEResponse(status=200, headers=SSE_HEADERS)
@@ -288,7 +227,7 @@ class ChatHandler:
                 fail = fail or errors.failure(ProtocolError("the upstream stream ended before any content"))
                 response = self._refuse(request, fail, started, route=chat.model)
                 response.headers.update(routing_headers(stream.route, None, stream.attempts, None))
-                status = fail.status
+                status = response.status
                 return response
             trail = stream.attempts
             # A held-back (mid_stream: restart) answer is complete already: its cost is known, so it is sent.
@@ -300,12 +239,12 @@ class ChatHandler:
             response.headers.update(headers)
             await response.prepare(request)
             status = 200
-            # The ChatStream itself (its iterator is `chunks`): relay reads its accounted `usage` at the end.
-            outcome = await relay(
+            # The ChatStream itself (its iterator is `chunks`): the relay reads its accounted `usage` at the end.
+            outcome = await self.ingress.relay(
                 response,
                 stream,
                 first,
-                include_usage=chat.include_usage,
+                chat,
                 keep_text=sc.settings.log_content,
                 trailer=lambda: trail_comment(stream, known, sc.redactor.for_clients),
                 scrub=sc.redactor.for_clients,
@@ -332,7 +271,7 @@ class ChatHandler:
     ) -> None:
         content = None
         if outcome is not None and outcome.text is not None:
-            content = {"request": chat.body, "response": outcome.text}
+            content = self._logged(chat, outcome.text)
         error_class = outcome.error_class if outcome is not None else None
         error = outcome.error_message if outcome is not None and outcome.error_class else None
         if status == CLIENT_CLOSED:
@@ -352,4 +291,5 @@ class ChatHandler:
             error=error,
             content=content,
             splices=stream.splices,
+            ingress=self.format,
         )
