@@ -14,6 +14,7 @@ import pytest
 
 from turnout.errors import ErrorClass
 from turnout.testing import AnthropicFake, Framing, GeminiFake, ToolCall
+from turnout.testing.anthropic_rules import problems
 from turnout.types import Usage
 
 HI = [{"role": "user", "content": "hi"}]
@@ -99,10 +100,116 @@ def test_gemini_golden_bodies_match_the_sdk_models(path: Path):
             model.model_validate(item)
 
 
-@pytest.mark.parametrize("path", sorted(GOLDEN.glob("anthropic/*.json")), ids=lambda p: p.stem)
-def test_anthropic_golden_bodies_match_the_sdk_params(path: Path):
-    """Every golden Anthropic body validates against anthropic-sdk-python's MessageCreateParams types."""
+def _strictly(value):
+    """Consume pydantic's lazily validated iterables (`Iterable[...]` fields), so every item is checked."""
+    if isinstance(value, dict):
+        return {key: _strictly(item) for key, item in value.items()}
+    if isinstance(value, list | tuple) or type(value).__name__ == "ValidatorIterator":
+        return [_strictly(item) for item in value]
+    return value
+
+
+def _sdk_params():
     params = pytest.importorskip("anthropic.types.message_create_params")
     pydantic = pytest.importorskip("pydantic")
     adapter = pydantic.TypeAdapter(params.MessageCreateParamsStreaming | params.MessageCreateParamsNonStreaming)
-    adapter.validate_python(json.loads(path.read_text())["body"])
+    return lambda body: _strictly(adapter.validate_python(body)), pydantic.ValidationError
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("anthropic/*.json")), ids=lambda p: p.stem)
+def test_anthropic_golden_bodies_match_the_sdk_params(path: Path):
+    """Every golden Anthropic body validates, item by item, against anthropic-sdk-python's MessageCreateParams
+    types, and the fake's own checks accept it too."""
+    validate, _ = _sdk_params()
+    body = json.loads(path.read_text())["body"]
+    validate(body)
+    assert problems(body) == []
+
+
+GOOD = {"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+TOOL = {"name": "w", "input_schema": {"type": "object"}}
+# Bodies the Messages API refuses for their shape: the SDK's types and the fake's checks must both say so.
+MALFORMED = {
+    "robot_role": {**GOOD, "messages": [{"role": "robot", "content": 42}]},
+    "content_not_text_or_blocks": {**GOOD, "messages": [{"role": "user", "content": 42}]},
+    "block_without_type": {**GOOD, "messages": [{"role": "user", "content": [{"text": "hi"}]}]},
+    "text_block_without_text": {**GOOD, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    "unknown_block_type": {**GOOD, "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]},
+    "tool_without_name": {**GOOD, "tools": [{"input_schema": {"type": "object"}}]},
+    "tool_without_schema": {**GOOD, "tools": [{"name": "w"}]},
+    "tool_use_without_input": {
+        **GOOD,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "w"}]},
+        ],
+    },
+    "tool_choice_unknown": {**GOOD, "tools": [TOOL], "tool_choice": {"type": "sometimes"}},
+    "system_not_text": {**GOOD, "system": [{"type": "image", "source": {}}]},
+    "max_tokens_missing": {"model": "claude-test", "messages": GOOD["messages"]},
+}
+# Refused by the API for how messages relate (the SDK's types cannot tell): the fake's checks must catch them.
+UNPAIRED = {
+    "tool_use_left_unanswered": {
+        **GOOD,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "w", "input": {}}]},
+            {"role": "user", "content": "and?"},
+        ],
+    },
+    "result_after_text": {
+        **GOOD,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "w", "input": {}}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "x"}, {"type": "tool_result", "tool_use_id": "t1"}],
+            },
+        ],
+    },
+    "empty_text_block": {**GOOD, "messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
+    "bad_tool_id": {
+        **GOOD,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "call:1", "name": "w", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call:1"}]},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_bodies_fail_the_sdk_types_and_the_fake(name: str):
+    """A body whose messages, blocks or tools have the wrong shape fails the SDK's types and the fake's checks."""
+    validate, invalid = _sdk_params()
+    with pytest.raises(invalid):
+        validate(MALFORMED[name])
+    assert problems(MALFORMED[name])
+
+
+@pytest.mark.parametrize("name", sorted(UNPAIRED))
+def test_the_fake_refuses_what_the_api_refuses_across_messages(name: str):
+    """Tool results must answer the calls first thing in the next user turn; text blocks are non-empty; ids are
+    plain: the SDK's types accept these bodies, the fake's checks do not."""
+    validate, _ = _sdk_params()
+    validate(UNPAIRED[name])
+    assert problems(UNPAIRED[name])
+
+
+async def test_the_fake_answers_a_refused_body_with_a_400_and_keeps_its_script():
+    """Over HTTP, a malformed body gets Anthropic's 400 naming the problem, and the scripted answer stays queued."""
+    anthropic = pytest.importorskip("anthropic")
+    async with (
+        AnthropicFake() as fake,
+        anthropic.AsyncAnthropic(api_key="k", base_url=fake.url, max_retries=0) as client,
+    ):
+        fake.script("chat", fake.text("kept"))
+        with pytest.raises(anthropic.BadRequestError, match=r"messages\.0\.role") as info:
+            await client.messages.create(**MALFORMED["robot_role"])
+        assert info.value.body["error"]["type"] == "invalid_request_error"
+        assert fake.refused and "messages.0.role" in fake.refused[0][0]
+        message = await client.messages.create(**GOOD)
+        assert message.content[0].text == "kept"

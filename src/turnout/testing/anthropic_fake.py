@@ -4,6 +4,11 @@ Streams use the named-event SSE framing (`event:` + `data:` pairs, `message_star
 arguments stream as `input_json_delta` fragments split mid-token; `message_delta` usage is cumulative; keep-alives
 (`Framing(comments=True)`) are `ping` events. Errors use `{"type": "error", "error": {"type", "message"}}` with
 the status Anthropic documents for each error type (529 for overloaded).
+
+Requests are checked as strictly as the real API checks them (`anthropic_rules.problems`: every message, content
+block, tool and tool choice): a body it would refuse is answered 400 `invalid_request_error`, naming each problem,
+instead of the scripted answer, and the reasons are kept in `refused`. `AnthropicFake(strict=False)` accepts
+anything (for tests about what a driver does with an answer to a body the API would refuse).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.errors import ErrorClass
+from turnout.testing.anthropic_rules import problems
 from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_sse, sse_frame
 from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
@@ -70,8 +76,20 @@ class AnthropicFake(FormatFake):
     models_path = "/v1/models"
     keepalive = sse_frame('{"type": "ping"}', event="ping")
 
-    def __init__(self, *, model: str = "claude-test") -> None:
+    def __init__(self, *, model: str = "claude-test", strict: bool = True) -> None:
         super().__init__(model=model)
+        self.strict = strict
+        self.refused: list[list[str]] = []  # the problems of each refused request, in order
+
+    def refusal(self, endpoint: str, body: Any) -> Behaviour | None:
+        if endpoint != "chat" or not self.strict:
+            return None
+        found = problems(body)
+        if not found:
+            return None
+        self.refused.append(found)
+        _, payload = self.error_body(ErrorClass.BAD_REQUEST, "; ".join(found))
+        return reply_json(payload, status=400)
 
     # -- non-streaming
 

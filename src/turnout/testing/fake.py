@@ -120,6 +120,11 @@ class FakeUpstream:
         """The endpoint name a request is scripted under; the path itself unless a subclass knows better."""
         return path
 
+    def refusal(self, endpoint: str, body: Any) -> Behaviour | None:
+        """How to answer a request the real upstream would refuse (checked before the script), or None to answer
+        from the script. Per-format fakes check request bodies here; this one accepts everything."""
+        return None
+
     def script(self, endpoint: str, *behaviours: Behaviour) -> FakeUpstream:
         """Queue behaviours for the next requests to `endpoint`, one each, in order."""
         self._queues.setdefault(endpoint, deque()).extend(behaviours)
@@ -188,8 +193,10 @@ class FakeUpstream:
                 endpoint=name,
             )
         )
-        queue = self._queues.get(name)
-        behaviour = queue.popleft() if queue else self._defaults.get(name)
+        behaviour = self.refusal(name, parsed)  # a request the real API would refuse uses up no scripted answer
+        if behaviour is None:
+            queue = self._queues.get(name)
+            behaviour = queue.popleft() if queue else self._defaults.get(name)
         if behaviour is None:
             return web.json_response({"error": {"message": f"fake has no script for {name}"}}, status=404)
         try:
