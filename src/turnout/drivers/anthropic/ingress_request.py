@@ -129,7 +129,9 @@ def _blocks(content: str | list[Any], where: str) -> list[Mapping[str, Any]]:
         return [{"type": "text", "text": content}] if content else []
     for j, block in enumerate(content):
         if not is_mapping(block) or not isinstance(block.get("type"), str):
-            raise InvalidRequest(f"{where}.{j}: a content block must be an object with a string 'type'.", param=where)
+            raise InvalidRequest(
+                f"{where}.{j}: a content block must be an object with a string 'type'.", param=f"{where}.{j}"
+            )
     return content
 
 
@@ -142,7 +144,9 @@ def _system_text(value: Any, where: str) -> str:
     texts = []
     for j, block in enumerate(value):
         if not is_mapping(block) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise InvalidRequest(f"{where}.{j}: system blocks must be text blocks with a string 'text'.", param=where)
+            raise InvalidRequest(
+                f"{where}.{j}: system blocks must be text blocks with a string 'text'.", param=f"{where}.{j}"
+            )
         texts.append(block["text"])
     return "\n\n".join(texts)
 
@@ -364,7 +368,9 @@ def _function(tool: Any, where: str) -> dict[str, Any] | None:
         return None
     schema = tool.get("input_schema")
     if not is_mapping(schema):
-        raise InvalidRequest(f"{where}.input_schema: Field required (a JSON Schema object).", param=where)
+        raise InvalidRequest(
+            f"{where}.input_schema: Field required (a JSON Schema object).", param=f"{where}.input_schema"
+        )
     function: dict[str, Any] = {"name": name, "parameters": dict(schema)}
     if isinstance(tool.get("description"), str) and tool["description"]:
         function["description"] = tool["description"]
