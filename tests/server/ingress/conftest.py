@@ -1,0 +1,93 @@
+"""Fixtures for the Messages ingress: the sidecar on a strict Anthropic fake and two OpenAI fakes.
+
+`messages_serve(server=..., extra_routes=...)` runs the real app on a routing file whose routes start at Anthropic
+(`claude`: native pass-through, then OpenAI), at OpenAI (`gpt`: translated both ways, then the backup) or mix them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from turnout.testing import AnthropicFake
+
+ANTHROPIC_KEY = "sk-ant-SECRET-0004"
+ROUTES = """\
+version: 1
+defaults:
+  retry: {attempts: 0}
+  breaker: {failure_threshold: 50}
+  first_token_timeout: 5s
+  stall_timeout: 5s
+providers:
+  claude: {driver: anthropic, base_url: "@CLAUDE@", api_key: "@ANTHROPIC_KEY@"}
+  oai: {driver: openai, base_url: "@PRIMARY@/v1", api_key: "@PRIMARY_KEY@"}
+  oai2: {driver: openai, base_url: "@BACKUP@/v1", api_key: "@BACKUP_KEY@"}
+  nokey: {driver: openai, api_key: "{{ env.TURNOUT_TEST_MISSING_KEY | default('') }}"}
+models:
+  c1:
+    provider: claude
+    name: claude-upstream
+    price: {input: 3.0, output: 15.0, cached_input: 0.3, cache_write: 3.75}
+  g1: {provider: oai, name: gpt-test, price: {input: 1.0, output: 2.0}}
+  g2: {provider: oai2, name: gpt-backup, price: {input: 1.0, output: 2.0}}
+  dead: {provider: nokey, name: gpt-none}
+routes:
+  claude: {chain: [c1, g1]}
+  gpt: {chain: [g1, g2]}
+  gpt-then-claude: {chain: [g1, c1]}
+  claude-only: {chain: [c1]}
+  unavailable: {chain: [dead]}
+@EXTRA_ROUTES@
+server:
+  watch: false
+@SERVER@
+"""
+
+
+@pytest.fixture
+async def claude() -> AsyncIterator[AnthropicFake]:
+    async with AnthropicFake(model="claude-upstream") as fake:
+        yield fake
+
+
+@pytest.fixture
+def messages_serve(
+    tmp_path: Path, claude: AnthropicFake, primary: Any, backup: Any, keys: Any, server_kit: Any
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
+    """`async with messages_serve(server=..., extra_routes=...) as s:` (raw indented YAML for both)."""
+
+    def start(*, extra_routes: str = "", server: str = "", **app_options: Any) -> Any:
+        text = (
+            ROUTES.replace("@CLAUDE@", claude.url)
+            .replace("@PRIMARY@", primary.url)
+            .replace("@BACKUP@", backup.url)
+            .replace("@ANTHROPIC_KEY@", ANTHROPIC_KEY)
+            .replace("@PRIMARY_KEY@", keys.primary)
+            .replace("@BACKUP_KEY@", keys.backup)
+            .replace("@EXTRA_ROUTES@", extra_routes)
+            .replace("@SERVER@", server)
+        )
+        path = tmp_path / "routes.yaml"
+        path.write_text(text)
+        return server_kit.serving(path, **app_options)
+
+    return start
+
+
+def anthropic_client(served: Any, api_key: str = "unused", **options: Any) -> Any:
+    import anthropic
+
+    return anthropic.AsyncAnthropic(base_url=served.url, api_key=api_key, max_retries=0, timeout=10, **options)
+
+
+@pytest.fixture(scope="session")
+def sdk() -> Any:
+    """`sdk.client(served, api_key=...)`: the official `anthropic` SDK pointed at a running sidecar."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(client=anthropic_client)
