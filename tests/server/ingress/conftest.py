@@ -28,6 +28,7 @@ providers:
   oai: {driver: openai, base_url: "@PRIMARY@/v1", api_key: "@PRIMARY_KEY@"}
   oai2: {driver: openai, base_url: "@BACKUP@/v1", api_key: "@BACKUP_KEY@"}
   nokey: {driver: openai, api_key: "{{ env.TURNOUT_TEST_MISSING_KEY | default('') }}"}
+@EXTRA_PROVIDERS@
 models:
   c1:
     provider: claude
@@ -36,6 +37,7 @@ models:
   g1: {provider: oai, name: gpt-test, price: {input: 1.0, output: 2.0}}
   g2: {provider: oai2, name: gpt-backup, price: {input: 1.0, output: 2.0}}
   dead: {provider: nokey, name: gpt-none}
+@EXTRA_MODELS@
 routes:
   claude: {chain: [c1, g1]}
   gpt: {chain: [g1, g2]}
@@ -59,9 +61,17 @@ async def claude() -> AsyncIterator[AnthropicFake]:
 def messages_serve(
     tmp_path: Path, claude: AnthropicFake, primary: Any, backup: Any, keys: Any, server_kit: Any
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
-    """`async with messages_serve(server=..., extra_routes=...) as s:` (raw indented YAML for both)."""
+    """`async with messages_serve(server=..., extra_routes=...) as s:` (raw indented YAML; `extra_providers` and
+    `extra_models` too)."""
 
-    def start(*, extra_routes: str = "", server: str = "", **app_options: Any) -> Any:
+    def start(
+        *,
+        extra_routes: str = "",
+        server: str = "",
+        extra_providers: str = "",
+        extra_models: str = "",
+        **app_options: Any,
+    ) -> Any:
         text = (
             ROUTES.replace("@CLAUDE@", claude.url)
             .replace("@PRIMARY@", primary.url)
@@ -69,6 +79,8 @@ def messages_serve(
             .replace("@ANTHROPIC_KEY@", ANTHROPIC_KEY)
             .replace("@PRIMARY_KEY@", keys.primary)
             .replace("@BACKUP_KEY@", keys.backup)
+            .replace("@EXTRA_PROVIDERS@", extra_providers)
+            .replace("@EXTRA_MODELS@", extra_models)
             .replace("@EXTRA_ROUTES@", extra_routes)
             .replace("@SERVER@", server)
         )

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from turnout.errors import ErrorClass
-from turnout.testing import Framing, ToolCall, reply_sse
+from turnout.testing import Framing, OpenAIFake, ToolCall, reply_sse
 from turnout.testing.anthropic_fake import event
 from turnout.types import Usage
 
@@ -304,3 +304,32 @@ async def test_tool_use_from_openai_keeps_ids_anthropic_accepts(messages_serve, 
         payload = await resp.json()
     assert payload["content"] == [{"type": "tool_use", "id": "call_7_x", "name": "weather", "input": {"city": "Oslo"}}]
     assert payload["stop_reason"] == "tool_use"
+
+
+PREFILL = "options: {prefill: assistant}"
+
+
+async def test_a_cut_anthropic_stream_is_continued_in_the_same_message(messages_serve, claude, http):
+    """`mid_stream: continue`: the upstream's own events, then another deployment's continuation in the same open
+    text block, and one message_stop: the client reads one whole answer."""
+    async with OpenAIFake(model="llama", prefill="assistant") as llama:
+        llama.script("chat", llama.stream_answer("The answer is 42, as always."))
+        claude.script("chat", claude.stream_text(["The answer", " is"], framing=Framing(cut_after_text=" is")))
+        async with (
+            messages_serve(
+                extra_providers=f'  local: {{driver: openai, base_url: "{llama.url}/v1", {PREFILL}}}\n',
+                extra_models="  llama: {provider: local, name: llama, price: {input: 0.1, output: 0.1}}\n",
+                extra_routes="  rescue: {chain: [c1, llama], mid_stream: continue}\n",
+            ) as s,
+            http.post(f"{s.url}/v1/messages", json=body(model="rescue", stream=True), headers=JSON) as resp,
+        ):
+            raw = await resp.read()
+    got = parse_sse(raw)
+    names = [n for n, _ in got]
+    assert names.count("message_start") == 1 and names[-1] == "message_stop" and "error" not in names
+    text = "".join(
+        d["delta"]["text"] for n, d in got if n == "content_block_delta" and d["delta"]["type"] == "text_delta"
+    )
+    assert text == "The answer is 42, as always."
+    assert {d["index"] for n, d in got if n == "content_block_delta"} == {0}
+    assert llama.last.json["messages"][-1] == {"role": "assistant", "content": "The answer is"}
