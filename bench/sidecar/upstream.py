@@ -6,6 +6,11 @@ OpenAI-style base URLs are served, because nginx cannot look inside a request bo
     http://127.0.0.1:PORT/json/v1/chat/completions   -> a canned `chat.completion` (application/json)
     http://127.0.0.1:PORT/sse/v1/chat/completions    -> a canned SSE stream ending with `data: [DONE]`
 
+and two Anthropic-style ones (the same answer in Messages format), for the `anthropic` driver:
+
+    http://127.0.0.1:PORT/ant-json/v1/messages       -> a canned `message`
+    http://127.0.0.1:PORT/ant-sse/v1/messages        -> a canned Messages event stream ending with `message_stop`
+
 Run it alone with `python bench/sidecar/upstream.py [--port N]` (Ctrl-C stops it).
 """
 
@@ -84,6 +89,54 @@ def completion_sse() -> bytes:
     return b"".join(parts)
 
 
+def message_json() -> bytes:
+    """The same answer as a non-streamed Anthropic message."""
+    body = {
+        "id": "msg_bench0001",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-bench",
+        "content": [{"type": "text", "text": "".join(WORDS)}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 31,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": len(WORDS),
+        },
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def message_sse() -> bytes:
+    """The Messages event stream: message_start, a text block with one delta per word, ping, message_delta, stop."""
+
+    def event(kind: str, **fields: object) -> bytes:
+        data = json.dumps({"type": kind, **fields}, separators=(",", ":"))
+        return f"event: {kind}\ndata: {data}\n\n".encode()
+
+    message = {
+        "id": "msg_bench0001",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": "claude-bench",
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 31, "output_tokens": 1},
+    }
+    parts = [event("message_start", message=message)]
+    parts.append(event("content_block_start", index=0, content_block={"type": "text", "text": ""}))
+    parts.append(event("ping"))
+    parts += [event("content_block_delta", index=0, delta={"type": "text_delta", "text": w}) for w in WORDS]
+    parts.append(event("content_block_stop", index=0))
+    stop = {"stop_reason": "end_turn", "stop_sequence": None}
+    parts.append(event("message_delta", delta=stop, usage={"output_tokens": len(WORDS)}))
+    parts.append(event("message_stop"))
+    return b"".join(parts)
+
+
 def _nginx_string(body: bytes) -> str:
     """Quote bytes for an nginx `return` directive (its parser understands \\\\, \\' and \\n)."""
     text = body.decode()
@@ -120,6 +173,15 @@ http {{
             default_type text/event-stream;
             add_header Cache-Control no-cache;
             return 200 {_nginx_string(completion_sse())};
+        }}
+        location = /ant-json/v1/messages {{
+            default_type application/json;
+            return 200 {_nginx_string(message_json())};
+        }}
+        location = /ant-sse/v1/messages {{
+            default_type text/event-stream;
+            add_header Cache-Control no-cache;
+            return 200 {_nginx_string(message_sse())};
         }}
         location ~ ^/(json|sse)/v1/models$ {{
             default_type application/json;
@@ -186,7 +248,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     nginx = Nginx(args.port or None).start()
-    print(f"upstream listening on {nginx.base} (json: /json/v1, sse: /sse/v1)", flush=True)
+    print(f"upstream listening on {nginx.base} (json: /json/v1, sse: /sse/v1, ant-json, ant-sse)", flush=True)
     try:
         assert nginx.proc is not None
         nginx.proc.wait()

@@ -515,3 +515,10 @@ def test_signed_thinking_blocks_are_streamed_whole():
     got = events(encoder.feed(chunk({"thinking_blocks": [block]}, content=False)) + encoder.finish(Usage(1, 1)))
     deltas = [d["delta"] for n, d in got if n == "content_block_delta"]
     assert deltas == [{"type": "thinking_delta", "thinking": "Hmm."}, {"type": "signature_delta", "signature": "sig=="}]
+
+
+def test_a_lone_surrogate_in_a_delta_is_written_as_its_json_escape():
+    """Text an upstream's `\\ud800` escape produced cannot be UTF-8: the event carries the same escape, valid."""
+    encoder = MessagesEncoder(model="route", input_estimate=1)
+    got = events(encoder.feed(chunk({"content": "a\ud800 é"})))
+    assert got[-1][1]["delta"]["text"] == "a\ud800 é"

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from turnout.errors import ErrorClass, ProviderError, provider_error
-from turnout.types import ChatChunk, Usage, chunk_data, usage_chunk_data
+from turnout.types import ChatChunk, NativeFrames, Usage, chunk_data, usage_chunk_data
 
 
 class ChunkTranslator:
@@ -30,11 +30,15 @@ class ChunkTranslator:
         data = chunk_data(id=self.id, model=self.model, created=self.created, delta=delta)  # `_data` inlined: per chunk
         if index:
             data["choices"][0]["index"] = index
-        return ChatChunk(data=data, is_content=True)
+        return ChatChunk(data=data, is_content=True, native=self._native())
 
     def _chunk(self, delta: dict[str, Any], index: int = 0) -> ChatChunk:
         """A chunk that is not content (the role, reasoning, thinking blocks)."""
-        return ChatChunk(data=self._data(delta, index=index))
+        return ChatChunk(data=self._data(delta, index=index), native=self._native())
+
+    def _native(self) -> NativeFrames | None:
+        """The upstream's own events the next chunk stands for, when the client speaks the upstream's format."""
+        return None
 
     def _data(self, delta: dict[str, Any], reason: str | None = None, *, index: int = 0) -> dict[str, Any]:
         data = chunk_data(id=self.id, model=self.model, created=self.created, delta=delta, finish_reason=reason)
@@ -45,7 +49,7 @@ class ChunkTranslator:
     def _usage_chunk(self, usage: Usage, reason: str) -> ChatChunk:
         """The final usage-only chunk (`choices: []`), carrying the stream's usage and finish reason."""
         final = usage_chunk_data(id=self.id, model=self.model, created=self.created, usage=usage)
-        return ChatChunk(data=final, finish_reason=reason, usage=usage, usage_only=True)
+        return ChatChunk(data=final, finish_reason=reason, usage=usage, usage_only=True, native=self._native())
 
     def _protocol(self, message: str) -> ProviderError:
         return provider_error(

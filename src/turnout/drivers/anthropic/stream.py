@@ -60,7 +60,7 @@ class AnthropicStream(ChunkTranslator):
         if self.done:
             return []
         self._frames.append(_frame(event, data))
-        return self._attach(self._feed(event, data))
+        return self._feed(event, data)
 
     def _feed(self, event: str | None, data: bytes | str) -> list[ChatChunk]:
         if self.done or event == "ping" or not data.strip():
@@ -87,30 +87,18 @@ class AnthropicStream(ChunkTranslator):
             raise self._protocol("stream ended before message_stop")
         return []
 
-    def _attach(self, chunks: list[ChatChunk]) -> list[ChatChunk]:
-        """The chunks with the events received so far: all of them on the first, none on the others."""
+    def _native(self) -> NativeFrames | None:
+        """The events received since the last chunk (on the first chunk they produce; b"" on the others) and the
+        content blocks as they stand after them."""
         frames = self._frames
-        if not chunks or not frames:
-            return chunks
+        if frames is None:
+            return None
         data = b"".join(frames)
         frames.clear()
         opened = self._open_block
-        state = (self._next_block, opened[0], opened[1]) if opened is not None else (self._next_block, None, None)
-        out = []
-        for chunk in chunks:
-            native = NativeFrames(data, *state)
-            data = b""
-            out.append(
-                ChatChunk(
-                    data=chunk.data,
-                    is_content=chunk.is_content,
-                    finish_reason=chunk.finish_reason,
-                    usage=chunk.usage,
-                    usage_only=chunk.usage_only,
-                    native=native,
-                )
-            )
-        return out
+        if opened is None:
+            return NativeFrames(data, self._next_block)
+        return NativeFrames(data, self._next_block, opened[0], opened[1])
 
     def _message_start(self, payload: dict[str, Any]) -> list[ChatChunk]:
         message = payload.get("message")
@@ -194,7 +182,7 @@ class AnthropicStream(ChunkTranslator):
         self.done = True
         reason = finish_reason(self._stop_reason)
         return [
-            ChatChunk(data=self._data({}, reason), finish_reason=reason),
+            ChatChunk(data=self._data({}, reason), finish_reason=reason, native=self._native()),
             self._usage_chunk(usage_from(self._usage), reason),
         ]
 
