@@ -28,6 +28,9 @@ to queue with `fake.script("chat", ...)`:
     html_error(status=502)          an HTML error page (as from a proxy)
     models(ids)                     the model-list answer
 
+`AnthropicFake` refuses, with the Messages API's own 400, every request the API would refuse (`anthropic_rules`),
+before its script answers; a fake decides that in `FakeUpstream.refusal(endpoint, body)`.
+
 `OpenAIFake` also speaks the prefill dialects (`OpenAIFake(prefill=...)`, `stream_answer(...)`: a canonical answer
 continued from whatever prefix a request carries, with scripted breaks).
 
