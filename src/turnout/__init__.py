@@ -40,7 +40,17 @@ from turnout.router.conversation import Conversation
 from turnout.router.graph import DispatchGraph
 from turnout.router.streaming import ChatStream
 from turnout.state import UsageKey, UsageTotals
-from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Splice, Usage
+from turnout.types import (
+    Attempt,
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ChunkBatch,
+    NativeFrames,
+    NativeRequest,
+    Splice,
+    Usage,
+)
 
 __all__ = [
     "AllUpstreamsFailed",
@@ -72,6 +82,8 @@ __all__ = [
     "InvalidRequest",
     "LoggingObserver",
     "ModelInfo",
+    "NativeFrames",
+    "NativeRequest",
     "Observer",
     "Problem",
     "ProviderError",
