@@ -19,10 +19,12 @@ Action = Literal["retry", "next", "fail"]
 Strategy = Literal["priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost"]
 Capability = Literal["tools", "vision", "json", "prefill", "streaming"]
 MidStreamPolicy = Literal["error", "continue", "restart"]
+Kind = Literal["chat", "embeddings"]  # what a model does and what a route serves
 Jitter = Literal["full", "equal", "none"]
 
 STRATEGIES: tuple[str, ...] = ("priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost")
 CAPABILITIES: tuple[str, ...] = ("tools", "vision", "json", "prefill", "streaming")
+KINDS: tuple[str, ...] = ("chat", "embeddings")
 BUILTIN_DRIVERS: tuple[str, ...] = ("openai", "azure", "anthropic", "gemini", "ollama", "mock")
 DEFAULT_RESTART_BUFFER = 256 * 1024  # bytes of answer `mid_stream: restart` holds back (~64k tokens of text)
 
@@ -153,11 +155,18 @@ class ProviderSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A model offered by a provider. `upstream` is the provider's id for it; `key` the name in the file."""
+    """A model offered by a provider. `upstream` is the provider's id for it; `key` the name in the file.
+
+    An embeddings model (`kind="embeddings"`) returns vectors of `dimensions` floats, or any length from
+    `min_dimensions` up to that when a request asks for fewer (None: only its own length).
+    """
 
     key: str
     provider: str
     upstream: str
+    kind: Kind = "chat"
+    dimensions: int | None = None
+    min_dimensions: int | None = None
     context_window: int | None = None
     max_output_tokens: int | None = None
     supports: frozenset[str] | None = None  # None = not declared (assume capable)
@@ -186,13 +195,16 @@ class PoolSpec:
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """What clients ask for by name. `chain` names pools or models, tried in order; `policy` is effective."""
+    """What clients ask for by name (or by one of its `aliases`). `chain` names pools or models, tried in order;
+    `policy` is effective. `kind` says whether it serves chat or embeddings."""
 
     name: str
     chain: tuple[str, ...]
     policy: Policy = field(default_factory=Policy)
     requires: frozenset[str] = frozenset()
     description: str = ""
+    kind: Kind = "chat"
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

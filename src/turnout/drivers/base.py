@@ -15,6 +15,10 @@ upstream's prefill dialect). Beyond the protocol, a driver class may therefore d
   translating the canonical body (the `anthropic` driver: `"anthropic.messages"`). A request whose content has no
   canonical form (`NativeRequest.untranslatable`) is served only by such a driver.
 A model whose `supports` declares what its driver cannot honour is a located error when the file loads.
+
+Embeddings are optional too: a driver that can serve them defines `embed(request, ctx)` (see `EmbeddingsDriver`),
+and `embedding_token_input = True` when its upstream takes token-id arrays as input. An embeddings model on a
+driver without `embed` is a located error when the file loads.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from turnout.config import ProviderSpec
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
 if TYPE_CHECKING:
@@ -50,6 +55,9 @@ class CallContext:
     (consecutive plain chunks of one read, after the first content and before the finish reason); a driver may
     ignore it and always yield single chunks. `egress` holds the sessions for URLs a client sent (image fetches;
     see `turnout.drivers._egress`), never the upstream session; None makes such a fetch use a session of its own.
+    `dimensions` is, for an embeddings call, the length the model returns
+    by default (its `dimensions` in the routing file): a driver asks its upstream for another length only when the
+    request's `dimensions` differs from it.
     """
 
     session: aiohttp.ClientSession
@@ -64,6 +72,7 @@ class CallContext:
     guarded: bool = False
     batch: bool = False
     egress: Egress | None = None
+    dimensions: int | None = None
 
     def remaining(self) -> float | None:
         """Seconds left for this attempt: the tighter of the attempt timeout and the overall deadline."""
@@ -71,6 +80,11 @@ class CallContext:
         if self.attempt_timeout is None:
             return left
         return self.attempt_timeout if left is None else min(left, self.attempt_timeout)
+
+
+def offers_embeddings(driver: Any) -> bool:
+    """True when `driver` (a class or an instance) can serve embeddings (it defines `embed`)."""
+    return callable(getattr(driver, "embed", None))
 
 
 def honoured(
@@ -142,3 +156,16 @@ class Driver(Protocol):
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]: ...
 
     async def check_credentials(self, ctx: CallContext) -> CredentialCheck: ...
+
+
+@runtime_checkable
+class EmbeddingsDriver(Protocol):
+    """What a driver adds to serve embeddings (optional; see the module docstring)."""
+
+    embedding_token_input: ClassVar[bool]
+
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+        """One vector per input, in order. Ask the upstream for `request.dimensions` only when it differs from
+        `ctx.dimensions`; refuse token-id inputs (BadRequest, never sent) unless `embedding_token_input`. Usage is
+        `Usage.UNKNOWN` when the upstream reports none. A failure raises a ProviderError."""
+        ...

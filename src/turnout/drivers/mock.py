@@ -25,6 +25,9 @@ keeps, so a seeded drill replays identically.
 The mock never holds the event loop: an unpaced stream (`tokens_per_second: 0`) hands control back every
 `YIELD_EVERY` chunks, and the answer is produced lazily, token by token, so a huge echoed prompt costs neither a
 long stall nor a list of every chunk up front.
+
+Embeddings (`embed`): deterministic unit vectors (`mock_vectors`) of the model's `dimensions`, or the shorter length
+a request asks for; the same latency and faults apply, as to a non-streamed chat request.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from typing import Any, ClassVar
 from turnout.config import ProviderSpec
 from turnout.drivers._http import classify_status, validate_options
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.drivers.mock_vectors import DEFAULT_DIMENSIONS, estimate_tokens, mock_vector
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.errors import (
     BadRequest,
     ContentPolicyError,
@@ -250,6 +255,7 @@ class MockDriver:
     name: ClassVar[str] = "mock"
     options_schema: ClassVar[Mapping[str, Any]] = OPTIONS_SCHEMA
     capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "prefill", "streaming"})
+    embedding_token_input: ClassVar[bool] = True
 
     def __init__(self, spec: ProviderSpec) -> None:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
@@ -261,7 +267,7 @@ class MockDriver:
 
     # -- planning
 
-    def _behaviour(self, request: ChatRequest) -> Behaviour:
+    def _behaviour(self, request: ChatRequest | EmbeddingRequest) -> Behaviour:
         directive = request.body.get("turnout_mock")
         if directive is None or not self._directives:
             return self._base  # directives are for providers that opted in; others ignore the key, as HTTP drivers do
@@ -354,7 +360,8 @@ class MockDriver:
 
     # -- calls
 
-    async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
+    async def _whole_answer(self, request: ChatRequest | EmbeddingRequest, ctx: CallContext) -> Behaviour:
+        """Latency and faults of a non-streamed answer (chat or embeddings); returns the request's behaviour."""
         behaviour = self._behaviour(request)
         fault = self._pick_fault(behaviour)
         await self._before_answer(fault, behaviour, ctx, stream=False)
@@ -364,6 +371,10 @@ class MockDriver:
             raise self._error(UpstreamConnectionError, "mock: connection broke while reading the body", ctx)
         if fault is not None and fault.kind in ("malformed", "no_terminator"):
             raise self._error(ProtocolError, "mock: upstream sent a truncated JSON body", ctx)
+        return behaviour
+
+    async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
+        behaviour = await self._whole_answer(request, ctx)
         tool = self._tool(request, behaviour)
         if tool is not None:
             call = self._tool_call(request, tool, 0)
@@ -447,6 +458,19 @@ class MockDriver:
                 group = []
         if group:
             yield {"content": "".join(group)}, len(group)
+
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+        """Deterministic unit vectors, one per input (see `mock_vectors`)."""
+        await self._whole_answer(request, ctx)
+        size = ctx.dimensions or DEFAULT_DIMENSIONS
+        length = request.dimensions or size
+        if length > size:
+            raise self._error(
+                BadRequest, f"mock: this model returns at most {size} dimensions, not {length}", ctx, status=400
+            )
+        vectors = tuple(mock_vector(item, size, length) for item in request.inputs)
+        usage = Usage(sum(estimate_tokens(item) for item in request.inputs), 0)
+        return EmbeddingResponse(model=ctx.model, vectors=vectors, usage=usage)
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         return [ModelInfo(id=ctx.model or "mock", owned_by="turnout")]

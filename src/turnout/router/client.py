@@ -25,12 +25,14 @@ import aiohttp
 from turnout.config import Config
 from turnout.drivers.base import CallContext, CredentialCheck, Driver, ModelInfo
 from turnout.drivers.registry import DriverRegistry
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.errors import InvalidRequest, RouteNotFound
 from turnout.events import BreakerClosed, BreakerEvent, BreakerOpened, Event, Observer
 from turnout.redaction import Redactor
 from turnout.router.compile import compile_graph
 from turnout.router.dispatch import Run, Runtime, dispatch_chat
-from turnout.router.graph import DispatchGraph
+from turnout.router.embed import EmbeddingRun, dispatch_embeddings
+from turnout.router.graph import CompiledRoute, DispatchGraph
 from turnout.router.health import HealthTable
 from turnout.router.streaming import ChatStream
 from turnout.state import Period, StateBackend, UsageKey, UsageTotals, open_state
@@ -224,6 +226,20 @@ class Router:
     def routes(self) -> list[str]:
         return list(self._graph.routes)
 
+    def route_of(self, model: str) -> str | None:
+        """The route a client's `model` names: itself, or the route it is an alias of (None: no route)."""
+        return self._graph.route_of(model)
+
+    def _route(self, model: str, kind: str) -> CompiledRoute:
+        """The route `model` names (by name or alias), which must serve `kind`; RouteNotFound or a 400 otherwise."""
+        graph = self._graph
+        route = graph.by_name.get(model)
+        if route is None:
+            raise RouteNotFound(model, list(graph.routes))
+        if route.kind != kind:
+            raise wrong_kind(route, model)
+        return route
+
     # -- requests ------------------------------------------------------------------------------------
     def _prepare(
         self,
@@ -242,10 +258,9 @@ class Router:
             request = ChatRequest.create(model=model, messages=messages, **params)
         elif model is not None or messages is not None or params:
             raise InvalidRequest("pass either a ChatRequest or keyword arguments, not both", param=None)
-        graph = self._graph
-        route = graph.routes.get(request.model)
-        if route is None:
-            raise RouteNotFound(request.model, list(graph.routes))
+        route = self._graph.by_name.get(request.model)
+        if route is None or route.kind != "chat":
+            route = self._route(request.model, "chat")  # raises the right error
         if request.stream != stream:
             native = request.native
             request = ChatRequest.from_openai({**request.body, "stream": stream})
@@ -332,6 +347,34 @@ class Router:
             return await self.chat(**item)
         raise InvalidRequest(f"chat_many() takes ChatRequests or mappings, not {type(item).__name__}", param=None)
 
+    async def embed(
+        self,
+        request: EmbeddingRequest | None = None,
+        /,
+        *,
+        model: str | None = None,
+        input: Any = None,
+        request_id: str | None = None,
+        **openai_params: Any,
+    ) -> EmbeddingResponse:
+        """Embed `input` (a string, a list of strings, token ids or token-id arrays) through an embeddings route.
+
+        `openai_params` are OpenAI's (`dimensions`, `encoding_format`, `user`...). Fallback, retries, breakers,
+        limits and pricing are chat's. Raises RouteNotFound, InvalidRequest (also for a chat route),
+        AllUpstreamsFailed, or the upstream ProviderError when the route's action for it is "fail".
+        """
+        if request is None:
+            if model is None or input is None:
+                raise InvalidRequest("embed() needs an EmbeddingRequest or model= and input=", param="model")
+            request = EmbeddingRequest.create(model=model, input=input, **openai_params)
+        elif model is not None or input is not None or openai_params:
+            raise InvalidRequest("pass either an EmbeddingRequest or keyword arguments, not both", param=None)
+        route = self._route(request.model, "embeddings")
+        run = EmbeddingRun(
+            self._rt, route, request, request_id or f"{self._id_prefix}-{next(self._ids)}", self._ensure_session()
+        )
+        return await dispatch_embeddings(run)
+
     def stream(
         self,
         request: ChatRequest | None = None,
@@ -348,12 +391,17 @@ class Router:
 
     # -- introspection -------------------------------------------------------------------------------
     async def models(self) -> list[ModelInfo]:
-        """The routes, as models (the `id` is the route name)."""
-        created = "turnout"
-        return [
-            ModelInfo(id=name, owned_by=created, context_window=_largest_window(route.deployments))
-            for name, route in self._graph.routes.items()
-        ]
+        """The routes, as models (the `id` is the route name), then each alias (`extra["alias_of"]` names its
+        route). `extra["kind"]` says what each serves (chat or embeddings)."""
+        models: list[ModelInfo] = []
+        aliases: list[ModelInfo] = []
+        for name, route in self._graph.routes.items():
+            window = _largest_window(route.deployments)
+            models.append(ModelInfo(id=name, owned_by="turnout", context_window=window, extra={"kind": route.kind}))
+            for alias in route.aliases:
+                extra = {"kind": route.kind, "alias_of": name}
+                aliases.append(ModelInfo(id=alias, owned_by="turnout", context_window=window, extra=extra))
+        return models + aliases
 
     async def check_credentials(self) -> list[CredentialCheck]:
         """One cheap authenticated call per enabled provider, concurrently; disabled ones report why."""
@@ -401,6 +449,18 @@ class Router:
 
     def __repr__(self) -> str:
         return f"<Router routes={len(self._graph.routes)} deployments={len(self._graph.deployments)}>"
+
+
+def wrong_kind(route: CompiledRoute, model: str) -> InvalidRequest:
+    """The 400 for a request of the other kind: a chat request to an embeddings route, or the reverse."""
+    named = f"'{model}'" if model == route.name else f"'{model}' (route '{route.name}')"
+    if route.kind == "embeddings":
+        message = f"{named} serves embeddings: send it to POST /v1/embeddings (router.embed), not chat completions."
+    else:
+        message = (
+            f"{named} serves chat completions: send it to POST /v1/chat/completions (router.chat), not embeddings."
+        )
+    return InvalidRequest(message, param="model", code="wrong_endpoint")
 
 
 def _registry(drivers: Mapping[str, type[Driver]] | DriverRegistry | None) -> DriverRegistry:

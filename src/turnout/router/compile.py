@@ -4,6 +4,9 @@ One driver instance per enabled provider, shared by its deployments. Each route'
 a pool keeps its strategy and members, a bare model becomes a one-member priority pool. Deployments of
 disabled providers, and members lacking a capability the route `requires`, are left out of the steps but
 listed in `CompiledRoute.excluded` with the reason, so explain and /readyz can show why.
+
+The loader reports kind and dimension mistakes with their locations (`turnout.schema.kinds`); compiling checks the
+same rules again, so a `Config` built in code can never chain an embeddings fallback of another vector length.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from types import MappingProxyType
 
 from turnout.config import CAPABILITIES, Config, ModelSpec, ProviderSpec, RouteSpec
 from turnout.drivers._http import validate_options
-from turnout.drivers.base import Driver, honoured, unhonoured
+from turnout.drivers.base import Driver, honoured, offers_embeddings, unhonoured
 from turnout.drivers.registry import DriverRegistry, UnknownDriver
 from turnout.errors import ConfigError, Problem
 from turnout.router.graph import CompiledRoute, Deployment, DispatchGraph, Excluded, PlannedMember, PlannedStep, Step
@@ -56,13 +59,50 @@ def compile_graph(
         raise ConfigError(problems)
 
     routes = {name: _route(config, spec, deployments, disabled, rng) for name, spec in config.routes.items()}
+    for route in routes.values():
+        _check_kind(config, route, problems)
+    by_name = _by_name(config, routes, problems)
+    if problems:
+        raise ConfigError(problems)
     return DispatchGraph(
         config=config,
         routes=MappingProxyType(routes),
         deployments=MappingProxyType(deployments),
         drivers=MappingProxyType(built),
         disabled_providers=MappingProxyType(disabled),
+        by_name=MappingProxyType(by_name),
     )
+
+
+def _by_name(config: Config, routes: dict[str, CompiledRoute], problems: list[Problem]) -> dict[str, CompiledRoute]:
+    """Every name a client may send: each route's name, then its aliases (unique; never another route's name)."""
+    by_name = dict(routes)
+    for route in routes.values():
+        for alias in route.aliases:
+            owner = by_name.get(alias)
+            if owner is not None and owner is not route:
+                where = f"routes.{route.name}.aliases"
+                problems.append(Problem(config.source, 0, 0, where, f"'{alias}' already names route '{owner.name}'"))
+            by_name[alias] = route
+    return by_name
+
+
+def _check_kind(config: Config, route: CompiledRoute, problems: list[Problem]) -> None:
+    """Every member of the route's kind; an embeddings route's members all of one vector length."""
+    where = f"routes.{route.name}.chain"
+    lengths: set[int | None] = set()
+    for step in route.plan:
+        for member in step.members:
+            model = config.models[member.model]
+            if model.kind != route.kind:
+                message = f"'{model.key}' is a {model.kind} model, but the route serves {route.kind}"
+                problems.append(Problem(config.source, 0, 0, where, message))
+            elif route.kind == "embeddings":
+                lengths.add(model.dimensions)
+    if len(lengths) > 1 or None in lengths:
+        shown = ", ".join(str(n) for n in sorted(n for n in lengths if n is not None)) or "none"
+        message = f"an embeddings route's models must all declare the same dimensions (got {shown})"
+        problems.append(Problem(config.source, 0, 0, where, message))
 
 
 def _build_driver(
@@ -91,6 +131,11 @@ def _model_fits(config: Config, model: ModelSpec, driver: Driver, problems: list
     """The model's options suit its driver and its `supports` asks only what the driver honours (a file's loader
     checks both with locations; this catches a Config built in code)."""
     where = f"models.{model.key}"
+    if model.kind == "embeddings" and not offers_embeddings(driver):
+        problems.append(
+            Problem(config.source, 0, 0, f"{where}.kind", f"driver '{driver.name}' cannot serve embeddings")
+        )
+        return False
     schema = getattr(driver, "model_options_schema", None)
     if schema is not None and model.options:
         try:
@@ -98,7 +143,7 @@ def _model_fits(config: Config, model: ModelSpec, driver: Driver, problems: list
         except ValueError as exc:
             problems.append(Problem(config.source, 0, 0, f"{where}.options", str(exc)))
             return False
-    if model.supports is None:
+    if model.supports is None or model.kind == "embeddings":
         return True
     options = config.providers[model.provider].options
     wrong = unhonoured(driver, sorted(model.supports), options, model.options)
@@ -109,7 +154,12 @@ def _model_fits(config: Config, model: ModelSpec, driver: Driver, problems: list
 
 def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
     provider = config.providers[model.provider]
-    capabilities = model.supports if model.supports is not None else honoured(driver, provider.options, model.options)
+    if model.kind == "embeddings":
+        capabilities: frozenset[str] | None = frozenset()  # chat capabilities: an embeddings model has none
+    elif model.supports is not None:
+        capabilities = model.supports
+    else:
+        capabilities = honoured(driver, provider.options, model.options)
     return Deployment(
         key=f"{model.provider}/{model.key}",
         provider=model.provider,
@@ -125,6 +175,10 @@ def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
         connect_timeout=provider.connect_timeout,
         model_options=MappingProxyType(dict(model.options)),
         native_formats=frozenset(getattr(driver, "native_formats", ())),
+        kind=model.kind,
+        dimensions=model.dimensions,
+        min_dimensions=model.min_dimensions,
+        token_input=bool(getattr(driver, "embedding_token_input", False)),
     )
 
 
@@ -171,6 +225,7 @@ def _route(
         plan.append(PlannedStep(entry, kind, strategy, tuple(planned)))
         if chosen:
             steps.append(Step(entry, kind, make_strategy(strategy, rng), tuple(chosen), tuple(weights)))
+    dimensions = next((config.models[m.model].dimensions for step in plan for m in step.members), None)
     return CompiledRoute(
         name=spec.name,
         steps=tuple(steps),
@@ -179,6 +234,9 @@ def _route(
         description=spec.description,
         excluded=tuple(excluded),
         plan=tuple(plan),
+        kind=spec.kind,
+        aliases=spec.aliases,
+        dimensions=dimensions if spec.kind == "embeddings" else None,
     )
 
 

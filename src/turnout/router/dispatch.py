@@ -1,6 +1,6 @@
 """The one fallback/attempt loop for non-streamed requests, and the per-request state it shares with streams.
 
-Read `dispatch_chat` top to bottom: for each step of the route, for each deployment in the strategy's order
+Read `dispatch` top to bottom: for each step of the route, for each deployment in the strategy's order
 (skipping what cannot serve), try up to `1 + retry.attempts` times under a per-attempt timeout that never
 exceeds what is left of the request's deadline. Before each attempt the breaker is asked (locally, free), then
 the deployment's gate when it has one (rate limits; with shared state also cluster-wide half-open probes: the
@@ -8,6 +8,9 @@ one place a request may wait on the state backend, never longer than its op_time
 and act on it (retry after a backoff, move on, or fail now). Every try and skip lands in the trail; exhaustion
 raises AllUpstreamsFailed whose cause is the most meaningful upstream error (rule in
 `turnout.router.policy.most_meaningful`).
+
+The loop is the same for every kind of request: what one attempt calls (`driver.send` for chat, `driver.embed`
+for embeddings, see `turnout.router.embed`) and how a success is finished are its two parameters.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from turnout.drivers._egress import Egress
 from turnout.drivers.base import CallContext
@@ -59,6 +62,12 @@ if TYPE_CHECKING:
     from turnout.state import StateBackend
 
 log = logging.getLogger("turnout.router")
+R = TypeVar("R")  # what one attempt returns (a driver's answer)
+T = TypeVar("T")  # what the request returns
+# (deployment, request, context) -> the awaitable answer of one attempt.
+AttemptCall = Callable[["Deployment", Any, CallContext], Awaitable[R]]
+# (run, deployment, health, ticket, started, answer) -> the request's result, the success recorded.
+Finish = Callable[["Run", "Deployment", "DeploymentHealth", Ticket, float, R], T]
 _DETAIL_LIMIT = 300
 UNENCODABLE = "invalid_unicode"  # the code of a request the driver could not even encode (never sent)
 _UNSENT = NOT_SENT_CODES | {UNENCODABLE}
@@ -271,9 +280,17 @@ class Run:
         return now
 
     def succeeded(
-        self, d: Deployment, h: DeploymentHealth, ticket: Ticket, started: float, usage: Usage, ttft: float | None
+        self,
+        d: Deployment,
+        h: DeploymentHealth,
+        ticket: Ticket,
+        started: float,
+        usage: Usage,
+        ttft: float | None,
+        estimated: bool = False,
     ) -> float:
-        """Record a successful attempt; returns its end time."""
+        """Record a successful attempt; returns its end time. `estimated`: the upstream reported no usage, and
+        `usage` is turnout's estimate (the attempt is priced from it, flagged)."""
         now = self.rt.clock()
         duration = now - started
         self.upstream_time += duration
@@ -284,7 +301,7 @@ class Run:
             self._settle(h, ticket)
         cost = d.price.cost(usage) if d.price is not None else None
         self.rt.state.record(self.route.name, d.key, "", usage, cost)
-        self.trail.append(Attempt(d.key, started, duration, "success", usage=usage, cost_usd=cost))
+        self.trail.append(Attempt(d.key, started, duration, "success", usage=usage, cost_usd=cost, estimated=estimated))
         if self.rt.observers:
             self.rt.emit(AttemptSucceeded(now, self.request_id, self.route.name, d.key, duration, ttft))
         return now
@@ -505,7 +522,16 @@ def attempt_timeout(d: Deployment, budget: float) -> UpstreamTimeout:
     return UpstreamTimeout(f"no answer within {budget:.3g}s", provider=d.provider, model=d.upstream)
 
 
-async def dispatch_chat(run: Run) -> ChatResponse:
+def dispatch_chat(run: Run) -> Awaitable[ChatResponse]:
+    """Serve a non-streamed chat request (the coroutine of `dispatch`, so no extra await layer)."""
+    return dispatch(run, _send, _finish)
+
+
+def _send(d: Deployment, request: ChatRequest, ctx: CallContext) -> Awaitable[ChatResponse]:
+    return d.driver.send(request, ctx)
+
+
+async def dispatch(run: Run, call: AttemptCall[R], finish: Finish[R, T]) -> T:
     """Serve a non-streamed request: the plain nested loop described in the module docstring."""
     rt = run.rt
     policy = run.policy
@@ -530,7 +556,7 @@ async def dispatch_chat(run: Run) -> ChatResponse:
             started = run.begin(d, h)
             guard = monitor.guard(loop_time() + budget)  # the generic timeout, on top of the driver's own
             try:
-                response = await d.driver.send(run.request, ctx)
+                response = await call(d, run.request, ctx)
             except ProviderError as exc:
                 error = exc
             except asyncio.CancelledError:
@@ -541,7 +567,7 @@ async def dispatch_chat(run: Run) -> ChatResponse:
             except Exception as exc:
                 error = driver_bug(d, exc)
             else:
-                return _finish(run, d, h, ticket, started, response)
+                return finish(run, d, h, ticket, started, response)
             finally:
                 monitor.release(guard)
                 if guard.fired:  # the driver turned our cancellation into something else: undo it

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from turnout.config import BreakerPolicy, Config, Limits, Policy
+from turnout.config import BreakerPolicy, Config, Kind, Limits, Policy
 from turnout.drivers.base import Driver
 from turnout.router.pricing import TokenPrice
 
@@ -27,6 +27,8 @@ class Deployment:
     """One model on one provider, ready to call. `key` is "provider/model-key" (the model's name in the file).
 
     `native_formats`: the client wire formats its driver sends as they are (`ChatRequest.native`), from the driver.
+    An embeddings deployment (`kind="embeddings"`) returns `dimensions`-long vectors, or from `min_dimensions` up
+    to that on request; `token_input` says whether its driver takes token-id arrays.
     """
 
     key: str
@@ -43,9 +45,20 @@ class Deployment:
     connect_timeout: float | None = None
     model_options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     native_formats: frozenset[str] = frozenset()
+    kind: Kind = "chat"
+    dimensions: int | None = None
+    min_dimensions: int | None = None
+    token_input: bool = False
 
     def __repr__(self) -> str:
         return f"Deployment({self.key!r})"
+
+    def returns(self, dimensions: int | None) -> bool:
+        """Whether this (embeddings) deployment returns vectors of `dimensions` (None: its own length)."""
+        if dimensions is None or dimensions == self.dimensions:
+            return True
+        low = self.min_dimensions
+        return low is not None and self.dimensions is not None and low <= dimensions <= self.dimensions
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -91,7 +104,11 @@ class PlannedStep:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledRoute:
-    """`steps` is what dispatch walks (usable deployments only); `plan` is the chain as written, for display."""
+    """`steps` is what dispatch walks (usable deployments only); `plan` is the chain as written, for display.
+
+    `kind` is what the route serves (chat or embeddings); an embeddings route's deployments all return
+    `dimensions`-long vectors by default. `aliases` are further names clients may send for it.
+    """
 
     name: str
     steps: tuple[Step, ...]
@@ -100,6 +117,9 @@ class CompiledRoute:
     description: str = ""
     excluded: tuple[Excluded, ...] = ()
     plan: tuple[PlannedStep, ...] = ()
+    kind: Kind = "chat"
+    aliases: tuple[str, ...] = ()
+    dimensions: int | None = None
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
@@ -108,13 +128,27 @@ class CompiledRoute:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class DispatchGraph:
-    """The whole compiled routing file. `disabled_providers` maps provider name -> reason."""
+    """The whole compiled routing file. `disabled_providers` maps provider name -> reason.
+
+    `routes` holds each route under its name; `by_name` every name a client may send (route names and aliases), so
+    resolving a request's `model` stays one dict lookup. Built by `compile_graph`; when left empty it is `routes`.
+    """
 
     config: Config
     routes: Mapping[str, CompiledRoute]
     deployments: Mapping[str, Deployment]
     drivers: Mapping[str, Driver]
     disabled_providers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    by_name: Mapping[str, CompiledRoute] = field(default_factory=lambda: _EMPTY)
+
+    def __post_init__(self) -> None:
+        if not self.by_name:
+            object.__setattr__(self, "by_name", self.routes)
 
     def route_names(self) -> list[str]:
         return list(self.routes)
+
+    def route_of(self, name: str) -> str | None:
+        """The route a client's `model` names (itself, or the route it is an alias of); None when it names none."""
+        route = self.by_name.get(name)
+        return route.name if route is not None else None

@@ -147,6 +147,9 @@ def _model(name: str, spec: dict[str, Any], breaker: BreakerPolicy) -> ModelSpec
         key=name,
         provider=spec["provider"],
         upstream=spec.get("name", name),
+        kind=spec.get("kind", "chat"),
+        dimensions=_int(spec.get("dimensions")),
+        min_dimensions=_int(spec.get("min_dimensions")),
         context_window=_int(spec.get("context_window")),
         max_output_tokens=_int(spec.get("max_output_tokens")),
         supports=frozenset(supports) if supports is not None else None,
@@ -170,7 +173,7 @@ def _money(value: Any) -> Decimal:
 def _price(spec: dict[str, Any]) -> Price:
     return Price(
         input=_money(spec["input"]),
-        output=_money(spec["output"]),
+        output=_money(spec.get("output", 0)),  # only embeddings models may leave it out: they produce no output
         cached_input=_money(spec["cached_input"]) if "cached_input" in spec else None,
         cache_write=_money(spec["cache_write"]) if "cache_write" in spec else None,
     )
@@ -191,6 +194,8 @@ def _route(name: str, spec: dict[str, Any], defaults: Policy) -> RouteSpec:
         policy=_policy(spec, defaults),
         requires=frozenset(spec.get("requires") or ()),
         description=spec.get("description", ""),
+        kind=spec.get("kind", "chat"),
+        aliases=tuple(spec.get("aliases") or ()),
     )
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from turnout.drivers.base import honoured, unhonoured
+from turnout.drivers.base import honoured, offers_embeddings, unhonoured
 from turnout.schema.problems import Path, did_you_mean
 
 if TYPE_CHECKING:
@@ -69,6 +69,14 @@ class DriverChecks:
         """Check one model; return its effective capabilities (None: unknown, assume everything)."""
         provider = spec.get("provider")
         cls = self.driver_of(provider)
+        if spec.get("kind") == "embeddings":
+            if cls is not None and not offers_embeddings(cls):
+                driver = getattr(cls, "name", provider)
+                self.c.r.error(
+                    ("models", name, "kind"),
+                    f"driver '{driver}' cannot serve embeddings (it has no embeddings endpoint)",
+                )
+            return frozenset()
         supports = spec.get("supports")
         declared = frozenset(c for c in supports if isinstance(c, str)) if isinstance(supports, list) else None
         if cls is None:
@@ -118,7 +126,10 @@ class DriverChecks:
 
     # -- routes ------------------------------------------------------------------------------------------------
     def _route(self, name: str, spec: dict[str, Any], capabilities: Mapping[str, frozenset[str] | None]) -> None:
+        if spec.get("kind", "chat") != "chat":
+            return  # streaming and continuation are chat matters
         models = [m for target in _strings(spec.get("chain")) for m in self.c._expand(target)]
+        models = [m for m in models if _dict(self.c.models.get(m)).get("kind", "chat") == "chat"]
         if not models:
             return
 
