@@ -8,6 +8,11 @@ Provider options: `api_version` (default v1beta; ignored when `base_url` already
 see `_images`), `max_image_bytes` and `max_request_image_bytes` (default 20 MB each, Gemini's inline request
 limit). Prefill is not supported,
 so "prefill" is not among the capabilities.
+
+Embeddings: one input goes to `:embedContent`, several to `:batchEmbedContents` in batches of at most
+`EMBED_BATCH` (Gemini's limit per call), one after the other within the attempt's budget. A request for fewer
+dimensions becomes `outputDimensionality`. Gemini takes text only and reports no usage (the router then prices
+the request from its token estimate, flagged).
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
 from turnout.drivers._common import auth_headers, fetch_model_list, model_info
+from turnout.drivers._embed import (
+    expect_mapping,
+    parse_vector,
+    prompt_usage,
+    refuse_token_input,
+    texts,
+    wanted_dimensions,
+)
 from turnout.drivers._http import (
     classify_status,
     dumps,
@@ -28,6 +41,7 @@ from turnout.drivers._http import (
     parse_retry_after,
     probe_credentials,
     read_json,
+    request_json,
     transport_error,
     validate_options,
 )
@@ -36,13 +50,15 @@ from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.gemini_request import build_request, remote_image_urls
 from turnout.drivers.gemini_response import error_from_status, parse_response
 from turnout.drivers.gemini_stream import GeminiStream
-from turnout.errors import ProviderError
-from turnout.types import ChatChunk, ChatRequest, ChatResponse
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
+from turnout.errors import ProtocolError, ProviderError
+from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_API_VERSION = "v1beta"
 _VERSIONS = ("/v1beta", "/v1", "/v1alpha")
 _MAX_MODEL_PAGES = 20
+EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests per call
 
 
 class GeminiDriver:
@@ -68,6 +84,7 @@ class GeminiDriver:
         }
     )
     capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming"})
+    embedding_token_input: ClassVar[bool] = False
 
     def __init__(self, spec: ProviderSpec) -> None:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
@@ -154,6 +171,52 @@ class GeminiDriver:
             for chunk in machine.finish():
                 yield chunk
 
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+        provider, model = self.spec.name, ctx.model
+        refuse_token_input(request, provider=provider, model=model)
+        asked = wanted_dimensions(request, ctx)
+        items = texts(request)
+        if len(items) == 1:
+            data = await self._post(ctx, "embedContent", _embed_request(items[0], None, asked))
+            answers, counts = (
+                [expect_mapping(data, "embedding", provider=provider, model=model)],
+                [_prompt_tokens(data)],
+            )
+        else:
+            answers, counts = await self._embed_batches(ctx, items, asked)
+        vectors = tuple(
+            parse_vector(_values(item), index=i, provider=provider, model=model) for i, item in enumerate(answers)
+        )
+        known = [count for count in counts if count is not None]
+        usage = prompt_usage(sum(known)) if len(known) == len(counts) else Usage.UNKNOWN
+        return EmbeddingResponse(model=model.removeprefix("models/"), vectors=vectors, usage=usage)
+
+    async def _embed_batches(
+        self, ctx: CallContext, items: list[str], asked: int | None
+    ) -> tuple[list[Any], list[int | None]]:
+        """`batchEmbedContents` over `items`, EMBED_BATCH at a time: (every embedding in order, reported counts)."""
+        provider, model = self.spec.name, ctx.model
+        name = f"models/{model.removeprefix('models/')}"
+        answers: list[Any] = []
+        counts: list[int | None] = []
+        for start in range(0, len(items), EMBED_BATCH):
+            batch = [_embed_request(text, name, asked) for text in items[start : start + EMBED_BATCH]]
+            data = await self._post(ctx, "batchEmbedContents", {"requests": batch})
+            found = expect_mapping(data, "embeddings", provider=provider, model=model)
+            if not isinstance(found, list) or len(found) != len(batch):
+                message = f"batchEmbedContents answered {len(found) if isinstance(found, list) else 'no list of'} "
+                raise ProtocolError(f"{message}embeddings for {len(batch)} inputs", provider=provider, model=model)
+            answers += found
+            counts.append(_prompt_tokens(data))
+        return answers, counts
+
+    async def _post(self, ctx: CallContext, method: str, body: Mapping[str, Any]) -> Any:
+        provider, model = self.spec.name, ctx.model
+        return await request_json(
+            ctx, "POST", self._url(model, method), provider=provider, model=model,
+            headers=self._request_headers, data=dumps(body), error_parser=self._errors(model),
+        )  # fmt: skip
+
     async def _models_page(self, ctx: CallContext, params: dict[str, str]) -> Mapping[str, Any]:
         return await fetch_model_list(
             ctx, f"{self._root}/models", provider=self.spec.name, key="models", headers=self._request_headers,
@@ -179,6 +242,27 @@ class GeminiDriver:
     async def check_credentials(self, ctx: CallContext) -> CredentialCheck:
         """One page of one model: cheap and authenticated; a failure is reported, never raised."""
         return await probe_credentials(self.spec.name, ctx, self._models_page(ctx, {"pageSize": "1"}))
+
+
+def _embed_request(text: str, model: str | None, dimensions: int | None) -> dict[str, Any]:
+    """One EmbedContentRequest: the text as a single part; `model` is set inside a batch, as Gemini requires."""
+    request: dict[str, Any] = {"content": {"parts": [{"text": text}]}}
+    if model is not None:
+        request = {"model": model, **request}
+    if dimensions is not None:
+        request["outputDimensionality"] = dimensions
+    return request
+
+
+def _values(embedding: Any) -> Any:
+    return embedding.get("values") if isinstance(embedding, Mapping) else None
+
+
+def _prompt_tokens(data: Any) -> int | None:
+    """A reported prompt-token count (`usageMetadata.promptTokenCount`; today's API sends none), or None."""
+    usage = data.get("usageMetadata") if isinstance(data, Mapping) else None
+    count = usage.get("promptTokenCount") if isinstance(usage, Mapping) else None
+    return count if type(count) is int and count >= 0 else None
 
 
 def _status_body(body: bytes) -> Mapping[str, Any] | None:

@@ -1,6 +1,10 @@
 """The `ollama` driver: Ollama's native `/api/chat` (NDJSON streaming), translated to and from OpenAI chat.
 
 The translation both ways (and the NDJSON stream state machine) lives in `ollama_wire`.
+
+Embeddings go to `/api/embed` (text only: a string or a list of strings) with the provider's `keep_alive` and
+`options`; a request for fewer dimensions becomes `dimensions` (Ollama cuts the vector and scales it to unit length
+again). Usage is its `prompt_eval_count`.
 """
 
 from __future__ import annotations
@@ -12,18 +16,21 @@ from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
 from turnout.drivers._common import auth_headers, fetch_model_list, model_info
+from turnout.drivers._embed import expect_mapping, parse_vector, prompt_usage, refuse_token_input, wanted_dimensions
 from turnout.drivers._http import (
     dumps,
     iter_ndjson,
     open_request,
     probe_credentials,
     read_json,
+    request_json,
     transport_error,
     validate_options,
 )
 from turnout.drivers._images import IMAGE_OPTIONS_SCHEMA
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.ollama_wire import StreamState, build_body, call_id, response_from
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.errors import BadRequest, ProtocolError, ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
@@ -49,6 +56,7 @@ class OllamaDriver:
         }
     )
     capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming"})
+    embedding_token_input: ClassVar[bool] = False
 
     def __init__(self, spec: ProviderSpec) -> None:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
@@ -108,6 +116,32 @@ class OllamaDriver:
             model=model,
             after_first_token=state.content,
         )
+
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+        provider, model = self.spec.name, ctx.model
+        refuse_token_input(request, provider=provider, model=model)
+        data = await request_json(
+            ctx, "POST", f"{self._base}/api/embed", provider=provider, model=model,
+            headers=self._request_headers, data=dumps(self._embed_body(request, ctx)),
+        )  # fmt: skip
+        found = expect_mapping(data, "embeddings", provider=provider, model=model)
+        if not isinstance(found, list):
+            raise ProtocolError("upstream answer's 'embeddings' is not a list", provider=provider, model=model)
+        vectors = tuple(parse_vector(v, index=i, provider=provider, model=model) for i, v in enumerate(found))
+        return EmbeddingResponse(model=model, vectors=vectors, usage=prompt_usage(data.get("prompt_eval_count")))
+
+    def _embed_body(self, request: EmbeddingRequest, ctx: CallContext) -> dict[str, Any]:
+        raw = request.body.get("input")
+        body: dict[str, Any] = {"model": ctx.model, "input": raw if isinstance(raw, str) else list(request.inputs)}
+        asked = wanted_dimensions(request, ctx)
+        if asked is not None:
+            body["dimensions"] = asked
+        options = self.spec.options
+        if "keep_alive" in options:
+            body["keep_alive"] = options["keep_alive"]
+        if options.get("options"):
+            body["options"] = dict(options["options"])
+        return body
 
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         page = await fetch_model_list(

@@ -6,6 +6,10 @@ A continuation (`mid_stream: continue`) is sent in the upstream's prefill dialec
 provider or the model (`openai_prefill`); without one the driver does not offer "prefill" at all.
 
 The wire details (body rewriting, parsing, the byte-level stream state machine) live in `openai_wire`.
+
+Embeddings (`POST .../embeddings`) are a passthrough too: the client's body with `model` replaced and `dimensions`
+sent only when it differs from the model's own length; vectors come back in the encoding the client asked for
+(floats, or base64 that reaches a base64 client untouched). Token-id arrays go through as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
 from turnout.drivers._common import auth_headers, fetch_model_list, model_info
+from turnout.drivers._embed import expect_mapping, parse_vector, prompt_usage, wanted_dimensions
 from turnout.drivers._http import (
     dumps,
     iter_sse_payloads,
@@ -24,13 +29,15 @@ from turnout.drivers._http import (
     probe_credentials,
     request_json,
     settle,
+    strip_directives,
     transport_error,
     validate_options,
 )
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.drivers.openai_prefill import DIALECTS, HINT, OPTION_SCHEMA, dialect_of
 from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
-from turnout.errors import BadRequest, ProviderError
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse, Vector
+from turnout.errors import BadRequest, ProtocolError, ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch
 
 # Re-exported for callers that parse OpenAI bodies themselves.
@@ -74,6 +81,7 @@ class OpenAIDriver:
     capability_hints: ClassVar[Mapping[str, str]] = MappingProxyType({"prefill": HINT})
     BASE_CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"tools", "vision", "json", "streaming"})
     capabilities: frozenset[str] = BASE_CAPABILITIES  # per instance: plus prefill when the provider names a dialect
+    embedding_token_input: ClassVar[bool] = True
 
     def __init__(self, spec: ProviderSpec) -> None:
         validate_options(self.name, spec.name, self.options_schema, spec.options)
@@ -95,6 +103,9 @@ class OpenAIDriver:
 
     def _models_url(self) -> str:
         return f"{self._base}/models"
+
+    def _embeddings_url(self, ctx: CallContext) -> str:
+        return f"{self._base}/embeddings"
 
     def _params(self) -> Mapping[str, str] | None:
         return None
@@ -173,6 +184,14 @@ class OpenAIDriver:
         for chunk in state.finish():
             yield chunk
 
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+        provider = self.spec.name
+        data = await request_json(
+            ctx, "POST", self._embeddings_url(ctx), provider=provider, model=ctx.model,
+            headers=self._request_headers, data=dumps(embeddings_body(request, ctx)), params=self._params(),
+        )  # fmt: skip
+        return embeddings_from(data, provider=provider, model=ctx.model)
+
     async def list_models(self, ctx: CallContext) -> list[ModelInfo]:
         page = await fetch_model_list(
             ctx,
@@ -247,8 +266,48 @@ class AzureOpenAIDriver(OpenAIDriver):
     def _models_url(self) -> str:
         return f"{self._base}/openai/v1/models" if self._v1 else f"{self._base}/openai/models"
 
+    def _embeddings_url(self, ctx: CallContext) -> str:
+        if self._v1:
+            return f"{self._base}/openai/v1/embeddings"
+        return f"{self._base}/openai/deployments/{ctx.model}/embeddings"
+
     def _params(self) -> Mapping[str, str] | None:
         return None if self._v1 else {"api-version": self.spec.options["api_version"]}
 
     def _headers(self) -> dict[str, str]:
         return auth_headers(self.spec, None if self.spec.options.get("auth") == "bearer" else "api-key")
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+
+
+def embeddings_body(request: EmbeddingRequest, ctx: CallContext) -> dict[str, Any]:
+    """The client's embeddings body for this upstream: `model` replaced, `dimensions` only when not the model's own."""
+    body = strip_directives(request.body)
+    body["model"] = ctx.model
+    asked = wanted_dimensions(request, ctx)
+    if asked is None:
+        body.pop("dimensions", None)
+    else:
+        body["dimensions"] = asked
+    return body
+
+
+def embeddings_from(data: Any, *, provider: str, model: str) -> EmbeddingResponse:
+    """An OpenAI `list` of `embedding` objects: vectors put in `index` order, each checked."""
+    items = expect_mapping(data, "data", provider=provider, model=model)
+    if not isinstance(items, list):
+        raise ProtocolError("upstream answer's 'data' is not a list", provider=provider, model=model)
+    vectors: list[Vector | None] = [None] * len(items)
+    for position, item in enumerate(items):
+        index = item.get("index", position) if isinstance(item, Mapping) else None
+        if type(index) is not int or not 0 <= index < len(items) or vectors[index] is not None:
+            message = f"upstream answer's data[{position}] has no usable index"
+            raise ProtocolError(message, provider=provider, model=model)
+        vectors[index] = parse_vector(item.get("embedding"), index=index, provider=provider, model=model)
+    usage = data.get("usage")
+    return EmbeddingResponse(
+        model=str(data.get("model") or model),
+        vectors=tuple(vectors),  # type: ignore[arg-type]  # every slot filled: indexes are unique and in range
+        usage=prompt_usage(usage.get("prompt_tokens")) if isinstance(usage, Mapping) else prompt_usage(None),
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from turnout.config import KINDS
 from turnout.schema.problems import Path
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class KindChecks:
     def _route(self, name: str, spec: dict[str, Any]) -> None:
         path: Path = ("routes", name)
         kind = spec.get("kind", "chat")
-        if not isinstance(kind, str):
+        if kind not in KINDS:  # the schema reports it
             return
         first: tuple[int, str] | None = None  # the embeddings route's first model: the length all must match
         for i, target in enumerate(_list(spec.get("chain"))):
@@ -137,7 +138,8 @@ class KindChecks:
             models = self.c._expand(target)
             wrong = [m for m in models if self.kind_of(m) != kind]
             if wrong:
-                self.c.r.error((*path, "chain", i), self._wrong_kind(target, wrong[0], kind))
+                if target not in self.c.pools or not self._pool_has_error(target):
+                    self.c.r.error((*path, "chain", i), self._wrong_kind(target, wrong[0], kind))
                 continue
             if kind != "embeddings" or not models:
                 continue
@@ -164,7 +166,9 @@ class KindChecks:
             )
         for key in STREAM_ONLY_KEYS:
             if key in spec:
-                self.c.r.warning((*path, key), f"{key} has no effect on an embeddings route (it never streams)")
+                self.c.r.warning(
+                    (*path, key), f"{key} has no effect on an embeddings route (it never streams)", key=True
+                )
 
     # -- aliases -------------------------------------------------------------------------------------------------
     def _aliases(self) -> None:

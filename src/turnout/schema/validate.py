@@ -88,6 +88,11 @@ def _report(error: ValidationError, reporter: Reporter) -> None:
     reporter.error(path, message)
 
 
+@cache
+def _name_pattern() -> str:
+    return str(schema_json()["$defs"]["name"]["pattern"])
+
+
 _NAME_RULE = "names start with a letter or digit and use only letters, digits and . _ : / @ + -"
 
 
@@ -136,5 +141,7 @@ def _message(error: ValidationError, path: Path) -> str:
         dupes = [item for i, item in enumerate(value) if item in value[:i]]
         return f"lists {show(dupes[0], path) if dupes else 'an item'} twice"
     if v == "pattern":
+        if arg == _name_pattern():
+            return f"invalid name {got}: {_NAME_RULE}"
         return f"invalid value {got}"
     return f"invalid value ({v})" if is_secret_path(path) else error.message
