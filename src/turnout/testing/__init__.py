@@ -31,6 +31,12 @@ to queue with `fake.script("chat", ...)`:
 `AnthropicFake` refuses, with the Messages API's own 400, every request the API would refuse (`anthropic_rules`),
 before its script answers; a fake decides that in `FakeUpstream.refusal(endpoint, body)`.
 
+Fakes of formats with an embeddings API (`OpenAIFake`, `GeminiFake`, `OllamaFake`) also serve the endpoint
+"embeddings" (`embeddings_fake`): `embeddings(dimensions=8, vectors=None, usage=...)` answers each request as
+the real API would (refusing what it refuses, with its error body) with deterministic vectors (`expected_vector`),
+and `asked_dimensions(recorded)` reads the length a request asked for. `error(...)` serves that endpoint too.
+`DriverContract` runs the embeddings checks (`embeddings_contract`) for drivers that define `embed`.
+
 `OpenAIFake` also speaks the prefill dialects (`OpenAIFake(prefill=...)`, `stream_answer(...)`: a canonical answer
 continued from whatever prefix a request carries, with scripted breaks).
 
@@ -43,6 +49,7 @@ from __future__ import annotations
 from typing import Any
 
 from turnout.testing.anthropic_fake import AnthropicFake
+from turnout.testing.embeddings_fake import EmbeddingsFake, expected_vector
 from turnout.testing.fake import (
     Behaviour,
     FakeUpstream,
@@ -71,6 +78,7 @@ __all__ = [
     "AnthropicFake",
     "Behaviour",
     "DriverContract",
+    "EmbeddingsFake",
     "FakeUpstream",
     "FormatFake",
     "Framing",
@@ -81,6 +89,7 @@ __all__ = [
     "ToolCall",
     "cut_body",
     "drop",
+    "expected_vector",
     "hang",
     "reply_json",
     "reply_ndjson",

@@ -1,7 +1,8 @@
 """FormatFake: the base of the per-format fakes (OpenAI, Ollama, Anthropic, Gemini).
 
 What does not depend on the wire format lives here once: the model a fake answers as, naming requests "chat" /
-"models" by path, `error` and `html_error` (from the subclass's `error_body`), and SSE keep-alive interleaving.
+"models" (and "embeddings", for fakes that serve them: `embeddings_fake`) by path, `error` and `html_error` (from
+the subclass's `error_body`), and SSE keep-alive interleaving.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class FormatFake(FakeUpstream, ABC):
         self.model = model
 
     def endpoint(self, method: str, path: str) -> str:
+        embeddings: tuple[str, ...] = getattr(self, "embeddings_paths", ())
+        if embeddings and path.endswith(embeddings):
+            return "embeddings"
         if path.endswith(self.chat_paths):
             return "chat"
         if path.endswith(self.models_path):

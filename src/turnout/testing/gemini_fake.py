@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.errors import ErrorClass
+from turnout.testing.embeddings_fake import GeminiEmbeddings
 from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_sse, sse_frame
 from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
@@ -91,7 +92,7 @@ def wire_usage(usage: Usage) -> dict[str, int]:
     return out
 
 
-class GeminiFake(FormatFake):
+class GeminiFake(GeminiEmbeddings, FormatFake):
     """A loopback Gemini API. Endpoints: "chat" (`:generateContent` and `:streamGenerateContent`), "models"."""
 
     chat_paths = (":generateContent", ":streamGenerateContent")

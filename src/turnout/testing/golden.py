@@ -3,6 +3,9 @@
     record = await capture(driver, fake, CANONICAL_REQUESTS["tools"], session=session, model="gpt-test")
     check_golden(Path("tests/drivers/golden/openai/tools.json"), record)
 
+Embeddings likewise: `capture_embeddings(driver, fake, CANONICAL_EMBEDDINGS["batch"], ...)` records the request an
+embeddings call sends (the fake must serve embeddings: `turnout.testing.embeddings_fake`).
+
 A record holds the method, path, query, the headers that matter (credentials masked as "***") and the parsed
 body. `check_golden` compares with the stored file; with `TURNOUT_UPDATE_GOLDEN=1` in the environment it
 rewrites the file instead (review the diff before committing).
@@ -19,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from turnout.drivers.base import CallContext, Driver
+from turnout.embeddings import EmbeddingRequest
 from turnout.types import ChatRequest
 
 UPDATE_ENV = "TURNOUT_UPDATE_GOLDEN"
@@ -114,6 +118,17 @@ CANONICAL_REQUESTS: Mapping[str, Mapping[str, Any]] = {
     },
 }
 
+# name -> the client's OpenAI embeddings body, recorded for every driver that serves embeddings ("tokens" only for
+# those whose upstream takes token-id arrays). The model behind them returns 8 dimensions.
+CANONICAL_EMBEDDINGS: Mapping[str, Mapping[str, Any]] = {
+    "one": {"model": "route", "input": "Hello, vectors!"},
+    "batch": {"model": "route", "input": ["first", "second ✓"], "encoding_format": "base64", "user": "user-7"},
+    "shorter": {"model": "route", "input": ["short"], "dimensions": 4, "encoding_format": "float"},
+    "own_length": {"model": "route", "input": "own length", "dimensions": 8, "turnout_mock": {"latency": 0}},
+    "tokens": {"model": "route", "input": [[9906, 1917], [15339]]},
+}
+GOLDEN_EMBEDDING_DIMENSIONS = 8
+
 _DROPPED_HEADERS = frozenset(
     {"host", "user-agent", "content-length", "accept", "accept-encoding", "connection", "content-type"}
 )
@@ -160,13 +175,29 @@ async def capture(
         fake.script("chat", fake.text("ok"))
         await driver.send(request, ctx)
     recorded = fake.requests[before:]
-    chat = [r for r in recorded if r.endpoint == "chat"][-1]
+    return _record([r for r in recorded if r.endpoint == "chat"][-1])
+
+
+async def capture_embeddings(
+    driver: Driver, fake: Any, body: Mapping[str, Any], *, session: aiohttp.ClientSession, model: str
+) -> dict[str, Any]:
+    """Send the embeddings `body` through `driver` to `fake` (which answers as a model of
+    GOLDEN_EMBEDDING_DIMENSIONS) and return the recorded request."""
+    request = EmbeddingRequest.from_openai(dict(body))
+    ctx = CallContext(session=session, model=model, attempt_timeout=10.0, dimensions=GOLDEN_EMBEDDING_DIMENSIONS)
+    before = len(fake.requests)
+    fake.script("embeddings", fake.embeddings(dimensions=GOLDEN_EMBEDDING_DIMENSIONS))
+    await driver.embed(request, ctx)  # type: ignore[attr-defined]
+    return _record([r for r in fake.requests[before:] if r.endpoint == "embeddings"][-1])
+
+
+def _record(request: Any) -> dict[str, Any]:
     return {
-        "method": chat.method,
-        "path": chat.path,
-        "query": dict(sorted(chat.query.items())),
-        "headers": _headers(chat.headers),
-        "body": chat.json,
+        "method": request.method,
+        "path": request.path,
+        "query": dict(sorted(request.query.items())),
+        "headers": _headers(request.headers),
+        "body": request.json,
     }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.errors import ErrorClass
+from turnout.testing.embeddings_fake import OllamaEmbeddings
 from turnout.testing.fake import Behaviour, Framing, ToolCall, reply_json, reply_ndjson, reply_stream
 from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
@@ -27,7 +28,7 @@ _ERRORS: Mapping[ErrorClass, tuple[int, str]] = {
 }
 
 
-class OllamaFake(FormatFake):
+class OllamaFake(OllamaEmbeddings, FormatFake):
     """A loopback Ollama server. Endpoints: "chat" (`/api/chat`), "models" (`/api/tags`)."""
 
     chat_paths = ("/api/chat",)

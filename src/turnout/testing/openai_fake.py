@@ -20,6 +20,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from turnout.errors import ErrorClass
+from turnout.testing.embeddings_fake import OpenAIEmbeddings
 from turnout.testing.fake import Behaviour, FakeUpstream, Framing, ToolCall, reply_json, reply_sse, sse_frame
 from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
 from turnout.types import Usage
@@ -75,7 +76,7 @@ _ERRORS: Mapping[ErrorClass, tuple[int, str | None, str, str]] = {
 }
 
 
-class OpenAIFake(FormatFake):
+class OpenAIFake(OpenAIEmbeddings, FormatFake):
     """A loopback OpenAI-compatible server. Endpoints: "chat" (any `.../chat/completions`), "models"."""
 
     chat_paths = ("/chat/completions",)
