@@ -165,9 +165,12 @@ async def test_curl_d_json_body_is_served(serve, http, primary, headers):
 async def test_unknown_path_and_wrong_method(serve, http, openai_error):
     """Unknown paths are 404 and known paths with the wrong method 405, both in OpenAI's shape."""
     async with serve() as s:
-        async with http.get(f"{s.url}/v1/embeddings") as resp:
+        async with http.get(f"{s.url}/v1/audio/speech") as resp:
             assert resp.status == 404
             openai_error(await resp.json(), 404)
+        async with http.get(f"{s.url}/v1/embeddings") as resp:
+            assert resp.status == 405
+            assert resp.headers["Allow"] == "POST"
         async with http.get(f"{s.url}{CHAT}") as resp:
             assert resp.status == 405
             assert resp.headers["Allow"] == "POST"

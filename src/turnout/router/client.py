@@ -31,8 +31,8 @@ from turnout.events import BreakerClosed, BreakerEvent, BreakerOpened, Event, Ob
 from turnout.redaction import Redactor
 from turnout.router.compile import compile_graph
 from turnout.router.dispatch import Run, Runtime, dispatch_chat
-from turnout.router.embed import EmbeddingRun, dispatch_embeddings
-from turnout.router.graph import CompiledRoute, DispatchGraph
+from turnout.router.embed import EmbeddingRun, check_length, dispatch_embeddings
+from turnout.router.graph import CompiledRoute, DispatchGraph, wrong_kind
 from turnout.router.health import HealthTable
 from turnout.router.streaming import ChatStream
 from turnout.state import Period, StateBackend, UsageKey, UsageTotals, open_state
@@ -370,6 +370,7 @@ class Router:
         elif model is not None or input is not None or openai_params:
             raise InvalidRequest("pass either an EmbeddingRequest or keyword arguments, not both", param=None)
         route = self._route(request.model, "embeddings")
+        check_length(route, request)
         run = EmbeddingRun(
             self._rt, route, request, request_id or f"{self._id_prefix}-{next(self._ids)}", self._ensure_session()
         )
@@ -449,18 +450,6 @@ class Router:
 
     def __repr__(self) -> str:
         return f"<Router routes={len(self._graph.routes)} deployments={len(self._graph.deployments)}>"
-
-
-def wrong_kind(route: CompiledRoute, model: str) -> InvalidRequest:
-    """The 400 for a request of the other kind: a chat request to an embeddings route, or the reverse."""
-    named = f"'{model}'" if model == route.name else f"'{model}' (route '{route.name}')"
-    if route.kind == "embeddings":
-        message = f"{named} serves embeddings: send it to POST /v1/embeddings (router.embed), not chat completions."
-    else:
-        message = (
-            f"{named} serves chat completions: send it to POST /v1/chat/completions (router.chat), not embeddings."
-        )
-    return InvalidRequest(message, param="model", code="wrong_endpoint")
 
 
 def _registry(drivers: Mapping[str, type[Driver]] | DriverRegistry | None) -> DriverRegistry:

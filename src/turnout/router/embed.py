@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse, dimensions_of
-from turnout.errors import ProtocolError
+from turnout.errors import InvalidRequest, ProtocolError
 from turnout.router.dispatch import Run, dispatch
 from turnout.router.pricing import request_cost
 from turnout.types import Usage
@@ -28,7 +28,7 @@ from turnout.types import Usage
 if TYPE_CHECKING:
     from turnout.drivers.base import CallContext
     from turnout.router.breaker import Ticket
-    from turnout.router.graph import Deployment
+    from turnout.router.graph import CompiledRoute, Deployment
     from turnout.router.health import DeploymentHealth
 
 
@@ -111,4 +111,20 @@ def _finish(
         attempts=tuple(run.trail),
         cost_usd=cost,
         encoding_format=request.encoding_format,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- refusals (400)
+
+
+def check_length(route: CompiledRoute, request: EmbeddingRequest) -> None:
+    """A 400 when no deployment of the route can return the length asked for (the client's mistake, not an outage)."""
+    asked = request.dimensions
+    if asked is None or any(d.returns(asked) for d in route.deployments):
+        return
+    lows = [d.min_dimensions for d in route.deployments if d.min_dimensions is not None]
+    shorter = f"or {min(lows)} to {route.dimensions} on request" if lows else "and no shorter ones"
+    raise InvalidRequest(
+        f"Route '{route.name}' returns {route.dimensions}-dimension vectors {shorter}; it cannot return {asked}.",
+        param="dimensions",
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from turnout.config import BreakerPolicy, Config, Kind, Limits, Policy
 from turnout.drivers.base import Driver
+from turnout.errors import InvalidRequest
 from turnout.router.pricing import TokenPrice
 
 if TYPE_CHECKING:
@@ -152,3 +153,13 @@ class DispatchGraph:
         """The route a client's `model` names (itself, or the route it is an alias of); None when it names none."""
         route = self.by_name.get(name)
         return route.name if route is not None else None
+
+
+def wrong_kind(route: CompiledRoute, model: str) -> InvalidRequest:
+    """The 400 for a request of the other kind: a chat request to an embeddings route, or the reverse."""
+    named = f"'{model}'" if model == route.name else f"'{model}' (route '{route.name}')"
+    if route.kind == "embeddings":
+        message = f"{named} serves embeddings: send it to POST /v1/embeddings (router.embed), not chat completions."
+    else:
+        message = f"{named} serves chat completions: send it to POST /v1/chat/completions (router.chat)."
+    return InvalidRequest(message, param="model", code="wrong_endpoint")

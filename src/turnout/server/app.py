@@ -4,7 +4,8 @@
 POST /v1/chat/completions   chat, OpenAI's format (JSON or SSE)    auth
 POST /v1/messages           chat, Anthropic's Messages format      auth (x-api-key or Bearer)
 POST /v1/messages/count_tokens  an input token estimate            auth
-GET  /v1/models[/{id}]      the routes, OpenAI list shape          auth
+POST /v1/embeddings         embeddings, OpenAI's format            auth
+GET  /v1/models[/{id}]      the routes and their aliases           auth
 GET  /healthz               process alive                          open
 GET  /readyz                graph loaded, every route usable       open: {"ready", "status", "draining"} only
                                                                    (503 when not ready or draining); the detail
@@ -47,6 +48,7 @@ from turnout.server.handler import IngressHandler
 from turnout.server.hosts import HostGuard, cross_site
 from turnout.server.ingress.anthropic_messages import AnthropicMessages, CountTokens
 from turnout.server.ingress.openai_chat import OpenAIChat
+from turnout.server.ingress.openai_embeddings import EmbeddingsHandler
 from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
@@ -56,6 +58,7 @@ ALLOWED = {  # path -> the method it accepts (for 405 answers)
     "/v1/chat/completions": "POST",
     "/v1/messages": "POST",
     "/v1/messages/count_tokens": "POST",
+    "/v1/embeddings": "POST",
     "/admin/reload": "POST",
     "/admin/config": "GET",
     "/v1/models": "GET",
@@ -165,13 +168,15 @@ class Sidecar:
         splices: tuple[Splice, ...] = (),
         ingress: str | None = None,
     ) -> None:
-        """Count and log one answered chat request (`ingress`: the client wire format, see `server.ingress`).
+        """Count and log one answered request (`ingress`: the client wire format, see `server.ingress`). `route`
+        may be what the client sent: an alias is reported as its route, a name that is no route as none.
 
         Upstream text (the error message of a failure with an error class, attempt details quoting a provider)
         may quote the request, so it is logged only with `server.log_content`; the class, statuses and
         deployments always are.
         """
-        label = route if route is not None and route in self.router.graph.routes else NO_ROUTE
+        name = self.router.graph.route_of(route) if route is not None else None
+        label = name if name is not None else NO_ROUTE
         self.metrics.request_done(label, status)
         if self.access.enabled:
             with_text = self.settings.log_content
@@ -181,7 +186,7 @@ class Sidecar:
                 method=request.method,
                 path=request.path,
                 status=status,
-                route=route if label != NO_ROUTE else None,
+                route=name,
                 served_by=served_by,
                 stream=stream,
                 attempts=attempts,
@@ -218,7 +223,9 @@ class Sidecar:
         refused = self.refusal(request)
         if refused is not None:
             return refused
-        data = [self._model(name, route) for name, route in self.router.graph.routes.items()]
+        routes = self.router.graph.routes
+        data = [self._model(name) for name in routes]
+        data += [self._model(alias) for route in routes.values() for alias in route.aliases]
         return web.Response(body=errors.json_bytes({"object": "list", "data": data}), headers=JSON_HEADERS)
 
     async def model(self, request: web.Request) -> web.Response:
@@ -226,16 +233,23 @@ class Sidecar:
         if refused is not None:
             return refused
         name = request.match_info["name"]
-        route = self.router.graph.routes.get(name)
-        if route is None:
+        if name not in self.router.graph.by_name:
             return _failure(errors.route_not_found(RouteNotFound(name, list(self.router.graph.routes))))
-        return web.Response(body=errors.json_bytes(self._model(name, route)), headers=JSON_HEADERS)
+        return web.Response(body=errors.json_bytes(self._model(name)), headers=JSON_HEADERS)
 
-    def _model(self, name: str, route: Any) -> dict[str, Any]:
-        spec = self.router.config.routes.get(name)
+    def _model(self, name: str) -> dict[str, Any]:
+        """One `/v1/models` entry: a route (with its aliases), or an alias (`alias_of` names its route). `kind` says
+        which endpoint serves it (chat or embeddings)."""
+        route = self.router.graph.by_name[name]
         entry: dict[str, Any] = {"id": name, "object": "model", "created": self.started_at, "owned_by": "turnout"}
-        if spec is not None and spec.description:
-            entry["description"] = spec.description
+        entry["kind"] = route.kind
+        if name != route.name:
+            entry["alias_of"] = route.name
+            return entry
+        if route.aliases:
+            entry["aliases"] = list(route.aliases)
+        if route.description:
+            entry["description"] = route.description
         return entry
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -384,6 +398,7 @@ def create_app(
     app.router.add_post("/v1/chat/completions", IngressHandler(sidecar, OpenAIChat()).__call__)
     app.router.add_post("/v1/messages", IngressHandler(sidecar, AnthropicMessages()).__call__)
     app.router.add_post("/v1/messages/count_tokens", CountTokens(sidecar).__call__)
+    app.router.add_post("/v1/embeddings", EmbeddingsHandler(sidecar).__call__)
     app.router.add_get("/v1/models", sidecar.models, allow_head=False)
     app.router.add_get("/v1/models/{name}", sidecar.model, allow_head=False)
     app.router.add_get("/healthz", sidecar.healthz)

@@ -103,7 +103,7 @@ class IngressHandler:
         sc.metrics.in_flight_now(sc.in_flight)
         try:
             chat = await self._parse(request, settings)
-            if not isinstance(chat, ChatRequest):
+            if isinstance(chat, errors.Failure):
                 response = self._refuse(request, chat, started)
                 if chat.status == 408:
                     return await _answer_and_close(request, response)
@@ -160,6 +160,19 @@ class IngressHandler:
         )
         return response
 
+    def _failed(self, request: web.Request, model: str, exc: Exception, started: float) -> web.Response:
+        """The answer to a request the router did not serve (call it while handling `exc`). The routing headers
+        name the route `model` names, by name or alias: never a client-chosen name."""
+        sc = self.sc
+        fail = errors.failure(exc, sc.redactor.for_clients)
+        if not isinstance(exc, TurnoutError):  # a bug, not an upstream or client problem: keep the traceback
+            sc.log.exception("request failed unexpectedly")
+        response = self._refuse(request, fail, started, route=model)
+        route = sc.router.graph.route_of(model)
+        if route is not None:
+            response.headers.update(routing_headers(route, None, fail.attempts, None))
+        return response
+
     def _logged(self, chat: ChatRequest, answer: Any) -> dict[str, Any] | None:
         """The content for the access log (`server.log_content`): the client's own body and the answer text."""
         if not self.sc.settings.log_content:
@@ -176,13 +189,7 @@ class IngressHandler:
             )
             raise
         except Exception as exc:
-            fail = errors.failure(exc, sc.redactor.for_clients)
-            if not isinstance(exc, TurnoutError):  # a bug, not an upstream or client problem: keep the traceback
-                sc.log.exception("request failed unexpectedly")
-            response = self._refuse(request, fail, started, route=chat.model)
-            if chat.model in sc.router.graph.routes:  # never echo a client-chosen name into a header
-                response.headers.update(routing_headers(chat.model, None, fail.attempts, None))
-            return response
+            return self._failed(request, chat.model, exc, started)
         body = self.ingress.answer(reply, chat)
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
         headers["Content-Type"] = "application/json"

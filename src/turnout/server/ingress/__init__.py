@@ -11,6 +11,8 @@ timeout, JSON), routing, fallback, breakers, limits, the `x-turnout-*` headers, 
 openai_chat.py          POST /v1/chat/completions        OpenAIChat          "openai.chat"
 anthropic_messages.py   POST /v1/messages                AnthropicMessages   "anthropic.messages"
                         POST /v1/messages/count_tokens   CountTokens (answered locally, no upstream)
+openai_embeddings.py    POST /v1/embeddings              OpenAIEmbeddings    "openai.embeddings"
+                                                         (EmbeddingsHandler: router.embed; never streams)
 ```
 
 A new format (the Responses API, say) is one more module implementing `Ingress` and one line in

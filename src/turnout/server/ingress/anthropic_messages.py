@@ -34,6 +34,7 @@ from turnout.drivers.anthropic.ingress_response import (
 )
 from turnout.drivers.anthropic.ingress_stream import MessagesEncoder
 from turnout.errors import ProviderError, RouteNotFound, UpstreamConnectionError
+from turnout.router.graph import wrong_kind
 from turnout.server import errors
 from turnout.server.body import encode_body
 from turnout.server.errors import Failure, Scrub
@@ -171,12 +172,15 @@ class CountTokens(IngressHandler):
         super().__init__(sidecar, _Counting())
 
     async def respond(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
-        routes = self.sc.router.graph.routes
-        if chat.model not in routes:
-            fail = errors.route_not_found(RouteNotFound(chat.model, list(routes)))
+        graph = self.sc.router.graph
+        route = graph.by_name.get(chat.model)  # a route's name or one of its aliases
+        if route is None:
+            fail = errors.route_not_found(RouteNotFound(chat.model, list(graph.routes)))
             return self._refuse(request, fail, started, route=chat.model)
-        headers = {**_JSON, **routing_headers(chat.model, None, (), None)}
-        self.sc.finished(request, 200, route=chat.model, started=started, ingress=self.format)
+        if route.kind != "chat":
+            return self._refuse(request, errors.invalid_request(wrong_kind(route, chat.model)), started, route.name)
+        headers = {**_JSON, **routing_headers(route.name, None, (), None)}
+        self.sc.finished(request, 200, route=route.name, started=started, ingress=self.format)
         return web.Response(body=encode_body({"input_tokens": input_estimate(chat)}), headers=headers)
 
 

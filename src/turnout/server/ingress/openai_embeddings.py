@@ -1,0 +1,87 @@
+"""`POST /v1/embeddings`: OpenAI's embeddings format, one more peer on the shared request path.
+
+The body is validated as it is (`EmbeddingRequest.from_openai`) and the answer is OpenAI's `list` of vectors in the
+`encoding_format` the client asked for (a base64 vector from an OpenAI-format upstream is passed on untouched);
+errors use OpenAI's shape, as for chat. Embeddings never stream, so the shared path (`IngressHandler`: auth,
+`server.max_in_flight` admission counted together with chat, the body's size cap and client timeout, routing headers,
+metrics, the access log with `ingress: "openai.embeddings"`, draining) serves them up to the parsed request, and
+`EmbeddingsHandler.respond` dispatches it through `router.embed`: the same fallback, breakers, limits and pricing.
+A chat route named here, or an embeddings route named at a chat endpoint, is a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
+from turnout.server.auth import UNAUTHORIZED_MESSAGE
+from turnout.server.body import encode_body
+from turnout.server.handler import CLIENT_CLOSED, IngressHandler, Shared, routing_headers
+from turnout.server.ingress.openai_chat import OpenAIChat
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class OpenAIEmbeddings:
+    """The OpenAI embeddings ingress: parsing and answers (it never streams, so it has no relay)."""
+
+    format: ClassVar[str] = "openai.embeddings"
+    batched: ClassVar[bool] = False
+    unauthorized: ClassVar[str] = UNAUTHORIZED_MESSAGE
+    error_response = OpenAIChat.error_response  # the same OpenAI error shape as chat
+
+    def parse(self, data: Any, headers: Mapping[str, str]) -> EmbeddingRequest:
+        return EmbeddingRequest.from_openai(data)
+
+    def answer(self, reply: EmbeddingResponse) -> bytes:
+        return encode_body(reply.to_openai())
+
+
+class EmbeddingsHandler(IngressHandler):
+    """`POST /v1/embeddings`: the shared path up to the parsed request, then `router.embed`."""
+
+    def __init__(self, sidecar: Shared) -> None:
+        super().__init__(sidecar, OpenAIEmbeddings())  # type: ignore[arg-type]  # no relay: it never streams
+
+    async def respond(  # type: ignore[override]
+        self, request: web.Request, embed: EmbeddingRequest, started: float
+    ) -> web.StreamResponse:
+        sc = self.sc
+        try:
+            reply = await sc.router.embed(embed, request_id=request.headers.get("x-request-id"))
+        except asyncio.CancelledError:
+            sc.finished(
+                request,
+                CLIENT_CLOSED,
+                route=embed.model,
+                started=started,
+                error=self._cut_reason(),
+                ingress=self.format,
+            )
+            raise
+        except Exception as exc:
+            return self._failed(request, embed.model, exc, started)
+        body = self.ingress.answer(reply)  # type: ignore[call-arg]
+        headers = {**_JSON, **routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)}
+        sc.finished(
+            request,
+            200,
+            route=reply.route,
+            started=started,
+            served_by=reply.served_by,
+            attempts=reply.attempts,
+            usage=reply.usage,
+            cost=reply.cost_usd,
+            content=_content(embed, reply) if sc.settings.log_content else None,
+            ingress=self.format,
+        )
+        return web.Response(body=body, headers=headers)
+
+
+def _content(embed: EmbeddingRequest, reply: EmbeddingResponse) -> dict[str, Any]:
+    """What `server.log_content` logs: the request, and the answer's shape (the vectors themselves are noise)."""
+    return {"request": embed.body, "response": {"vectors": len(reply.vectors), "dimensions": reply.dimensions}}
