@@ -114,6 +114,9 @@ def _route(config: Config, route: CompiledRoute) -> dict[str, Any]:
     return {
         "name": route.name,
         "description": route.description,
+        "kind": route.kind,
+        "aliases": list(route.aliases),
+        "dimensions": route.dimensions,
         "requires": sorted(route.requires),
         "policy": policy_data(route.policy),
         "steps": steps,
@@ -133,6 +136,9 @@ def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: 
     return {
         "key": member.key,
         "model": model.key,
+        "kind": model.kind,
+        "dimensions": model.dimensions,
+        "min_dimensions": model.min_dimensions,
         "provider": provider.name,
         "driver": provider.driver,
         "upstream": model.upstream,
@@ -267,15 +273,25 @@ def _state_text(state: Mapping[str, Any]) -> str:
 
 def _route_text(route: Mapping[str, Any]) -> list[str]:
     p = route["policy"]
-    title = f"route {route['name']}" + (f" — {route['description']}" if route["description"] else "")
+    embeddings = route.get("kind") == "embeddings"
+    kind = f" (embeddings, {route['dimensions']} dimensions)" if embeddings else ""
+    title = f"route {route['name']}{kind}" + (f" — {route['description']}" if route["description"] else "")
     lines = [title]
+    if route.get("aliases"):
+        lines.append(f"  aliases: {', '.join(route['aliases'])}")
     if route["requires"]:
         lines.append(f"  requires: {', '.join(route['requires'])}")
-    lines.append(
-        f"  timeouts: deadline {_d(p['deadline'])}, attempt {_d(p['attempt_timeout'])}, first token "
-        f"{_d(p['first_token_timeout'])}, stall {_d(p['stall_timeout'])}, connect {_d(p['connect_timeout'])}; "
-        f"mid-stream failure: {_mid_stream(p)}"
-    )
+    if embeddings:  # never streamed: no first-token, stall or mid-stream policy applies
+        lines.append(
+            f"  timeouts: deadline {_d(p['deadline'])}, attempt {_d(p['attempt_timeout'])}, "
+            f"connect {_d(p['connect_timeout'])}"
+        )
+    else:
+        lines.append(
+            f"  timeouts: deadline {_d(p['deadline'])}, attempt {_d(p['attempt_timeout'])}, first token "
+            f"{_d(p['first_token_timeout'])}, stall {_d(p['stall_timeout'])}, connect {_d(p['connect_timeout'])}; "
+            f"mid-stream failure: {_mid_stream(p)}"
+        )
     r = p["retry"]
     b = r["backoff"]
     lines.append(
@@ -313,21 +329,21 @@ def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
     weight = f", weight {d['weight']:g}" if kind == "pool" else ""
     head = f"{d['key']} (driver {d['driver']}, upstream {d['upstream']}{weight})"
     facts = []
+    embeddings = d.get("kind") == "embeddings"
+    if embeddings:
+        shorter = f", {d['min_dimensions']} to {d['dimensions']} on request" if d["min_dimensions"] else ""
+        facts.append(f"embeddings of {d['dimensions']} dimensions{shorter}")
     if d["context_window"]:
-        facts.append(f"window {d['context_window']}")
+        facts.append(f"{'tokens per input' if embeddings else 'window'} {d['context_window']}")
     if d["max_output_tokens"]:
         facts.append(f"max output {d['max_output_tokens']}")
-    if d["supports"] is not None:
-        facts.append(f"supports {', '.join(d['supports'])}")
-    elif d["capabilities"] is not None:
-        facts.append(f"supports: not declared (driver offers {', '.join(d['capabilities'])})")
-    else:
-        facts.append("supports: not declared")
-    if d["prefill"] and "prefill" in (d["capabilities"] or ()):
-        facts.append(f"prefill dialect {d['prefill']}")
+    if not embeddings:  # an embeddings model has no chat capabilities to state
+        facts += _capability_facts(d)
     price = d["price"]
     if price is None:
         facts.append("price unknown")
+    elif embeddings:
+        facts.append(f"${price['input']} per 1M input tokens")
     else:
         cached = f", cached ${price['cached_input']}" if price["cached_input"] != price["input"] else ""
         facts.append(f"${price['input']} in / ${price['output']} out per 1M{cached}")
@@ -341,6 +357,18 @@ def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
         f"{br['half_open_probes']} half-open probe(s)"
     )
     return [head + (f"  [{'; '.join(flags)}]" if flags else ""), "  " + "; ".join(facts)]
+
+
+def _capability_facts(d: Mapping[str, Any]) -> list[str]:
+    if d["supports"] is not None:
+        facts = [f"supports {', '.join(d['supports'])}"]
+    elif d["capabilities"] is not None:
+        facts = [f"supports: not declared (driver offers {', '.join(d['capabilities'])})"]
+    else:
+        facts = ["supports: not declared"]
+    if d["prefill"] and "prefill" in (d["capabilities"] or ()):
+        facts.append(f"prefill dialect {d['prefill']}")
+    return facts
 
 
 def _d(seconds: float) -> str:

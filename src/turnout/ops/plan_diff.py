@@ -161,9 +161,18 @@ def _routes(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
             yield Change("routes", name, "changed", "deployments leaving", leaving, None)
         if not entering and not leaving and deployments_was != deployments_now and targets_was == targets_now:
             yield Change("routes", name, "changed", "try order", deployments_was, deployments_now)
-        about = ("description", "requires")
-        yield from _fields("routes", name, {k: was[k] for k in about}, {k: now[k] for k in about})
+        yield from _fields("routes", name, _about(was), _about(now))
         yield from _fields("routes", name, flatten(was["policy"]), flatten(now["policy"]))
+
+
+def _about(route: Mapping[str, Any]) -> dict[str, Any]:
+    """A route's own settings beside its chain and policy (a sidecar older than kinds and aliases has neither)."""
+    return {
+        "description": route["description"],
+        "kind": route.get("kind", "chat"),
+        "aliases": route.get("aliases", []),
+        "requires": route["requires"],
+    }
 
 
 def _pools(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:

@@ -14,7 +14,16 @@ from turnout.ops.plan_diff import Change, Plan
 from turnout.schema.units import format_duration
 
 SECTIONS = ("routes", "pools", "deployments", "providers", "server", "state")
-_ROUTE_SHAPE = ("chain", "deployments entering", "deployments leaving", "try order", "description", "requires")
+_ROUTE_SHAPE = (
+    "chain",
+    "deployments entering",
+    "deployments leaving",
+    "try order",
+    "description",
+    "kind",
+    "aliases",
+    "requires",
+)
 _DURATIONS = ("deadline", "timeout", "initial", "backoff.max", "max_retry_after", "interval")
 _MARK = {"added": "+", "removed": "-", "changed": "~"}
 _COLOUR = {"+": "green", "-": "red", "~": "yellow"}

@@ -80,6 +80,9 @@ def _deployment(config: Config, model: ModelSpec, sign: _Signer) -> dict[str, An
         "provider": model.provider,
         "model": model.key,
         "upstream": model.upstream,
+        "kind": model.kind,
+        "dimensions": model.dimensions,
+        "min_dimensions": model.min_dimensions,
         "enabled": config.providers[model.provider].enabled,
         "context_window": model.context_window,
         "max_output_tokens": model.max_output_tokens,
@@ -116,6 +119,8 @@ def _route(config: Config, route: RouteSpec) -> dict[str, Any]:
             )
     return {
         "description": route.description,
+        "kind": route.kind,
+        "aliases": list(route.aliases),
         "requires": sorted(route.requires),
         "policy": policy_data(route.policy),
         "chain": chain,

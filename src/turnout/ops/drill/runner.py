@@ -88,6 +88,11 @@ class Drill:
     # -- one route in one mode ---------------------------------------------------------------------------------
     async def _route(self, route: CompiledRoute, stream: bool) -> None:
         mode = "stream" if stream else "plain"
+        if route.kind != "chat":
+            why = f"a route of kind {route.kind}: the drill's scenarios are chat requests"
+            self.rows.append(self._row(route, None, stream, "skipped", why))
+            self._tick(f"{route.name} {mode}", 1 + len(self.scenarios))
+            return
         if stream and not any("streaming" in d.capabilities for d in route.deployments):
             self.rows.append(self._row(route, None, stream, "skipped", "no deployment of the route streams"))
             self._tick(f"{route.name} {mode}", 1 + len(self.scenarios))
