@@ -117,3 +117,44 @@ def test_each_deployment_states_its_capabilities_once():
     report = render_text(_data())
     assert "supports tools;" in report and "supports json;" in report
     assert "supports: not declared" not in report.split("mock/smart")[1].split("\n")[1]
+
+
+EMBEDDINGS = """\
+version: 1
+providers:
+  mock: {driver: mock}
+models:
+  small:
+    provider: mock
+    kind: embeddings
+    dimensions: 1536
+    min_dimensions: 256
+    context_window: 8192
+    price: {input: 0.02}
+  backup: {provider: mock, kind: embeddings, dimensions: 1536}
+  chat: {provider: mock}
+routes:
+  embed: {kind: embeddings, chain: [small, backup], aliases: [text-embedding-3-small]}
+  chat: {chain: [chat], aliases: [gpt-4o, claude-sonnet-4-5]}
+"""
+
+
+def test_embeddings_routes_and_aliases_are_explained():
+    """An embeddings route shows its kind, length and aliases; its deployments their lengths and input price, and no
+    chat-only policy (first token, stall, mid-stream) or capability line."""
+    data = explain(load_text(EMBEDDINGS, source="e.yaml", env={}))
+    embed, chat = data["routes"]
+    assert (embed["kind"], embed["dimensions"], embed["aliases"]) == ("embeddings", 1536, ["text-embedding-3-small"])
+    assert (chat["kind"], chat["dimensions"], chat["aliases"]) == ("chat", None, ["gpt-4o", "claude-sonnet-4-5"])
+    small = embed["steps"][0]["deployments"][0]
+    assert (small["kind"], small["dimensions"], small["min_dimensions"]) == ("embeddings", 1536, 256)
+    text = render_text(data)
+    block = text.split("route chat")[0]
+    assert "route embed (embeddings, 1536 dimensions)" in block
+    assert "aliases: text-embedding-3-small" in block
+    assert (
+        "embeddings of 1536 dimensions, 256 to 1536 on request; tokens per input 8192; $0.02 per 1M input tokens"
+        in block
+    )
+    assert "first token" not in block and "mid-stream" not in block and "supports" not in block
+    assert "aliases: gpt-4o, claude-sonnet-4-5" in text.split("route chat")[1]

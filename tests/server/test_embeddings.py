@@ -247,3 +247,31 @@ async def test_client_keys_guard_embeddings(serve_embeddings, primary):
             await s.client("wrong").embeddings.create(model="embed", input="x")
         reply = await s.client("client-key-1").embeddings.create(model="embed", input="x")
     assert len(reply.data) == 1
+
+
+async def test_a_chat_alias_is_reported_as_its_route(serve_embeddings, http):
+    """Chat by alias (plain and streamed) is served by the route, which headers, access log and metrics name."""
+    async with serve_embeddings() as s:
+        client = s.client()
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "echo this"}]
+        )
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "and this"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "no"}],
+                extra_body={"turnout_mock": {"faults": [{"kind": "refusal"}]}},
+            )
+        async with http.get(f"{s.url}/metrics") as resp:
+            metrics = await resp.text()
+        routes = [json.loads(line)["route"] for line in s.access_lines()]
+    assert raw.parse().choices[0].message.content == "echo this" and text == "and this"
+    assert raw.headers["x-turnout-route"] == "chat"
+    assert refused.value.response.headers["x-turnout-route"] == "chat"
+    assert routes == ["chat", "chat", "chat"]
+    assert 'turnout_requests_total{route="chat",status="200"} 2.0' in metrics
+    assert 'route="gpt-4o"' not in metrics
