@@ -34,7 +34,7 @@ def test_validate_repo_file_prints_the_summary_and_warnings():
     """A valid file exits 0 with the one-line summary on stdout and disabled providers on stderr."""
     result = run("validate")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "routes.yaml: valid — 5 routes, 9 models, 3 pools, 7 providers (4 disabled)\n"
+    assert result.stdout == "routes.yaml: valid — 6 routes, 10 models, 3 pools, 7 providers (4 disabled)\n"
     assert "warning: providers.openai.api_key: provider 'openai' is disabled" in result.stderr
     assert "Traceback" not in result.stderr
 

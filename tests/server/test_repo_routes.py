@@ -83,3 +83,16 @@ async def test_mock_stream_usage_chunk_when_asked(served):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert sum(1 for c in chunks if not c.choices) == 1  # exactly one usage chunk
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo me back please"
+
+
+async def test_embed_route_answers_without_keys(served):
+    """The repo's embeddings route answers through the mock with no keys: by name and by alias, SDK default
+    (base64) and floats, shorter vectors on request; deterministic, so two calls agree."""
+    client = served.client()
+    by_name = await client.embeddings.create(model="embed", input=["index me", "and me"])
+    by_alias = await client.embeddings.create(model="text-embedding-3-small", input="index me", encoding_format="float")
+    short = await client.embeddings.create(model="embed", input="index me", dimensions=256)
+    assert [len(d.embedding) for d in by_name.data] == [1536, 1536]
+    assert by_alias.data[0].embedding == pytest.approx(by_name.data[0].embedding, abs=1e-6)
+    assert len(short.data[0].embedding) == 256
+    assert by_name.model == "echo-embed-1" and by_name.usage.prompt_tokens > 0
