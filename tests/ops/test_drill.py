@@ -59,8 +59,8 @@ def weak_rows() -> dict[tuple[str, str, str], dict]:
 
 def test_the_repo_routes_pass_every_scenario(repo_drill):
     """routes.yaml exits 0: chat and tools rescue everything but refusals and mid-stream cuts (mid_stream: error),
-    smart continues cut streams on a prefill model; the mock-primary routes (echo, drill) are skipped. No progress
-    line off a TTY."""
+    smart continues cut streams on a prefill model; the mock-primary routes (echo, drill) and the embeddings route
+    are skipped. No progress line off a TTY."""
     code, data, stderr = repo_drill
     assert (code, stderr) == (0, "")
     assert data["ok"] is True
@@ -81,7 +81,12 @@ def test_the_repo_routes_pass_every_scenario(repo_drill):
     assert (skipped["result"], skipped["title"]) == ("skipped", "every scenario")
     assert skipped["reason"] == "its primary echo/echo is the in-process mock provider: no provider fault to drill"
     assert rows[("drill", "all", "stream")]["result"] == "skipped"  # the drill route's primary is a mock too
-    assert data["summary"] == {"ok": 10, "rescued": 66, "clean error": 12, "failed": 0, "skipped": 4}
+    embed = rows[("embed", "baseline", "plain")]
+    assert (embed["result"], embed["reason"]) == (
+        "skipped",
+        "a route of kind embeddings: the drill's scenarios are chat requests",
+    )
+    assert data["summary"] == {"ok": 10, "rescued": 66, "clean error": 12, "failed": 0, "skipped": 6}
 
 
 def test_repo_rows_carry_policy_time_and_reasons(repo_drill):

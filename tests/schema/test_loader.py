@@ -36,11 +36,11 @@ def _problems(text: str | bytes, **kwargs) -> list[str]:
 def test_repo_routes_yaml_validates_with_no_api_keys():
     """The repository's own routes.yaml loads with an empty environment; keyed providers are disabled."""
     config = load_file(REPO_ROUTES, env={})
-    assert set(config.routes) == {"chat", "smart", "tools", "echo", "drill"}
+    assert set(config.routes) == {"chat", "smart", "tools", "echo", "drill", "embed"}
     disabled = {n for n, p in config.providers.items() if not p.enabled}
     assert disabled == {"openai", "anthropic", "gemini", "xai"}
     assert config.providers["openai"].disabled_reason == "api_key is empty (OPENAI_API_KEY is not set)"
-    assert all(route.chain[-1] == "echo" for route in config.routes.values())
+    assert all(config.models[route.chain[-1]].provider == "echo" for route in config.routes.values())  # the mock
     directives = {n for n, p in config.providers.items() if p.options.get("request_directives")}
     assert directives == {"drill"}  # only the drill provider takes per-request faults
     assert not [w for w in config.warnings if "not used" in w.message]
