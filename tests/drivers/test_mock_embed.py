@@ -89,7 +89,7 @@ async def test_faults_apply_to_embeddings(fault, error):
     with pytest.raises(ProviderError) as from_options:
         await driver(faults=[fault]).embed(request("x"), ctx())
     with pytest.raises(ProviderError) as from_directive:
-        await driver().embed(request("x", turnout_mock={"faults": [fault]}), ctx())
+        await driver(request_directives=True).embed(request("x", turnout_mock={"faults": [fault]}), ctx())
     assert from_options.value.error_class is error is from_directive.value.error_class
 
 

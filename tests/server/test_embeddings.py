@@ -27,7 +27,7 @@ providers:
   primary: {{driver: openai, base_url: "{primary}/v1", api_key: sk-primary-SECRET}}
   backup: {{driver: openai, base_url: "{backup}/v1", api_key: sk-backup-SECRET}}
   gemini: {{driver: gemini, base_url: "{gemini}", api_key: g-SECRET}}
-  mock: {{driver: mock}}
+  mock: {{driver: mock, options: {{request_directives: true}}}}
 models:
   small:
     provider: primary
