@@ -4,8 +4,9 @@ The public API is exactly `__all__` (sorted, checked by tests/test_public_api.py
 """
 
 from turnout.config import Config
-from turnout.drivers.base import CallContext, CredentialCheck, Driver, ModelInfo
+from turnout.drivers.base import CallContext, CredentialCheck, Driver, EmbeddingContext, ModelInfo
 from turnout.drivers.registry import DriverRegistry
+from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.errors import (
     AllUpstreamsFailed,
     ConfigError,
@@ -76,6 +77,9 @@ __all__ = [
     "DispatchGraph",
     "Driver",
     "DriverRegistry",
+    "EmbeddingContext",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
     "ErrorClass",
     "Event",
     "FallbackTaken",

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from turnout.config import ProviderSpec
-from turnout.drivers.base import CallContext
+from turnout.drivers.base import EmbeddingContext
 from turnout.drivers.mock import MockDriver
 from turnout.drivers.mock_vectors import mock_vector
 from turnout.embeddings import EmbeddingRequest
@@ -20,9 +20,9 @@ def driver(**options) -> MockDriver:
     return MockDriver(ProviderSpec(name="mock", driver="mock", options=options))
 
 
-def ctx(dimensions: int | None = 16, **fields) -> CallContext:
+def ctx(dimensions: int | None = 16, **fields) -> EmbeddingContext:
     fields = {"attempt_timeout": 5.0, **fields}
-    return CallContext(session=None, model="embed-mock", dimensions=dimensions, **fields)  # type: ignore[arg-type]
+    return EmbeddingContext(session=None, model="embed-mock", dimensions=dimensions, **fields)  # type: ignore[arg-type]
 
 
 def request(value, **params) -> EmbeddingRequest:

@@ -17,7 +17,7 @@ from turnout.errors import BadRequest, ProtocolError
 from turnout.types import Usage
 
 if TYPE_CHECKING:
-    from turnout.drivers.base import CallContext
+    from turnout.drivers.base import EmbeddingContext
     from turnout.embeddings import EmbeddingRequest
 
 
@@ -39,7 +39,7 @@ def parse_vector(value: Any, *, index: int, provider: str, model: str) -> Vector
     )
 
 
-def wanted_dimensions(request: EmbeddingRequest, ctx: CallContext) -> int | None:
+def wanted_dimensions(request: EmbeddingRequest, ctx: EmbeddingContext) -> int | None:
     """The length to ask the upstream for: the request's, unless it is the model's own length (then none is sent:
     models that return only their own length, such as text-embedding-ada-002, refuse the parameter)."""
     asked = request.dimensions

@@ -55,9 +55,7 @@ class CallContext:
     (consecutive plain chunks of one read, after the first content and before the finish reason); a driver may
     ignore it and always yield single chunks. `egress` holds the sessions for URLs a client sent (image fetches;
     see `turnout.drivers._egress`), never the upstream session; None makes such a fetch use a session of its own.
-    `dimensions` is, for an embeddings call, the length the model returns
-    by default (its `dimensions` in the routing file): a driver asks its upstream for another length only when the
-    request's `dimensions` differs from it.
+    An embeddings call gets an `EmbeddingContext`, which adds the model's length.
     """
 
     session: aiohttp.ClientSession
@@ -72,7 +70,6 @@ class CallContext:
     guarded: bool = False
     batch: bool = False
     egress: Egress | None = None
-    dimensions: int | None = None
 
     def remaining(self) -> float | None:
         """Seconds left for this attempt: the tighter of the attempt timeout and the overall deadline."""
@@ -80,6 +77,16 @@ class CallContext:
         if self.attempt_timeout is None:
             return left
         return self.attempt_timeout if left is None else min(left, self.attempt_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingContext(CallContext):
+    """A `CallContext` for one embeddings call. `dimensions` is the length the model returns by default (its
+    `dimensions` in the routing file): a driver asks its upstream for another length only when the request's
+    `dimensions` differs from it. (A subclass, not a field of CallContext: every chat attempt builds a context, and
+    a field it never reads would cost it.)"""
+
+    dimensions: int | None = None
 
 
 def offers_embeddings(driver: Any) -> bool:
@@ -164,7 +171,7 @@ class EmbeddingsDriver(Protocol):
 
     embedding_token_input: ClassVar[bool]
 
-    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+    async def embed(self, request: EmbeddingRequest, ctx: EmbeddingContext) -> EmbeddingResponse:
         """One vector per input, in order. Ask the upstream for `request.dimensions` only when it differs from
         `ctx.dimensions`; refuse token-id inputs (BadRequest, never sent) unless `embedding_token_input`. Usage is
         `Usage.UNKNOWN` when the upstream reports none. A failure raises a ProviderError."""

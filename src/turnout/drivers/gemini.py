@@ -46,7 +46,7 @@ from turnout.drivers._http import (
     validate_options,
 )
 from turnout.drivers._images import IMAGE_OPTIONS_SCHEMA, ImageFetcher
-from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.drivers.base import CallContext, CredentialCheck, EmbeddingContext, ModelInfo
 from turnout.drivers.gemini_request import build_request, remote_image_urls
 from turnout.drivers.gemini_response import error_from_status, parse_response
 from turnout.drivers.gemini_stream import GeminiStream
@@ -171,7 +171,7 @@ class GeminiDriver:
             for chunk in machine.finish():
                 yield chunk
 
-    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+    async def embed(self, request: EmbeddingRequest, ctx: EmbeddingContext) -> EmbeddingResponse:
         provider, model = self.spec.name, ctx.model
         refuse_token_input(request, provider=provider, model=model)
         asked = wanted_dimensions(request, ctx)
@@ -192,7 +192,7 @@ class GeminiDriver:
         return EmbeddingResponse(model=model.removeprefix("models/"), vectors=vectors, usage=usage)
 
     async def _embed_batches(
-        self, ctx: CallContext, items: list[str], asked: int | None
+        self, ctx: EmbeddingContext, items: list[str], asked: int | None
     ) -> tuple[list[Any], list[int | None]]:
         """`batchEmbedContents` over `items`, EMBED_BATCH at a time: (every embedding in order, reported counts)."""
         provider, model = self.spec.name, ctx.model

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 from turnout.config import ProviderSpec
 from turnout.drivers._http import classify_status, validate_options
-from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.drivers.base import CallContext, CredentialCheck, EmbeddingContext, ModelInfo
 from turnout.drivers.mock_vectors import DEFAULT_DIMENSIONS, estimate_tokens, mock_vector
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.errors import (
@@ -459,7 +459,7 @@ class MockDriver:
         if group:
             yield {"content": "".join(group)}, len(group)
 
-    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+    async def embed(self, request: EmbeddingRequest, ctx: EmbeddingContext) -> EmbeddingResponse:
         """Deterministic unit vectors, one per input (see `mock_vectors`)."""
         await self._whole_answer(request, ctx)
         size = ctx.dimensions or DEFAULT_DIMENSIONS

@@ -28,7 +28,7 @@ from turnout.drivers._http import (
     validate_options,
 )
 from turnout.drivers._images import IMAGE_OPTIONS_SCHEMA
-from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.drivers.base import CallContext, CredentialCheck, EmbeddingContext, ModelInfo
 from turnout.drivers.ollama_wire import StreamState, build_body, call_id, response_from
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.errors import BadRequest, ProtocolError, ProviderError
@@ -117,7 +117,7 @@ class OllamaDriver:
             after_first_token=state.content,
         )
 
-    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+    async def embed(self, request: EmbeddingRequest, ctx: EmbeddingContext) -> EmbeddingResponse:
         provider, model = self.spec.name, ctx.model
         refuse_token_input(request, provider=provider, model=model)
         data = await request_json(
@@ -130,7 +130,7 @@ class OllamaDriver:
         vectors = tuple(parse_vector(v, index=i, provider=provider, model=model) for i, v in enumerate(found))
         return EmbeddingResponse(model=model, vectors=vectors, usage=prompt_usage(data.get("prompt_eval_count")))
 
-    def _embed_body(self, request: EmbeddingRequest, ctx: CallContext) -> dict[str, Any]:
+    def _embed_body(self, request: EmbeddingRequest, ctx: EmbeddingContext) -> dict[str, Any]:
         raw = request.body.get("input")
         body: dict[str, Any] = {"model": ctx.model, "input": raw if isinstance(raw, str) else list(request.inputs)}
         asked = wanted_dimensions(request, ctx)

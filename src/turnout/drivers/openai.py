@@ -33,7 +33,7 @@ from turnout.drivers._http import (
     transport_error,
     validate_options,
 )
-from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
+from turnout.drivers.base import CallContext, CredentialCheck, EmbeddingContext, ModelInfo
 from turnout.drivers.openai_prefill import DIALECTS, HINT, OPTION_SCHEMA, dialect_of
 from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse, Vector
@@ -184,7 +184,7 @@ class OpenAIDriver:
         for chunk in state.finish():
             yield chunk
 
-    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+    async def embed(self, request: EmbeddingRequest, ctx: EmbeddingContext) -> EmbeddingResponse:
         provider = self.spec.name
         data = await request_json(
             ctx, "POST", self._embeddings_url(ctx), provider=provider, model=ctx.model,
@@ -281,7 +281,7 @@ class AzureOpenAIDriver(OpenAIDriver):
 # ---------------------------------------------------------------------------------------------- embeddings
 
 
-def embeddings_body(request: EmbeddingRequest, ctx: CallContext) -> dict[str, Any]:
+def embeddings_body(request: EmbeddingRequest, ctx: EmbeddingContext) -> dict[str, Any]:
     """The client's embeddings body for this upstream: `model` replaced, `dimensions` only when not the model's own."""
     body = strip_directives(request.body)
     body["model"] = ctx.model

@@ -16,9 +16,9 @@ attempt calls, and how a success is finished.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from turnout.drivers.base import EmbeddingContext
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse, dimensions_of
 from turnout.errors import InvalidRequest, ProtocolError
 from turnout.router.dispatch import Run, dispatch
@@ -26,7 +26,6 @@ from turnout.router.pricing import request_cost
 from turnout.types import Usage
 
 if TYPE_CHECKING:
-    from turnout.drivers.base import CallContext
     from turnout.router.breaker import Ticket
     from turnout.router.graph import CompiledRoute, Deployment
     from turnout.router.health import DeploymentHealth
@@ -52,9 +51,20 @@ class EmbeddingRun(Run):
             return f"context window {window} < estimated {r.largest_input_tokens} tokens of the largest input"
         return None
 
-    def context(self, d: Deployment, budget: float | None, *, batch: bool = False) -> CallContext:
-        ctx = Run.context(self, d, budget)
-        return ctx if d.dimensions is None else replace(ctx, dimensions=d.dimensions)
+    def context(self, d: Deployment, budget: float | None, *, batch: bool = False) -> EmbeddingContext:
+        """What an embeddings attempt may use: `Run.context`'s session, budget and options (no stream timeouts:
+        an embeddings call never streams) and the deployment's length."""
+        return EmbeddingContext(
+            session=self.session,
+            model=d.upstream,
+            deadline=self.deadline,
+            attempt_timeout=budget,
+            connect_timeout=d.connect_timeout or self.policy.connect_timeout,
+            model_options=d.model_options,
+            clock=self.rt.clock,
+            guarded=True,  # the loop's TimeoutMonitor enforces the budget, as for chat
+            dimensions=d.dimensions,
+        )
 
 
 def dispatch_embeddings(run: EmbeddingRun) -> Awaitable[EmbeddingResponse]:
@@ -62,7 +72,7 @@ def dispatch_embeddings(run: EmbeddingRun) -> Awaitable[EmbeddingResponse]:
     return dispatch(run, _embed, _finish)
 
 
-async def _embed(d: Deployment, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+async def _embed(d: Deployment, request: EmbeddingRequest, ctx: EmbeddingContext) -> EmbeddingResponse:
     response = await d.driver.embed(request, ctx)  # type: ignore[attr-defined]  # the route holds embedders only
     check_shape(response, request, d)
     return response

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import aiohttp
 import pytest
 
-from turnout.drivers.base import CallContext, Driver, offers_embeddings
+from turnout.drivers.base import Driver, EmbeddingContext, offers_embeddings
 from turnout.embeddings import EmbeddingRequest, as_floats
 from turnout.errors import (
     BadRequest,
@@ -45,9 +45,10 @@ class EmbeddingsContract:
     ctx: Any
     make_driver: Any
 
-    def embed_ctx(self, session: aiohttp.ClientSession, **overrides: Any) -> CallContext:
+    def embed_ctx(self, session: aiohttp.ClientSession, **overrides: Any) -> EmbeddingContext:
         """A call context for an embeddings model of `embed_dimensions`."""
-        return self.ctx(session, **{"dimensions": self.embed_dimensions, **overrides})
+        fields: dict[str, Any] = {"attempt_timeout": 10.0, "dimensions": self.embed_dimensions, **overrides}
+        return EmbeddingContext(session=session, model=self.model, **fields)
 
     @staticmethod
     def embed_request(input: Any = TEXTS[0], **params: Any) -> EmbeddingRequest:

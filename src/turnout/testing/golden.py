@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from turnout.drivers.base import CallContext, Driver
+from turnout.drivers.base import CallContext, Driver, EmbeddingContext
 from turnout.embeddings import EmbeddingRequest
 from turnout.types import ChatRequest
 
@@ -184,7 +184,7 @@ async def capture_embeddings(
     """Send the embeddings `body` through `driver` to `fake` (which answers as a model of
     GOLDEN_EMBEDDING_DIMENSIONS) and return the recorded request."""
     request = EmbeddingRequest.from_openai(dict(body))
-    ctx = CallContext(session=session, model=model, attempt_timeout=10.0, dimensions=GOLDEN_EMBEDDING_DIMENSIONS)
+    ctx = EmbeddingContext(session=session, model=model, attempt_timeout=10.0, dimensions=GOLDEN_EMBEDDING_DIMENSIONS)
     before = len(fake.requests)
     fake.script("embeddings", fake.embeddings(dimensions=GOLDEN_EMBEDDING_DIMENSIONS))
     await driver.embed(request, ctx)  # type: ignore[attr-defined]
