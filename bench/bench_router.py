@@ -11,7 +11,9 @@ through `Router.chat` / `Router.stream` with the openai driver. Printed numbers:
 - failover: what a request that fails over after a fast 500 (action "next") adds beyond the failed attempt
   itself, t(fail->ok) - t(ok) - t(the 500 call through the driver alone), in wall and CPU us (target < 1000 us;
   wall time on a busy 2-core box is noisy, the CPU figure is the stable one);
-- mock: CPU us per call through the in-process mock driver (the router's own cost plus a trivial driver);
+- mock: CPU us per call through the in-process mock driver (the router's own cost plus a trivial driver), and per
+  embeddings call (`router.embed`, one text, 1536 dimensions, through the same loop: validation, dispatch, the
+  shape check and pricing, plus the mock's hashing);
 - memory: RSS after warm-up and after N mock calls (target: growth within 10%).
 """
 
@@ -115,12 +117,14 @@ models:
   short: {{provider: s10, price: {{input: 1, output: 1}}}}
   long: {{provider: s210, price: {{input: 1, output: 1}}}}
   echo: {{provider: mock, price: {{input: 0, output: 0}}}}
+  vectors: {{provider: mock, kind: embeddings, dimensions: 1536, price: {{input: 0.02}}}}
 routes:
   chat: {{chain: [good]}}
   failover: {{chain: [broken, good], on_error: {{server_error: next}}}}
   short: {{chain: [short]}}
   long: {{chain: [long]}}
   mock: {{chain: [echo]}}
+  embed: {{kind: embeddings, chain: [vectors]}}
 """
 
 
@@ -194,6 +198,9 @@ async def run(port: int, n: int, mem_calls: int, mem_seconds: float) -> None:
             async def mock_chat() -> None:
                 await router.chat(model="mock", messages=MESSAGES)
 
+            async def mock_embed() -> None:
+                await router.embed(model="embed", input=MESSAGES[0]["content"])
+
             for warm in (plain_chat, routed_chat, routed_failover, mock_chat):
                 for _ in range(200):
                     await warm()
@@ -262,8 +269,11 @@ async def run(port: int, n: int, mem_calls: int, mem_seconds: float) -> None:
                     f"attempt alone {t['fail'] * 1e6:7.1f} us | added {added * 1e6:6.1f} us (target < 1000)"
                 )
 
-            mock = (await per_call({"mock": mock_chat}, n))["mock"]
-            print(f"mock    CPU/call through the router: {mock * 1e6:7.1f} us")
+            mock = await per_call({"chat": mock_chat, "embed": mock_embed}, n)
+            print(
+                f"mock    CPU/call through the router: chat {mock['chat'] * 1e6:7.1f} us | "
+                f"embeddings {mock['embed'] * 1e6:7.1f} us"
+            )
 
             for _ in range(10_000):
                 await mock_chat()

@@ -2,9 +2,10 @@
 process on any machine, so a demo index built through the mock stays valid.
 
 A vector is derived from SHAKE-256 of the input (text as UTF-8, token-id arrays as their decimal list), read as
-little-endian unsigned 32-bit integers mapped onto [-1, 1), and scaled to unit length. A shorter vector (a request
-asking for fewer `dimensions`) is the full vector's prefix, scaled to unit length again: what Matryoshka models such
-as text-embedding-3 do, so the mock's shortened vectors agree with its full ones as a real model's do.
+little-endian signed 32-bit integers and scaled to unit length. A shorter vector (a request asking for fewer
+`dimensions`) is the full vector's prefix, scaled to unit length again: what Matryoshka models such as
+text-embedding-3 do, so the mock's shortened vectors agree with its full ones as a real model's do. All but the
+final scaling runs in C (`struct`, `math.hypot`): ~0.1 ms for 1536 dimensions.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import math
 import struct
 from collections.abc import Sequence
 
-DEFAULT_DIMENSIONS = 16  # when the call names no model length (a CallContext built by hand)
-_SCALE = 2.0**31
-_DIGITS = 6  # enough for cosine similarity; keeps the JSON of a demo answer short
+DEFAULT_DIMENSIONS = 16  # when the call names no model length (a context built by hand)
 
 
 def mock_vector(item: str | Sequence[int], size: int, length: int | None = None) -> list[float]:
@@ -25,10 +24,9 @@ def mock_vector(item: str | Sequence[int], size: int, length: int | None = None)
         seed = item.encode("utf-8", "surrogatepass")
     else:
         seed = b"tokens:" + ",".join(str(t) for t in item).encode()
-    words = struct.unpack(f"<{size}I", hashlib.shake_256(seed).digest(4 * size))
-    values = [w / _SCALE - 1.0 for w in words[: length or size]]
-    norm = math.sqrt(math.fsum(v * v for v in values)) or 1.0
-    return [round(v / norm, _DIGITS) for v in values]
+    words = struct.unpack(f"<{size}i", hashlib.shake_256(seed).digest(4 * size))[: length or size]
+    scale = 1.0 / (math.hypot(*words) or 1.0)
+    return [w * scale for w in words]
 
 
 def estimate_tokens(item: str | Sequence[int]) -> int:
