@@ -275,3 +275,13 @@ async def test_a_chat_alias_is_reported_as_its_route(serve_embeddings, http):
     assert routes == ["chat", "chat", "chat"]
     assert 'turnout_requests_total{route="chat",status="200"} 2.0' in metrics
     assert 'route="gpt-4o"' not in metrics
+
+
+async def test_log_content_logs_the_request_and_the_answers_shape(serve_embeddings, primary):
+    """With server.log_content the access line holds the request and the answer's shape, never the vectors."""
+    primary.default("embeddings", primary.embeddings(dimensions=8))
+    async with serve_embeddings(server="  log_content: true") as s:
+        await s.client().embeddings.create(model="embed", input=TEXTS, encoding_format="float")
+        entry = json.loads(s.access_lines()[-1])
+    assert entry["content"]["request"]["input"] == TEXTS
+    assert entry["content"]["response"] == {"vectors": 2, "dimensions": 8}
