@@ -139,6 +139,7 @@ async def test_failover_headers_cost_access_log_and_metrics(serve_embeddings, pr
     assert float(raw.headers["x-turnout-cost-usd"]) == pytest.approx(1000 * 0.02 / 1e6)
     entry = log[-1]
     assert (entry["path"], entry["status"], entry["route"], entry["stream"]) == ("/v1/embeddings", 200, "embed", False)
+    assert entry["ingress"] == "openai.embeddings"
     assert [a["outcome"] for a in entry["attempts"]] == ["error", "success"]
     assert (entry["prompt_tokens"], entry["completion_tokens"]) == (1000, 0)
     assert 'turnout_requests_total{route="embed",status="200"} 1.0' in metrics
@@ -285,3 +286,24 @@ async def test_log_content_logs_the_request_and_the_answers_shape(serve_embeddin
         entry = json.loads(s.access_lines()[-1])
     assert entry["content"]["request"]["input"] == TEXTS
     assert entry["content"]["response"] == {"vectors": 2, "dimensions": 8}
+
+
+async def test_anthropic_clients_reach_routes_by_alias(serve_embeddings, http):
+    """The Messages ingress resolves aliases too (count_tokens included), and refuses an embeddings route (400)."""
+    headers = {"x-api-key": "unused", "anthropic-version": "2023-06-01"}
+    ask = {"max_tokens": 32, "messages": [{"role": "user", "content": "echo from claude"}]}
+    async with serve_embeddings() as s:
+        async with http.post(f"{s.url}/v1/messages", json={"model": "gpt-4o", **ask}, headers=headers) as resp:
+            message, route = await resp.json(), resp.headers["x-turnout-route"]
+        async with http.post(
+            f"{s.url}/v1/messages/count_tokens", json={"model": "gpt-4o", **ask}, headers=headers
+        ) as resp:
+            counted = (resp.status, await resp.json(), resp.headers["x-turnout-route"])
+        async with http.post(
+            f"{s.url}/v1/messages/count_tokens", json={"model": "text-embedding-3-small", **ask}, headers=headers
+        ) as resp:
+            refused = (resp.status, await resp.json())
+    assert message["content"][0]["text"] == "echo from claude" and route == "chat"
+    assert counted[0] == 200 and counted[1]["input_tokens"] > 0 and counted[2] == "chat"
+    assert refused[0] == 400 and refused[1]["type"] == "error"
+    assert "POST /v1/embeddings" in refused[1]["error"]["message"]
