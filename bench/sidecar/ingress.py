@@ -8,6 +8,10 @@ Rows (client format -> upstream format):
     messages->openai      POST /v1/messages, OpenAI upstream (request and answer translated)
     messages->anthropic   POST /v1/messages, Anthropic upstream (the client's body passed through, events forwarded)
     chat->anthropic       POST /v1/chat/completions, Anthropic upstream (the driver's translation, for reference)
+    embeddings-b64        POST /v1/embeddings, base64 asked and answered (the openai SDK's default): passed through
+    embeddings-float      POST /v1/embeddings, floats asked and answered (1536 parsed and written again)
+
+The embeddings rows (one 1536-dimension vector per request) run in the json mode only: embeddings never stream.
 
 Every row is loaded once per round in turn (a, b, c, d, a, b, ...) so a shared machine's drift hits them alike; the
 median of the rounds and the median ratio to chat->openai are printed. The sidecar runs as in production (metrics,
@@ -43,16 +47,22 @@ providers:
   oai-sse: {{driver: openai, base_url: "{base}/sse/v1", api_key: bench-key}}
   ant-json: {{driver: anthropic, base_url: "{base}/ant-json", api_key: bench-key}}
   ant-sse: {{driver: anthropic, base_url: "{base}/ant-sse", api_key: bench-key}}
+  emb-b64: {{driver: openai, base_url: "{base}/emb-b64/v1", api_key: bench-key}}
+  emb-float: {{driver: openai, base_url: "{base}/emb-float/v1", api_key: bench-key}}
 models:
   gpt-json: {{provider: oai-json, name: gpt-4o-mini, price: {{input: 0.15, output: 0.60}}}}
   gpt-sse: {{provider: oai-sse, name: gpt-4o-mini, price: {{input: 0.15, output: 0.60}}}}
   claude-json: {{provider: ant-json, name: claude-haiku-4-5, price: {{input: 1.0, output: 5.0}}}}
   claude-sse: {{provider: ant-sse, name: claude-haiku-4-5, price: {{input: 1.0, output: 5.0}}}}
+  te3-b64: {{provider: emb-b64, name: te3-small, kind: embeddings, dimensions: 1536, price: {{input: 0.02}}}}
+  te3-float: {{provider: emb-float, name: te3-small, kind: embeddings, dimensions: 1536, price: {{input: 0.02}}}}
 routes:
   openai-json: {{chain: [gpt-json]}}
   openai-sse: {{chain: [gpt-sse]}}
   anthropic-json: {{chain: [claude-json]}}
   anthropic-sse: {{chain: [claude-sse]}}
+  embeddings-b64-json: {{kind: embeddings, chain: [te3-b64]}}
+  embeddings-float-json: {{kind: embeddings, chain: [te3-float]}}
 """
 
 
@@ -79,12 +89,23 @@ def messages_body(route: str, stream: bool) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
+def embeddings_body(encoding: str) -> object:
+    def build(route: str, stream: bool) -> bytes:
+        data = {"model": route, "input": QUESTION, "encoding_format": encoding}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    return build
+
+
 ROWS = {  # name -> (path, body builder, upstream format)
     "chat->openai": ("/v1/chat/completions", chat_body, "openai"),
     "messages->openai": ("/v1/messages", messages_body, "openai"),
     "messages->anthropic": ("/v1/messages", messages_body, "anthropic"),
     "chat->anthropic": ("/v1/chat/completions", chat_body, "anthropic"),
+    "embeddings-b64": ("/v1/embeddings", embeddings_body("base64"), "embeddings-b64"),
+    "embeddings-float": ("/v1/embeddings", embeddings_body("float"), "embeddings-float"),
 }
+STREAMLESS = frozenset({"embeddings-b64", "embeddings-float"})
 
 
 def start_turnout(routes: Path, workdir: Path) -> tuple[int, subprocess.Popen[bytes]]:
@@ -125,21 +146,22 @@ def main() -> None:
     try:
         for mode in args.modes.split(","):
             stream = mode == "sse"
-            cpu: dict[str, list[float]] = {row: [] for row in rows}
+            mode_rows = [row for row in rows if not (stream and row in STREAMLESS)]
+            cpu: dict[str, list[float]] = {row: [] for row in mode_rows}
             for _ in range(args.rounds):
-                for row in rows:
+                for row in mode_rows:
                     path, build, upstream = ROWS[row]
                     payload = build(f"{upstream}-{mode}", stream)
                     cpu[row].append(
                         measure(f"http://127.0.0.1:{port}{path}", payload, tree, args.seconds, args.connections)
                     )
-            base = cpu[rows[0]]
+            base = cpu[mode_rows[0]]
             setup = f"c={args.connections}, {args.seconds:g}s each"
             print(f"\n{mode}: cpu ms/request, median of {args.rounds} rounds ({setup})")
-            for row in rows:
+            for row in mode_rows:
                 ratio = statistics.median(a / b for a, b in zip(cpu[row], base, strict=True))
                 spread = f"{min(cpu[row]):.3f}-{max(cpu[row]):.3f}"
-                print(f"  {row:21} {statistics.median(cpu[row]):.3f}  (range {spread})  x{ratio:.2f} of {rows[0]}")
+                print(f"  {row:21} {statistics.median(cpu[row]):.3f}  (range {spread})  x{ratio:.2f} of {mode_rows[0]}")
     finally:
         proc.terminate()
         try:

@@ -11,6 +11,12 @@ and two Anthropic-style ones (the same answer in Messages format), for the `anth
     http://127.0.0.1:PORT/ant-json/v1/messages       -> a canned `message`
     http://127.0.0.1:PORT/ant-sse/v1/messages        -> a canned Messages event stream ending with `message_stop`
 
+and two for OpenAI embeddings (one 1536-dimension vector), as base64 (what the `openai` SDK asks by default) and as
+floats:
+
+    http://127.0.0.1:PORT/emb-b64/v1/embeddings      -> a canned `list` with a base64 vector
+    http://127.0.0.1:PORT/emb-float/v1/embeddings    -> the same vector as floats
+
 Run it alone with `python bench/sidecar/upstream.py [--port N]` (Ctrl-C stops it).
 """
 
@@ -137,12 +143,39 @@ def message_sse() -> bytes:
     return b"".join(parts)
 
 
+EMBEDDING_DIMENSIONS = 1536
+
+
+def embeddings_json(encoding: str) -> bytes:
+    """An OpenAI embeddings answer holding one vector (the mock's for a fixed text), as floats or base64."""
+    from turnout.drivers.mock_vectors import mock_vector
+    from turnout.embeddings import as_base64
+
+    vector = mock_vector("benchmark", EMBEDDING_DIMENSIONS)
+    data = [{"object": "embedding", "index": 0, "embedding": as_base64(vector) if encoding == "base64" else vector}]
+    usage = {"prompt_tokens": 12, "total_tokens": 12}
+    body = {"object": "list", "data": data, "model": "text-embedding-3-small", "usage": usage}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def _nginx_string(body: bytes) -> str:
     """Quote bytes for an nginx `return` directive (its parser understands \\\\, \\' and \\n)."""
     text = body.decode()
     if "$" in text:
         raise ValueError("canned bodies must not contain '$' (nginx would expand it)")
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def write_canned(workdir: Path) -> None:
+    """The canned bodies nginx serves from files (those too long for a `return` directive)."""
+    canned = workdir / "canned"
+    canned.mkdir(exist_ok=True)
+    for encoding in ("base64", "float"):
+        path = canned / f"embeddings-{encoding}.json"
+        path.write_bytes(embeddings_json(encoding))
+        path.chmod(0o644)
+    for folder in (workdir, canned):  # nginx's workers (user nobody when started as root) must reach the files
+        folder.chmod(0o755)
 
 
 def nginx_conf(workdir: Path, port: int) -> str:
@@ -183,6 +216,21 @@ http {{
             add_header Cache-Control no-cache;
             return 200 {_nginx_string(message_sse())};
         }}
+        # Bodies over nginx's 4 KB directive limit are files; a POST reaches them as the 405 the static module
+        # answers, redirected (as a GET) to the file with status 200.
+        location = /emb-b64/v1/embeddings {{
+            error_page 405 =200 /canned/embeddings-base64.json;
+            return 405;
+        }}
+        location = /emb-float/v1/embeddings {{
+            error_page 405 =200 /canned/embeddings-float.json;
+            return 405;
+        }}
+        location /canned/ {{
+            internal;
+            alias {workdir}/canned/;
+            default_type application/json;
+        }}
         location ~ ^/(json|sse)/v1/models$ {{
             default_type application/json;
             return 200 {_nginx_string(models.encode())};
@@ -210,6 +258,7 @@ class Nginx:
 
     def start(self) -> Nginx:
         conf = self.workdir / "nginx.conf"
+        write_canned(self.workdir)
         conf.write_text(nginx_conf(self.workdir, self.port))
         self.proc = subprocess.Popen(
             [self.binary, "-p", str(self.workdir), "-c", str(conf), "-e", str(self.workdir / "error.log")],
@@ -248,7 +297,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     nginx = Nginx(args.port or None).start()
-    print(f"upstream listening on {nginx.base} (json: /json/v1, sse: /sse/v1, ant-json, ant-sse)", flush=True)
+    print(
+        f"upstream listening on {nginx.base} (json: /json/v1, sse: /sse/v1, ant-json, ant-sse, emb-b64, emb-float)",
+        flush=True,
+    )
     try:
         assert nginx.proc is not None
         nginx.proc.wait()
