@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from turnout.config import ProviderSpec, Secret
 from turnout.drivers.gemini import GeminiDriver
-from turnout.testing import DriverContract, GeminiFake
+from turnout.testing import DriverContract, EmbeddingsContract, GeminiFake
 
 
-class TestGeminiContract(DriverContract):
+class TestGeminiContract(DriverContract, EmbeddingsContract):
     model = "gemini-test"
 
     def make_fake(self) -> GeminiFake:

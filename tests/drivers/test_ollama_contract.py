@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from turnout.config import ProviderSpec
 from turnout.drivers.ollama import OllamaDriver
-from turnout.testing import DriverContract, OllamaFake
+from turnout.testing import DriverContract, EmbeddingsContract, OllamaFake
 
 
-class TestOllamaContract(DriverContract):
+class TestOllamaContract(DriverContract, EmbeddingsContract):
     model = "llama-test"
 
     def make_fake(self) -> OllamaFake:

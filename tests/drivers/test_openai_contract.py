@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from turnout.config import ProviderSpec, Secret
 from turnout.drivers.openai import AzureOpenAIDriver, OpenAIDriver
-from turnout.testing import DriverContract, OpenAIFake
+from turnout.testing import DriverContract, EmbeddingsContract, OpenAIFake
 
 
-class TestOpenAIContract(DriverContract):
+class TestOpenAIContract(DriverContract, EmbeddingsContract):
     model = "gpt-test"
 
     def make_fake(self) -> OpenAIFake:
@@ -18,7 +18,7 @@ class TestOpenAIContract(DriverContract):
         return OpenAIDriver(spec)
 
 
-class TestAzureContract(DriverContract):
+class TestAzureContract(DriverContract, EmbeddingsContract):
     model = "my-deployment"
 
     def make_fake(self) -> OpenAIFake:

@@ -78,6 +78,7 @@ __all__ = [
     "AnthropicFake",
     "Behaviour",
     "DriverContract",
+    "EmbeddingsContract",
     "EmbeddingsFake",
     "FakeUpstream",
     "FormatFake",
@@ -107,4 +108,8 @@ def __getattr__(name: str) -> Any:
         from turnout.testing.contract import DriverContract
 
         return DriverContract
+    if name == "EmbeddingsContract":
+        from turnout.testing.embeddings_contract import EmbeddingsContract
+
+        return EmbeddingsContract
     raise AttributeError(f"module 'turnout.testing' has no attribute {name!r}")

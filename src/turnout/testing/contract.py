@@ -13,9 +13,9 @@ Use it from a test module:
         def make_driver(self, base_url):
             return MyDriver(ProviderSpec(name="mine", driver="mine", base_url=base_url, api_key=Secret("sk-test")))
 
-Tests that need a capability the driver does not declare (tools, vision) are skipped, and so are the embeddings tests
-(inherited from `EmbeddingsContract`) for a driver without `embed`. Every test talks to the fake over loopback; the
-slowest waits `hang_timeout` seconds (default 0.3).
+Tests that need a capability the driver does not declare (tools, vision) are skipped. A driver that serves
+embeddings adds the `EmbeddingsContract` mixin: `class TestMyDriver(DriverContract, EmbeddingsContract)`.
+Every test talks to the fake over loopback; the slowest waits `hang_timeout` seconds (default 0.3).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from turnout.errors import (
     UpstreamConnectionError,
     UpstreamTimeout,
 )
-from turnout.testing.embeddings_contract import EmbeddingsContract
 from turnout.testing.fake import FakeUpstream, Framing, ToolCall, drop, hang, reply_raw
 from turnout.types import ChatChunk, ChatRequest, Usage
 
@@ -87,7 +86,7 @@ def tool_calls_of(chunks: list[ChatChunk]) -> list[dict[str, Any]]:
     return [calls[i] for i in sorted(calls)]
 
 
-class DriverContract(EmbeddingsContract):
+class DriverContract:
     """Subclass and implement `make_fake` and `make_driver`; pytest collects the inherited tests."""
 
     model: ClassVar[str] = "test-model"

@@ -1,6 +1,7 @@
 """The embeddings half of the driver contract suite: what every driver that serves embeddings must do against its
-format's fake upstream (`embeddings_fake`). `DriverContract` inherits these tests; for a driver without `embed` each
-one is skipped.
+format's fake upstream (`embeddings_fake`). A test class opts in by mixing it in beside `DriverContract`
+(`class TestMine(DriverContract, EmbeddingsContract)`); a driver that opts in but does not serve embeddings fails
+every test, so a driver without `embed` simply leaves the mixin out (nothing is collected, nothing skipped).
 
 The fake's vectors are deterministic (`expected_vector`), so the tests check values and order, not just shapes.
 """
@@ -55,8 +56,7 @@ class EmbeddingsContract:
         return EmbeddingRequest.create(model="route", input=input, **params)
 
     def needs_embeddings(self, driver: Driver) -> None:
-        if not offers_embeddings(driver):
-            pytest.skip("driver does not serve embeddings")
+        assert offers_embeddings(driver), "the class mixes in EmbeddingsContract, but the driver has no embed()"
 
     # -- answers
 
