@@ -63,6 +63,8 @@ def _type(node: dict[str, Any], defs: dict[str, Any]) -> str:
         return "duration"
     if ref.endswith("/breaker"):
         return "mapping (breaker)"
+    if ref.endswith("/budget"):
+        return "mapping (budget)"
     node = _resolve(node, defs)
     if "const" in node:
         return f"`{node['const']}`"
@@ -90,7 +92,7 @@ def _rows(node: dict[str, Any], prefix: str, defs: dict[str, Any]) -> list[str]:
         desc = _resolve(prop, defs).get("description", "")
         rows.append(f"| `{path}`{need} | {_type(prop, defs)} | {desc} |")
         resolved = _resolve(prop, defs)
-        if "properties" in resolved and not prop.get("$ref", "").endswith("/breaker"):
+        if "properties" in resolved and not prop.get("$ref", "").endswith(("/breaker", "/budget")):
             rows += _rows(resolved, f"{path}.", defs)
         items = resolved.get("items", {})
         for branch in items.get("anyOf", ()):
@@ -113,7 +115,8 @@ def render(schema: dict[str, Any]) -> str:
     out += _section("Top level", "Required: " + ", ".join(f"`{k}`" for k in schema["required"]) + ".", top, defs)
     out += _section("`defaults`", props["defaults"]["description"], props["defaults"], defs, "defaults.")
     out += _section("Breaker", defs["breaker"]["description"], defs["breaker"], defs, "breaker.")
-    for section in ("providers", "models", "pools", "routes"):
+    out += _section("Budget", defs["budget"]["description"], defs["budget"], defs, "budget.")
+    for section in ("providers", "models", "pools", "routes", "clients"):
         entry = props[section]["additionalProperties"]
         described = f"{props[section]['description']} Each entry: {_resolve(entry, defs)['description']}"
         out += _section(f"`{section}.<name>`", described, entry, defs)

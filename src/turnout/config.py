@@ -7,6 +7,7 @@ are built from its `ProviderSpec`s. Nothing here does I/O or knows about YAML, s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -134,6 +135,74 @@ class Limits:
     tpm: int | None = None
 
 
+BudgetPeriod = Literal["day", "week", "month", "total"]
+BUDGET_PERIODS: tuple[str, ...] = ("day", "week", "month", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending cap: at most `usd` per UTC `per` (day, ISO week, calendar month, or ever). Past `warn_at` (a
+    fraction of `usd`) turnout warns once per period; at the cap, requests it would pay for are refused."""
+
+    usd: Decimal
+    per: BudgetPeriod = "day"
+    warn_at: float | None = None
+
+
+class ClientKey:
+    """One client key, held only as its SHA-256 digest (hex): a plaintext key from the file is hashed at load, so
+    nothing after loading holds the key itself. `shown` is what explain and logs may print (a digest prefix)."""
+
+    __slots__ = ("digest",)
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+    @classmethod
+    def of_plaintext(cls, key: str) -> ClientKey:
+        return cls(key_digest(key))
+
+    @property
+    def shown(self) -> str:
+        return f"sha256:{self.digest[:8]}…"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClientKey) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(("ClientKey", self.digest))
+
+    def __repr__(self) -> str:
+        return f"ClientKey({self.shown!r})"
+
+
+def key_digest(key: str) -> str:
+    """The SHA-256 hex digest of a key as presented (`sha256:` + this is how a file may name a key)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+UnpricedRule = Literal["deny", "allow"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """One caller of the sidecar (or of `Router.chat(client=...)`): its keys, the routes it may use (glob
+    patterns; None: every route), its own rpm/tpm limits, its budget, and whether a deployment with no price may
+    serve it (`unpriced`; "deny" by default when it has a budget: an unpriced call could not be counted)."""
+
+    name: str
+    keys: tuple[ClientKey, ...] = ()
+    routes: tuple[str, ...] | None = None
+    limits: Limits = field(default_factory=Limits)
+    budget: Budget | None = None
+    unpriced: UnpricedRule | None = None
+    description: str = ""
+
+    @property
+    def denies_unpriced(self) -> bool:
+        return self.budget is not None and self.unpriced != "allow"
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     """One upstream account/endpoint. `disabled_reason` is set when e.g. its credential rendered empty."""
@@ -174,6 +243,7 @@ class ModelSpec:
     limits: Limits = field(default_factory=Limits)
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     breaker: BreakerPolicy | None = None
+    budget: Budget | None = None  # the deployment's own cap: exhausted, it is skipped like a limited one
 
     def declares(self, capability: str) -> bool | None:
         """True/False when declared, None when the file says nothing about capabilities."""
@@ -205,15 +275,18 @@ class RouteSpec:
     description: str = ""
     kind: Kind = "chat"
     aliases: tuple[str, ...] = ()
+    budget: Budget | None = None  # the route's cap over every client and deployment
 
 
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
-    """The `server:` section. `protect_metrics` None means "when api_keys is set"."""
+    """The `server:` section. `protect_metrics` None means "when the sidecar has keys (clients or admin_keys)".
+    Client keys live in the `clients:` section; `admin_keys` open the /admin endpoints (and only those)."""
 
     host: str = "127.0.0.1"
     port: int = 8080
     api_keys: tuple[Secret, ...] = ()
+    admin_keys: tuple[Secret, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024 * 1024
     log_content: bool = False
@@ -241,11 +314,12 @@ class StateSpec:
     key_prefix: str = "turnout:"
     op_timeout: float = 0.05  # the longest a request waits on the backend before going on with local state
     sync_interval: float = 1.0  # background flush / reconcile / reconnect period
+    ledger: str | None = None  # local backend: the spend ledger's sqlite file (absolute); None keeps it in memory
 
     @property
     def identity(self) -> tuple[object, ...]:
         """What a reload cannot change on a running Router (a new backend would split the shared state)."""
-        return (self.backend, self.url, self.key_prefix)
+        return (self.backend, self.url, self.key_prefix, self.ledger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +336,7 @@ class Config:
     routes: Mapping[str, RouteSpec] = field(default_factory=lambda: _EMPTY)
     server: ServerSpec = field(default_factory=ServerSpec)
     state: StateSpec = field(default_factory=StateSpec)
+    clients: Mapping[str, ClientSpec] = field(default_factory=lambda: _EMPTY)
     warnings: tuple[Problem, ...] = ()
 
     def breaker_for(self, model: ModelSpec) -> BreakerPolicy:

@@ -35,7 +35,7 @@ def load_routing_file(path: str, *, unreadable: int = EXIT_USAGE) -> tuple[Confi
         print(f"turnout: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return unreadable
     try:
-        config = load_text(raw, source=path)
+        config = load_text(raw, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
         return config, compile_or_none(config)
     except ConfigError as exc:
         report_problems(path, locate_problems(raw, exc.problems))

@@ -6,6 +6,7 @@ defaults' `Policy` object, which keeps 5,000-route files cheap.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from decimal import Decimal
 from types import MappingProxyType
@@ -13,6 +14,9 @@ from typing import Any
 
 from turnout.config import (
     BreakerPolicy,
+    Budget,
+    ClientKey,
+    ClientSpec,
     Config,
     Limits,
     ModelSpec,
@@ -28,7 +32,11 @@ from turnout.config import (
     StateSpec,
 )
 from turnout.errors import ErrorClass, Problem
+from turnout.schema.clients import digest_of
 from turnout.schema.units import parse_duration, parse_size
+
+DEFAULT_LEDGER = "turnout-ledger.sqlite3"  # beside the routing file
+MEMORY = "memory"
 
 _POLICY_KEYS = frozenset(
     {
@@ -45,7 +53,15 @@ _POLICY_KEYS = frozenset(
 )
 
 
-def build_config(data: dict[str, Any], source: str, disabled: Mapping[str, str], warnings: list[Problem]) -> Config:
+def build_config(
+    data: dict[str, Any],
+    source: str,
+    disabled: Mapping[str, str],
+    warnings: list[Problem],
+    base_dir: str | None = None,
+) -> Config:
+    """`base_dir`: the routing file's directory (relative paths in it, such as state.ledger, are relative to it);
+    None for text that came from no file."""
     defaults = data.get("defaults") or {}
     policy = _policy(defaults, Policy())
     breaker = _breaker(defaults.get("breaker"), BreakerPolicy()) or BreakerPolicy()
@@ -62,7 +78,8 @@ def build_config(data: dict[str, Any], source: str, disabled: Mapping[str, str],
         pools=_frozen({n: _pool(n, s) for n, s in (data.get("pools") or {}).items()}),
         routes=_frozen({n: _route(n, s, policy) for n, s in data["routes"].items()}),
         server=_server(data.get("server") or {}),
-        state=_state(data.get("state") or {}),
+        state=_state(data.get("state") or {}, base_dir),
+        clients=_frozen({n: _client(n, s) for n, s in (data.get("clients") or {}).items()}),
         warnings=tuple(warnings),
     )
 
@@ -157,6 +174,35 @@ def _model(name: str, spec: dict[str, Any], breaker: BreakerPolicy) -> ModelSpec
         limits=Limits(rpm=_int(limits.get("rpm")), tpm=_int(limits.get("tpm"))) if limits else Limits(),
         options=freeze(spec.get("options") or {}),
         breaker=_breaker(spec.get("breaker"), breaker),
+        budget=_budget(spec.get("budget")),
+    )
+
+
+def _budget(spec: dict[str, Any] | None) -> Budget | None:
+    if spec is None:
+        return None
+    warn_at = spec.get("warn_at")
+    return Budget(
+        usd=_money(spec["usd"]), per=spec.get("per", "day"), warn_at=None if warn_at is None else float(warn_at)
+    )
+
+
+def _client(name: str, spec: dict[str, Any]) -> ClientSpec:
+    keys: list[ClientKey] = []
+    for key in spec.get("keys") or ():
+        digest = digest_of(key.strip()) if key.strip() else None
+        if digest is not None and ClientKey(digest) not in keys:
+            keys.append(ClientKey(digest))
+    limits = spec.get("limits") or {}
+    routes = spec.get("routes")
+    return ClientSpec(
+        name=name,
+        keys=tuple(keys),
+        routes=tuple(routes) if routes is not None else None,
+        limits=Limits(rpm=_int(limits.get("rpm")), tpm=_int(limits.get("tpm"))),
+        budget=_budget(spec.get("budget")),
+        unpriced=spec.get("unpriced"),
+        description=spec.get("description", ""),
     )
 
 
@@ -196,6 +242,7 @@ def _route(name: str, spec: dict[str, Any], defaults: Policy) -> RouteSpec:
         description=spec.get("description", ""),
         kind=spec.get("kind", "chat"),
         aliases=tuple(spec.get("aliases") or ()),
+        budget=_budget(spec.get("budget")),
     )
 
 
@@ -205,6 +252,7 @@ def _server(spec: dict[str, Any]) -> ServerSpec:
         host=spec.get("host", base.host),
         port=int(spec.get("port", base.port)),
         api_keys=tuple(Secret(k) for k in spec.get("api_keys") or () if k.strip()),
+        admin_keys=tuple(Secret(k.strip()) for k in spec.get("admin_keys") or () if k.strip()),
         allowed_hosts=tuple(spec.get("allowed_hosts") or ()),
         max_request_bytes=parse_size(spec["max_request_size"])
         if "max_request_size" in spec
@@ -219,15 +267,17 @@ def _server(spec: dict[str, Any]) -> ServerSpec:
     )
 
 
-def _state(spec: dict[str, Any]) -> StateSpec:
+def _state(spec: dict[str, Any], base_dir: str | None) -> StateSpec:
     base = StateSpec()
     url = spec.get("url")
+    ledger = spec.get("ledger", DEFAULT_LEDGER if base_dir is not None else MEMORY).strip()
     return StateSpec(
         backend=spec.get("backend", base.backend),
         url=Secret(url.strip()) if isinstance(url, str) and url.strip() else None,
         key_prefix=spec.get("key_prefix", base.key_prefix),
         op_timeout=_dur(spec, "op_timeout", base.op_timeout),
         sync_interval=_dur(spec, "sync_interval", base.sync_interval),
+        ledger=None if ledger == MEMORY else os.path.abspath(os.path.join(base_dir or os.getcwd(), ledger)),
     )
 
 

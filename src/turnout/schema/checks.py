@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from turnout.config import STATE_URL_SCHEMES
 from turnout.schema.capabilities import DriverChecks
 from turnout.schema.kinds import KindChecks
+from turnout.schema.clients import ClientChecks
 from turnout.schema.problems import Path, Reporter, did_you_mean
 from turnout.schema.templates import is_template
 from turnout.schema.units import format_duration, parse_duration, parse_size
@@ -90,6 +91,7 @@ class Checker:
         self._guarded(self._routes)
         self._guarded(self._server)
         self._guarded(self._state)
+        self._guarded(ClientChecks(self).run)
         self._guarded(self._unused)
         self._guarded(KindChecks(self).run)
         if self.registry is not None:

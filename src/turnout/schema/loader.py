@@ -34,7 +34,7 @@ def load_file(
         raw = Path(source).read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(source, 0, 0, "", f"cannot read the file: {exc.strerror or exc}")]) from None
-    return load_text(raw, source=source, env=env, registry=registry)
+    return load_text(raw, source=source, env=env, registry=registry, base_dir=os.path.dirname(os.path.abspath(source)))
 
 
 def load_text(
@@ -43,11 +43,14 @@ def load_text(
     source: str = "<memory>",
     env: Mapping[str, str] | None = None,
     registry: DriverRegistry | None = None,
+    base_dir: str | None = None,
 ) -> Config:
-    """Load routing-file text. `env` replaces os.environ for templates; `registry` decides which drivers exist."""
+    """Load routing-file text. `env` replaces os.environ for templates; `registry` decides which drivers exist;
+    `base_dir` is the file's directory when the text came from one (relative paths in it are relative to it, and
+    the spend ledger defaults to a file there; without it the ledger is kept in memory)."""
     reporter = Reporter(source)
     try:
-        return _load(text, reporter, os.environ if env is None else env, registry or DriverRegistry())
+        return _load(text, reporter, os.environ if env is None else env, registry or DriverRegistry(), base_dir)
     except ConfigError:
         raise
     except RecursionError:  # a last line of defence: the parser bounds nesting, so this is not expected
@@ -55,7 +58,9 @@ def load_text(
         raise ConfigError(reporter.errors) from None
 
 
-def _load(text: str | bytes, reporter: Reporter, env: Mapping[str, str], registry: DriverRegistry) -> Config:
+def _load(
+    text: str | bytes, reporter: Reporter, env: Mapping[str, str], registry: DriverRegistry, base_dir: str | None
+) -> Config:
     if isinstance(text, bytes):
         text = _decode(text, reporter)
     data = parse(text, reporter)
@@ -72,7 +77,7 @@ def _load(text: str | bytes, reporter: Reporter, env: Mapping[str, str], registr
     Checker(data, reporter, registry.names(), renderer.disabled, renderer.disabled_at, registry).run()
     if reporter.errors:
         raise ConfigError(reporter.errors)
-    return build_config(data, reporter.source, renderer.disabled, reporter.warnings)
+    return build_config(data, reporter.source, renderer.disabled, reporter.warnings, base_dir)
 
 
 def locate_problems(text: str | bytes, problems: tuple[Problem, ...] | list[Problem]) -> tuple[Problem, ...]:

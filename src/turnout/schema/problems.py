@@ -21,7 +21,7 @@ Path = tuple[PathElem, ...]
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _PATH_TOKEN = re.compile(r'\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?([^.\[]+)')
-_SECRET_KEYS = frozenset({"api_key", "api_keys", "headers"})
+_SECRET_KEYS = frozenset({"api_key", "api_keys", "admin_keys", "headers"})
 
 
 def format_path(path: Sequence[PathElem]) -> str:
@@ -46,8 +46,11 @@ def split_path(text: str) -> list[PathElem]:
 
 
 def is_secret_path(path: Sequence[PathElem]) -> bool:
-    """Values under api_key, headers, server.api_keys or state.url (it may hold a password) are credentials."""
-    return tuple(path[:2]) == ("state", "url") or any(isinstance(e, str) and e in _SECRET_KEYS for e in path[:4])
+    """Values under api_key, headers, server.api_keys/admin_keys, a client's keys or state.url (it may hold a
+    password) are credentials."""
+    if tuple(path[:2]) == ("state", "url") or (len(path) > 2 and path[0] == "clients" and path[2] == "keys"):
+        return True
+    return any(isinstance(e, str) and e in _SECRET_KEYS for e in path[:4])
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

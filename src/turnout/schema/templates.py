@@ -49,6 +49,7 @@ class Renderer:
     def render_all(self, data: Any) -> None:
         self._walk(data, ())
         self._credentials(data)
+        self._keys(data)
 
     def _walk(self, value: Any, path: Path) -> None:
         if id(value) in self._seen:  # aliases share containers: render each once
@@ -139,6 +140,49 @@ class Renderer:
             unset = f" ({_names(missing)} {_is(missing)} not set)" if missing else ""
             detail = unset or (f" ({_names(empty)} {_is(empty)} empty)" if empty else "")
             self._disable(provider, f"{what} is empty{detail}", path)
+            return ""
+        return rendered
+
+    def _keys(self, data: Any) -> None:
+        """Client keys and admin keys: one that renders empty or names an unset variable is dropped (replaced by "")
+        with a warning, so one file serves environments where some keys are not set."""
+        if not isinstance(data, dict):
+            return
+        clients = data.get("clients")
+        for name, spec in clients.items() if isinstance(clients, dict) else ():
+            keys = spec.get("keys") if isinstance(spec, dict) else None
+            for i, key in enumerate(keys if isinstance(keys, list) else ()):
+                if isinstance(key, str):
+                    keys[i] = self._key(key, ("clients", name, "keys", i), f"client '{name}' key")
+        server = data.get("server")
+        admin = server.get("admin_keys") if isinstance(server, dict) else None
+        for i, key in enumerate(admin if isinstance(admin, list) else ()):
+            if isinstance(key, str):
+                admin[i] = self._key(key, ("server", "admin_keys", i), "admin key")
+
+    def _key(self, source: str, path: Path, what: str) -> str:
+        if not is_template(source):
+            if not source.strip():
+                self.reporter.warning(path, f"{what} is empty: ignored")
+            return source
+        self.templated.add(path)
+        if self.reporter.has_error_within(path):
+            return source
+        missing, empty = self._env_refs(source)
+        try:
+            rendered = self._render(source)
+        except UndefinedError as exc:
+            if missing:
+                self.reporter.warning(path, f"{what} is not set ({_names(missing)} {_is(missing)} not set): ignored")
+                return ""
+            self._report(exc, path)
+            return source
+        except _FAILURES as exc:
+            self._report(exc, path)
+            return source
+        if not rendered.strip():
+            detail = f" ({_names(missing or empty)} {_is(missing or empty)} {'not set' if missing else 'empty'})"
+            self.reporter.warning(path, f"{what} renders empty{detail if missing or empty else ''}: ignored")
             return ""
         return rendered
 
@@ -345,7 +389,12 @@ def _too_big_power(base: Any, exponent: Any) -> bool:
 
 
 def _is_credential(path: Path) -> bool:
-    return len(path) >= 3 and path[0] == "providers" and path[2] in ("api_key", "headers")
+    """Credentials are rendered apart (`_credentials`, `_keys`): an unset variable there is not a file error."""
+    if len(path) >= 3 and path[0] == "providers" and path[2] in ("api_key", "headers"):
+        return True
+    if len(path) >= 3 and path[0] == "clients" and path[2] == "keys":
+        return True
+    return len(path) >= 2 and path[0] == "server" and path[1] == "admin_keys"
 
 
 def _names(names: list[str]) -> str:
