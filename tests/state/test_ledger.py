@@ -29,14 +29,14 @@ def test_a_row_counts_requests_tokens_and_nano_usd():
     ledger = Ledger(wall=Wall(_at(2025, 6, 1)))
     ledger.record("chat", "p/m", "", Usage(100, 20, cached_tokens=30), 0.000123)
     ledger.record("chat", "p/m", "", Usage(1, 2), 0.5)
-    assert ledger.rows == {("2025-06-01", "chat", "p/m", ""): [2, 101, 22, 30, 500_123_000, 0]}
+    assert ledger.rows == {("2025-06-01", "chat", "p/m", ""): [2, 101, 22, 30, 500_123_000, 0, 0]}
 
 
 def test_unknown_usage_and_cost_add_nothing_but_the_request():
     """Unknown token counts add no tokens; an unknown cost counts the request as unpriced."""
     ledger = Ledger(wall=Wall(_at(2025, 6, 1)))
     ledger.record("chat", "p/m", "", Usage.UNKNOWN, None)
-    assert ledger.rows[("2025-06-01", "chat", "p/m", "")] == [1, 0, 0, 0, 0, 1]
+    assert ledger.rows[("2025-06-01", "chat", "p/m", "")] == [1, 0, 0, 0, 0, 1, 0]
 
 
 def test_the_day_rolls_over_at_utc_midnight():
@@ -69,9 +69,9 @@ def test_summed_aggregates_rows_per_key_over_the_period():
     ledger.record("chat", "p/m", "", Usage(10, 1), 0.001)
     ledger.record("chat", "p/m", "team-a", Usage(5, 5), None)
     week = ledger.summed(period_days("week", datetime.date(2025, 6, 3)))
-    assert week[UsageKey("chat", "p/m")] == [2, 20, 2, 0, 2_000_000, 0]
-    assert week[UsageKey("chat", "p/m", "team-a")] == [1, 5, 5, 0, 0, 1]
-    assert ledger.summed(("2025-06-02",)) == {UsageKey("chat", "p/m"): [1, 10, 1, 0, 1_000_000, 0]}
+    assert week[UsageKey("chat", "p/m")] == [2, 20, 2, 0, 2_000_000, 0, 0]
+    assert week[UsageKey("chat", "p/m", "team-a")] == [1, 5, 5, 0, 0, 1, 0]
+    assert ledger.summed(("2025-06-02",)) == {UsageKey("chat", "p/m"): [1, 10, 1, 0, 1_000_000, 0, 0]}
 
 
 def test_take_and_merge_hand_rows_over_and_back_without_losing_counts():
@@ -82,7 +82,7 @@ def test_take_and_merge_hand_rows_over_and_back_without_losing_counts():
     assert ledger.rows == {}
     ledger.record("chat", "p/m", "", Usage(2, 2), 0.0)
     ledger.merge(taken)
-    assert ledger.rows[("2025-06-01", "chat", "p/m", "")] == [2, 3, 3, 0, 0, 0]
+    assert ledger.rows[("2025-06-01", "chat", "p/m", "")] == [2, 3, 3, 0, 0, 0, 0]
 
 
 def test_resolve_day_accepts_dates_iso_strings_and_today():
@@ -90,3 +90,12 @@ def test_resolve_day_accepts_dates_iso_strings_and_today():
     assert resolve_day("2025-06-01") == datetime.date(2025, 6, 1)
     assert resolve_day(datetime.date(2025, 6, 1)) == datetime.date(2025, 6, 1)
     assert resolve_day(None, Wall(_at(2025, 6, 1, 23, 30))) == datetime.date(2025, 6, 1)
+
+
+def test_a_billed_failed_attempt_adds_cost_but_no_request_and_estimates_are_counted_apart():
+    """A failed attempt that was billed adds its cost (not a request); an estimated cost is also kept apart."""
+    ledger = Ledger(wall=Wall(_at(2025, 6, 1)))
+    ledger.record("chat", "p/m", "team", Usage.UNKNOWN, 0.000002, served=False, estimated=True)
+    ledger.record("chat", "p/m", "team", Usage(3, 4), 0.000001)
+    assert ledger.rows[("2025-06-01", "chat", "p/m", "team")] == [1, 3, 4, 0, 3000, 0, 2000]
+    assert ledger.meter.spent("c:team", 0) == 3000

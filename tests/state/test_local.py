@@ -140,4 +140,4 @@ def test_the_local_backend_has_no_gate_for_an_unlimited_deployment():
 
 def test_usage_totals_convert_nano_usd():
     """Costs are kept as integer nano-USD and read back as USD."""
-    assert UsageTotals.of([1, 2, 3, 0, 1_500_000_000, 0]).cost_usd == 1.5
+    assert UsageTotals.of([1, 2, 3, 0, 1_500_000_000, 0, 0]).cost_usd == 1.5

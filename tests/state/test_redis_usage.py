@@ -66,13 +66,13 @@ async def test_a_flush_sent_twice_counts_once(redis_server):
     await link.open()
     try:
         await store.flush(link, ledger, 2.0)
-        store.unacked = ("replica-1:1", {(ledger.today(), "chat", "a/m", ""): [1, 10, 5, 0, 250_000_000, 0]})
+        store.unacked = ("replica-1:1", {(ledger.today(), "chat", "a/m", ""): [1, 10, 5, 0, 250_000_000, 0, 0]})
         await store.flush(link, ledger, 2.0)
         assert store.unacked is None
         rows = await store.read(link, "total", None, 2.0)
     finally:
         await link.close()
-    assert rows[KEY] == [1, 10, 5, 0, 250_000_000, 0]
+    assert rows[KEY] == [1, 10, 5, 0, 250_000_000, 0, 0]
 
 
 async def test_reading_usage_while_redis_is_down_is_an_error_not_a_partial_total(redis_server):
@@ -84,3 +84,17 @@ async def test_reading_usage_while_redis_is_down_is_an_error_not_a_partial_total
         await asyncio.sleep(0.3)
         with pytest.raises(StoreError, match="Redis is unavailable"):
             await router.usage()
+
+
+async def test_spend_totals_are_shared_and_read_back_by_every_replica(redis_server):
+    """Each replica's meter reads every replica's flushed spend (the base its budgets are checked against)."""
+    async with _router(redis_server.url) as a, _router(redis_server.url) as b:
+        reply = await a.chat(model="chat", messages=HI)
+        await b.chat(model="chat", messages=HI)
+        expected = round(2 * reply.cost_usd * 1e9)
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if a.state.meter.spent("r:chat", 0) == b.state.meter.spent("r:chat", 0) == expected:
+                break
+        assert a.state.meter.spent("r:chat", 0) == b.state.meter.spent("r:chat", 0) == expected
+        assert a.state.meter.spent("d:a/m", 3) == expected

@@ -42,7 +42,7 @@ def open_state(
     """The backend for `spec` (no I/O: a Redis backend connects in `start()`). ConfigError when the redis extra
     is missing."""
     if spec.backend != "redis":
-        return LocalState(spec, workers=workers, clock=clock)
+        return LocalState(spec, workers=workers, clock=clock, emit=emit)
     if spec.url is None:
         raise ConfigError([Problem(source, 0, 0, "state.url", "backend redis needs a url")])
     try:

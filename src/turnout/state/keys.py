@@ -14,6 +14,8 @@ deployments with different prefixes spread over the cluster. The prefix holds no
 {p}u:d:<YYYY-MM-DD>   hash: "route|deployment|client|metric" -> counter (one per UTC day)
 {p}u:m:<YYYY-MM>      hash: the same per month
 {p}u:t                hash: the same, all time
+{p}s:<period id>      hash: scope ("c:<client>", "r:<route>", "d:<deployment>") -> nano-USD spent in the period
+                      (ids d:YYYY-MM-DD, w:YYYY-Www, m:YYYY-MM, t): what budgets read
 {p}flush:<id>         string: a usage flush that was applied (so a retried flush never counts twice)
 ```
 The breaker channel is `{p}breakers` too (channels are not keys; pub/sub reaches every cluster node).
@@ -46,6 +48,9 @@ class Keys:
 
     def usage_month(self, month: str) -> str:
         return f"{self.tag}u:m:{month}"
+
+    def spend(self, period_id: str) -> str:
+        return f"{self.tag}s:{period_id}"
 
     def flush_marker(self, flush_id: str) -> str:
         return f"{self.tag}flush:{flush_id}"

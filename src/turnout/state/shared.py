@@ -34,6 +34,7 @@ from turnout.state import window as _window
 from turnout.state.base import BreakerNews, StoreError
 from turnout.state.keys import Keys
 from turnout.state.ledger import Ledger, Period, UsageKey, UsageTotals, period_days, resolve_day, totals_of
+from turnout.state.meter import SpendMeter
 from turnout.state.news import Newsroom, parse_message
 from turnout.state.redis import Link, Script
 from turnout.state.shared_gate import Batcher, RedisGate, as_ms
@@ -73,7 +74,9 @@ class RedisState:
         self.window = _window.WINDOW
         self.window_us = int(self.window * 1_000_000)
         self.next_id = itertools.count(1).__next__
-        self.ledger = Ledger(wall=wall)
+        self.meter = SpendMeter(wall=wall, folding=False)
+        self.ledger = Ledger(wall=wall, meter=self.meter)
+        self.budget_share = 1  # budgets are shared through Redis
         self.usage_store = UsageStore(self.keys, self.replica)
         self.news = Newsroom(self.replica, on_breaker)
         self.gates: dict[str, RedisGate] = {}
@@ -95,6 +98,8 @@ class RedisState:
         self._offset_us = 0  # server time (us) minus our clock (us), from the latest reply
         self._epoch: str | None = None
         self._closed = False
+        self._loaded = False  # the spend totals were read from Redis at least once
+        self._first: asyncio.Future[None] | None = None  # done after the first connection attempt
 
     # -- the request path -----------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -129,10 +134,32 @@ class RedisState:
         if self._healthy and self._loop is not None and self._publishing is None:
             self._publishing = self._loop.create_task(self._publish(), name="turnout-state-publish")
 
-    def record(self, route: str, deployment: str, client: str, usage: Any, cost: float | None) -> None:
-        self.ledger.record(route, deployment, client, usage, cost)
+    def record(
+        self,
+        route: str,
+        deployment: str,
+        client: str,
+        usage: Any,
+        cost: float | None,
+        *,
+        served: bool = True,
+        estimated: bool = False,
+    ) -> None:
+        self.ledger.record(route, deployment, client, usage, cost, served=served, estimated=estimated)
         if self._task is None and not self._closed:
             self._adopt_loop()
+
+    async def warm(self) -> None:
+        """Before the first budget check of a process that was not started: connect (bounded), so the spend totals
+        come from Redis rather than from zero."""
+        if self._loaded or self._closed:
+            return
+        if self._task is None:
+            self._adopt_loop()
+        first = self._first
+        if first is not None and not first.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(first), CONNECT_TIMEOUT + BACKGROUND_TIMEOUT)
 
     async def usage(self, period: Period = "day", at: date | str | None = None) -> dict[UsageKey, UsageTotals]:
         """Every process's usage (from Redis) plus this process's counters not flushed yet. Raises StoreError
@@ -185,7 +212,7 @@ class RedisState:
                 await publishing
         if self._healthy and self._bg is not None:
             with contextlib.suppress(StoreError, TimeoutError):
-                await self.usage_store.flush(self._bg, self.ledger, BACKGROUND_TIMEOUT)
+                await self._flush_and_refresh()
         self._healthy = False
         await self._close_links()
         self._loop = None
@@ -235,6 +262,7 @@ class RedisState:
             self._loop = loop
             self._task = None
             self._publishing = None
+            self._first = loop.create_future()
             self.batcher.abort()
         if connect_now and self._task is None and not self._closed:
             self._spawn_sync()
@@ -244,7 +272,9 @@ class RedisState:
             self._task = self._loop.create_task(self._sync_loop(), name="turnout-state-sync")
 
     async def _sync_loop(self) -> None:
-        while True:
+        # `_closed` ends it too: Python 3.11's wait_for may swallow a cancellation that arrives just as the awaited
+        # reply does, and the loop must still stop for `aclose`.
+        while not self._closed:
             if self._healthy:
                 await self._tick()
             else:
@@ -272,6 +302,9 @@ class RedisState:
             reason = str(exc) or f"no answer within op_timeout ({as_ms(self.spec.op_timeout)})"
             self.degrade(reason)
             return
+        finally:
+            if self._first is not None and not self._first.done():
+                self._first.set_result(None)
         self._recovered(data_lost)
 
     def _lost(self, reason: str) -> None:
@@ -313,11 +346,19 @@ class RedisState:
                 log.warning("state: Redis lost its data (restarted empty?); writing this process's state back")
                 await self._resync(True)
             self._apply_beat(beat)
-            bg = self._bg
-            if bg is not None:
-                await self.usage_store.flush(bg, self.ledger, BACKGROUND_TIMEOUT)
+            await self._flush_and_refresh()
         except (StoreError, TimeoutError) as exc:
             self.degrade(str(exc) or "no answer from Redis in time")
+
+    async def _flush_and_refresh(self) -> None:
+        """Flush usage and spend, then read every process's spend totals for the budgets (the meter's base)."""
+        bg = self._bg
+        if bg is None:
+            raise StoreError("not connected")
+        await self.usage_store.flush(bg, self.ledger, BACKGROUND_TIMEOUT)
+        base = await self.usage_store.read_spend(bg, self.meter.today(), BACKGROUND_TIMEOUT)
+        self.meter.confirmed(base)
+        self._loaded = True
 
     async def _resync(self, everything: bool) -> None:
         """After an outage: admissions made meanwhile, unpublished breaker changes, then usage (one call each)."""
@@ -338,7 +379,7 @@ class RedisState:
         for gate, grants in pushed:
             gate.unsynced -= grants
         await self._publish_now()
-        await self.usage_store.flush(bg, self.ledger, BACKGROUND_TIMEOUT)
+        await self._flush_and_refresh()
 
     async def _publish(self) -> None:
         try:

@@ -1,9 +1,11 @@
-"""Usage counters in Redis: flushed in the background, exactly once, and read per day, week, month or in total.
+"""Usage and spend counters in Redis: flushed in the background, exactly once, and read back.
 
 A flush sends every pending ledger row in one `scripts/usage.lua` call that adds them to the day, month and
-all-time hashes. Each flush has an id; the script refuses an id it has applied already, so a flush whose reply
-was lost is simply sent again with the same id and content, and nothing counts twice or goes missing. Counters
-only ever grow (HINCRBY of non-negative amounts), so an emptied Redis starts again from zero, never below.
+all-time usage hashes, and their cost to the spend hashes budgets read (one per period id: `{p}s:d:2025-06-04`,
+`{p}s:w:2025-W23`, `{p}s:m:2025-06`, `{p}s:t`; field = scope, `c:<client>`, `r:<route>` or `d:<deployment>`).
+Each flush has an id; the script refuses an id it has applied already, so a flush whose reply was lost is simply
+sent again with the same id and content, and nothing counts twice or goes missing. Counters only ever grow
+(HINCRBY of non-negative amounts), so an emptied Redis starts again from zero, never below.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any
 
 from turnout.state.base import StoreError
 from turnout.state.keys import Keys, split_usage_field, usage_field
-from turnout.state.ledger import METRICS, Ledger, Period, Rows, UsageKey, add_row
+from turnout.state.ledger import COST, METRICS, Ledger, Period, Rows, UsageKey, add_row
+from turnout.state.meter import spend_increments
 from turnout.state.redis import Link, Script
 
 MARKER_TTL = 86400  # seconds a flush id is remembered (a retry comes within seconds)
-DAY_TTL = 400 * 86400  # seconds a day's hash is kept after its last update; months and the total are kept
+DAY_TTL = 400 * 86400  # seconds a day's (or week's) hash is kept after its last update; months and totals are kept
 
 
 class UsageStore:
@@ -33,7 +36,7 @@ class UsageStore:
 
     async def flush(self, link: Link, ledger: Ledger, within: float) -> None:
         """Send the unconfirmed flush (if any), then everything recorded since. Raises StoreError/TimeoutError;
-        the rows are kept for the next try."""
+        the rows are kept for the next try (their spend stays in the meter's `flushing` until a refresh)."""
         for _ in range(2):  # the unconfirmed flush first, then what was recorded since
             if self.unacked is None:
                 rows = ledger.take()
@@ -46,18 +49,42 @@ class UsageStore:
             self.unacked = None
 
     def _call(self, flush_id: str, rows: Rows) -> tuple[list[str], list[Any]]:
-        by_day: dict[str, list[Any]] = {}
+        hashes: dict[str, dict[str, int]] = {}  # key -> field -> increment
         for (day, route, deployment, client), counters in rows.items():
-            pairs = by_day.setdefault(day, [])
+            targets = [
+                hashes.setdefault(key, {})
+                for key in (self.keys.usage_day(day), self.keys.usage_month(day[:7]), self.keys.usage_total)
+            ]
             for metric, value in zip(METRICS, counters, strict=True):
                 if value:
-                    pairs += [usage_field(route, deployment, client, metric), value]
+                    field = usage_field(route, deployment, client, metric)
+                    for target in targets:
+                        target[field] = target.get(field, 0) + value
+        for pid, scopes in spend_increments(rows, COST).items():
+            hashes[self.keys.spend(pid)] = dict(scopes)
         keys = [self.keys.flush_marker(flush_id)]
-        args: list[Any] = [MARKER_TTL, DAY_TTL]
-        for day, pairs in by_day.items():
-            keys += [self.keys.usage_day(day), self.keys.usage_month(day[:7]), self.keys.usage_total]
-            args += [len(pairs) // 2, *pairs]
+        args: list[Any] = [MARKER_TTL]
+        for key, fields in hashes.items():
+            keys.append(key)
+            args += [_ttl_of(key, self.keys), len(fields)]
+            for field, value in fields.items():
+                args += [field, value]
         return keys, args
+
+    async def read_spend(self, link: Link, period_ids: tuple[str, ...], within: float) -> dict[str, dict[str, int]]:
+        """Every scope's spend in each of `period_ids` (one round trip): the meter's new base."""
+        futures = [link.call("HGETALL", self.keys.spend(pid)) for pid in period_ids]
+        try:
+            replies = await asyncio.wait_for(asyncio.gather(*futures), within)
+        except TimeoutError:
+            raise StoreError("no answer from Redis in time") from None
+        out: dict[str, dict[str, int]] = {}
+        for pid, reply in zip(period_ids, replies, strict=True):
+            scopes = out[pid] = {}
+            for i in range(0, len(reply) - 1, 2):
+                field = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+                scopes[field] = max(0, int(reply[i + 1]))
+        return out
 
     async def read(
         self, link: Link, period: Period, days: tuple[str, ...] | None, within: float
@@ -88,6 +115,13 @@ class UsageStore:
             pending.merge(self.unacked[1])
         for key, counters in pending.summed(days).items():
             add_row(summed, key, counters)
+
+
+def _ttl_of(key: str, keys: Keys) -> int:
+    """Days and weeks expire DAY_TTL after their last update; months and totals are kept."""
+    if key.startswith((keys.tag + "u:d:", keys.tag + "s:d:", keys.tag + "s:w:")):
+        return DAY_TTL
+    return 0
 
 
 def _add_field(out: dict[UsageKey, list[int]], field: Any, value: Any) -> None:
