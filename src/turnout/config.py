@@ -306,7 +306,8 @@ STATE_URL_SCHEMES: tuple[str, ...] = ("redis://", "rediss://", "unix://")
 class StateSpec:
     """The `state:` section: where limits, breaker state and usage counters live (`turnout.state`).
 
-    `backend`, `url` and `key_prefix` need a restart to change; `op_timeout` and `sync_interval` apply on reload.
+    `backend`, `url`, `key_prefix` and `ledger` need a restart to change; `op_timeout` and `sync_interval` apply on
+    reload.
     """
 
     backend: StateBackendName = "local"
@@ -315,11 +316,12 @@ class StateSpec:
     op_timeout: float = 0.05  # the longest a request waits on the backend before going on with local state
     sync_interval: float = 1.0  # background flush / reconcile / reconnect period
     ledger: str | None = None  # local backend: the spend ledger's sqlite file (absolute); None keeps it in memory
+    ledger_written: str = "memory"  # `ledger` as the file says it (what `turnout plan` compares across machines)
 
     @property
     def identity(self) -> tuple[object, ...]:
         """What a reload cannot change on a running Router (a new backend would split the shared state)."""
-        return (self.backend, self.url, self.key_prefix, self.ledger)
+        return (self.backend, self.url, self.key_prefix, self.ledger if self.backend == "local" else None)
 
 
 @dataclass(frozen=True, slots=True)

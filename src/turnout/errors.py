@@ -5,6 +5,12 @@ TurnoutError
 ├── ConfigError                  routes.yaml is invalid; .problems holds every located problem
 ├── InvalidRequest               the client's request is malformed (HTTP 400); never sent upstream
 ├── RouteNotFound                the requested model names no route (HTTP 404)
+├── RequestRefused               the caller may not have this now; never sent upstream
+│   ├── UnknownClient            no declared client has this key or name (HTTP 401)
+│   ├── RouteNotAllowed          the client may not use this route (HTTP 403 permission_denied)
+│   ├── ClientRateLimited        the client is over its own rpm/tpm (HTTP 429, .retry_after)
+│   └── BudgetExhausted          a client, route or deployment budget has no room for it (HTTP 429
+│                                insufficient_quota; .period, .resets_at)
 ├── ProviderError                one upstream attempt failed; .error_class says which taxonomy class
 │   ├── RateLimited              rate_limit
 │   ├── QuotaExceeded            quota_exceeded
@@ -28,8 +34,10 @@ ProviderError subclass at their own boundary; `provider_error()` builds the righ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +146,61 @@ class RouteNotFound(TurnoutError):
         self.routes = tuple(routes)
         shown = ", ".join(self.routes[:50])
         super().__init__(f"The model '{model}' does not exist. Available routes: {shown}")
+
+
+class RequestRefused(TurnoutError):
+    """The request was refused before dispatch (who is asking, or what they may still spend); `message` is safe to
+    show the caller: it names clients and routes, never keys."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownClient(RequestRefused):
+    """No declared client has the key presented (the sidecar), or the name given (`Router.chat(client=...)`)."""
+
+    def __init__(self, message: str = "Invalid API key.") -> None:
+        super().__init__(message)
+
+
+class RouteNotAllowed(RequestRefused):
+    """The client may not use this route. The message names only the route asked for, never the allowed ones."""
+
+    def __init__(self, client: str, route: str) -> None:
+        super().__init__(f"This API key may not use the model '{route}'.")
+        self.client = client
+        self.route = route
+
+
+class ClientRateLimited(RequestRefused):
+    """The client is over its own rpm/tpm limit; `retry_after` is the seconds until a request of this size fits."""
+
+    def __init__(self, client: str, reason: str, retry_after: float | None) -> None:
+        wait = f" Retry after {max(1, math.ceil(retry_after))}s." if retry_after else ""
+        super().__init__(f"Rate limit reached for client '{client}': {reason}.{wait}")
+        self.client = client
+        self.retry_after = retry_after
+
+
+class BudgetExhausted(RequestRefused):
+    """A budget has no room for this request: `budget` says whose ("client 'team'", "route 'chat'",
+    "deployment 'p/m'"), `period` is day | week | month | total, `resets_at` the UTC time it resets (None for
+    total), `spent_usd` / `limit_usd` the figures (reservations in flight included)."""
+
+    def __init__(
+        self, message: str, *, budget: str, period: str, resets_at: datetime | None, spent_usd: float, limit_usd: float
+    ) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.period = period
+        self.resets_at = resets_at
+        self.spent_usd = spent_usd
+        self.limit_usd = limit_usd
+
+    def retry_after(self, now: datetime) -> float | None:
+        """Seconds until the budget resets (None: it never does)."""
+        return None if self.resets_at is None else max(0.0, (self.resets_at - now).total_seconds())
 
 
 class ProviderError(TurnoutError):

@@ -26,6 +26,8 @@ class RequestStarted(Event):
     request_id: str
     route: str
     stream: bool
+    client: str = ""  # the declared client's name ("" anonymous)
+    tag: str | None = None  # the caller's attribution tag (x-turnout-tag), sanitised
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,35 @@ class ResponseCompleted(Event):
     error_class: str | None = None
     router_overhead: float | None = None  # seconds spent in turnout itself, outside upstream I/O
     splices: tuple[Splice, ...] = ()  # where a cut stream was continued (`mid_stream: continue`)
+    client: str = ""
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptCharged(Event):
+    """One attempt's cost went into the spend ledger (and the budgets): a served answer, or a failed attempt that
+    may have been billed. `estimated`: the cost is an estimate (no usage was reported; see `turnout.router.budgets`).
+    """
+
+    request_id: str
+    route: str
+    deployment: str
+    client: str
+    cost_usd: float
+    estimated: bool = False
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetWarning(Event):
+    """A budget passed its `warn_at` (`level="warn"`) or ran out (`level="exhausted"`): once per period and process.
+    `budget` names it ("client 'team'", "route 'chat'", "deployment 'p/m'"); amounts include reservations."""
+
+    budget: str
+    period: str
+    level: str
+    spent_usd: float
+    limit_usd: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +196,8 @@ EVENT_TYPES: frozenset[type[Event]] = frozenset(
         BreakerHalfOpened,
         BreakerClosed,
         ResponseCompleted,
+        AttemptCharged,
+        BudgetWarning,
         ConversationUpdated,
         StateDegraded,
         StateRecovered,
@@ -194,7 +227,9 @@ class LoggingObserver:
     def __call__(self, event: Event) -> None:
         if isinstance(event, AttemptFailed) and not self._details:
             self._log.warning("%s", dataclasses.replace(event, detail=""))
-        elif isinstance(event, AttemptFailed | BreakerOpened | FallbackTaken | StreamContinued | StateDegraded):
+        elif isinstance(
+            event, AttemptFailed | BreakerOpened | FallbackTaken | StreamContinued | StateDegraded | BudgetWarning
+        ):
             self._log.warning("%s", event)
         elif self._log.isEnabledFor(logging.DEBUG):
             self._log.debug("%s", event)

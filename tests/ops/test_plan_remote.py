@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,8 +22,11 @@ CASES = Path(__file__).parent / "plan_cases"
 
 @contextlib.asynccontextmanager
 async def sidecar(path: Path) -> AsyncIterator[str]:
-    """The real sidecar app serving `path` on 127.0.0.1:0 (no access log, no file watching)."""
-    app = create_app(Router(load_file(path)), config_path=str(path), watch=False)
+    """The real sidecar app serving `path` on 127.0.0.1:0 (no access log, no file watching, and its spend ledger in
+    memory: a test never writes a ledger file beside the repository's case files)."""
+    config = load_file(path)
+    config = dataclasses.replace(config, state=dataclasses.replace(config.state, ledger=None))
+    app = create_app(Router(config), config_path=str(path), watch=False)
     runner = make_runner(app, drain_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -12,6 +12,7 @@ import pytest
 from turnout import ConfigError, Conversation, LoggingObserver, Router
 from turnout.config import ProviderSpec
 from turnout.events import (
+    AttemptCharged,
     AttemptFailed,
     AttemptStarted,
     AttemptSucceeded,
@@ -100,7 +101,7 @@ async def test_cost_is_unknown_when_the_model_has_no_price(build):
 
 
 async def test_events_tell_the_story_of_a_failover(build, recorder):
-    """Observers see started, attempt failed, fallback, attempt succeeded and completed, in order."""
+    """Observers see started, attempt failed, fallback, attempt succeeded, its charge and completed, in order."""
     async with build(mock_routes(FAIL_500, "{}")) as router:
         await router.chat(model="r", messages=HI, request_id="req-1")
     kinds = [type(e) for e in recorder.events]
@@ -111,6 +112,7 @@ async def test_events_tell_the_story_of_a_failover(build, recorder):
         FallbackTaken,
         AttemptStarted,
         AttemptSucceeded,
+        AttemptCharged,
         ResponseCompleted,
     ]
     assert {e.request_id for e in recorder.events} == {"req-1"}

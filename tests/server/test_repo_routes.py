@@ -12,10 +12,12 @@ ASK = [{"role": "user", "content": "echo me back please"}]
 
 
 @pytest.fixture
-async def served(server_kit, monkeypatch):
+async def served(server_kit, monkeypatch, tmp_path):
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    async with server_kit.serving(ROUTES, watch=False) as s:
+    copy = tmp_path / "routes.yaml"  # served as is, from a directory where its spend ledger may be written
+    copy.write_bytes(ROUTES.read_bytes())
+    async with server_kit.serving(copy, watch=False) as s:
         yield s
 
 

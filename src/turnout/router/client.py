@@ -26,9 +26,10 @@ from turnout.config import Config
 from turnout.drivers.base import CallContext, CredentialCheck, Driver, ModelInfo
 from turnout.drivers.registry import DriverRegistry
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
-from turnout.errors import InvalidRequest, RouteNotFound
+from turnout.errors import InvalidRequest, RouteNotAllowed, RouteNotFound, UnknownClient
 from turnout.events import BreakerClosed, BreakerEvent, BreakerOpened, Event, Observer
 from turnout.redaction import Redactor
+from turnout.router.clients import ClientGates, CompiledClient, clean_tag, client_of_key
 from turnout.router.compile import compile_graph
 from turnout.router.dispatch import Run, Runtime, dispatch_chat
 from turnout.router.embed import EmbeddingRun, check_length, dispatch_embeddings
@@ -87,6 +88,9 @@ class Router:
         self._rt = Runtime(clock=clock, sleep=sleep, rng=self._rng, health=self._health, state=self._state)
         self._rt.observe(observers)
         self._health.sync(self._graph)
+        self._client_gates = ClientGates(self._state)
+        self._client_gates.sync(self._graph.clients)
+        self._rt.client_gates = self._client_gates
         self._rt.redactor = Redactor.for_config(config)
         self._session: aiohttp.ClientSession | None = None
         # Request ids: a random per-Router prefix plus a counter (unique, and far cheaper than uuid4 per call).
@@ -189,6 +193,7 @@ class Router:
         graph = compile_graph(config, self._registry, rng=self._rng)
         self._state.reconfigure(config.state)
         self._health.sync(graph)
+        self._client_gates.sync(graph.clients)
         self._graph = graph
         self._rt.redactor = Redactor.for_config(config)
         return graph
@@ -230,15 +235,40 @@ class Router:
         """The route a client's `model` names: itself, or the route it is an alias of (None: no route)."""
         return self._graph.route_of(model)
 
-    def _route(self, model: str, kind: str) -> CompiledRoute:
-        """The route `model` names (by name or alias), which must serve `kind`; RouteNotFound or a 400 otherwise."""
+    def _route(self, model: str, kind: str, client: str | None = None) -> CompiledRoute:
+        """The route `model` names (by name or alias), which must serve `kind`; RouteNotFound (listing the routes
+        `client` may use) or a 400 otherwise."""
         graph = self._graph
         route = graph.by_name.get(model)
         if route is None:
-            raise RouteNotFound(model, list(graph.routes))
+            raise RouteNotFound(model, self.routes_for(client))
         if route.kind != kind:
             raise wrong_kind(route, model)
         return route
+
+    # -- clients -------------------------------------------------------------------------------------------
+    def client_of_key(self, key: str) -> str | None:
+        """The name of the declared client whose key this is (one SHA-256 and a dict lookup), or None."""
+        return client_of_key(self._graph.client_keys, key)
+
+    def routes_for(self, client: str | None) -> list[str]:
+        """The routes `client` may use (every route for None, the anonymous caller)."""
+        graph = self._graph
+        compiled = graph.clients.get(client) if client is not None else None
+        if compiled is None or compiled.routes is None:
+            return list(graph.routes)
+        return [name for name in graph.routes if name in compiled.routes]
+
+    def _client(self, client: str | None, route: CompiledRoute) -> CompiledClient | None:
+        """The declared client named `client` (None: anonymous), which must be allowed `route`."""
+        if client is None:
+            return None
+        compiled = self._graph.clients.get(client)
+        if compiled is None:
+            raise UnknownClient(f"No client named '{client}' is declared in the routing file's clients section.")
+        if not compiled.may_use(route.name):
+            raise RouteNotAllowed(compiled.name, route.name)
+        return compiled
 
     # -- requests ------------------------------------------------------------------------------------
     def _prepare(
@@ -249,6 +279,8 @@ class Router:
         params: dict[str, Any],
         stream: bool,
         request_id: str | None,
+        client: str | None = None,
+        tag: str | None = None,
     ) -> Run:
         if request is None:
             if model is None or messages is None:
@@ -258,17 +290,19 @@ class Router:
             request = ChatRequest.create(model=model, messages=messages, **params)
         elif model is not None or messages is not None or params:
             raise InvalidRequest("pass either a ChatRequest or keyword arguments, not both", param=None)
+        if client is not None and client not in self._graph.clients:
+            raise UnknownClient(f"No client named '{client}' is declared in the routing file's clients section.")
         route = self._graph.by_name.get(request.model)
         if route is None or route.kind != "chat":
-            route = self._route(request.model, "chat")  # raises the right error
+            route = self._route(request.model, "chat", client)  # raises the right error
+        compiled = self._client(client, route)
         if request.stream != stream:
             native = request.native
             request = ChatRequest.from_openai({**request.body, "stream": stream})
             if native is not None:
                 request = replace(request, native=replace(native, body={**native.body, "stream": stream}))
-        return Run(
-            self._rt, route, request, request_id or f"{self._id_prefix}-{next(self._ids)}", self._ensure_session()
-        )
+        request_id = request_id or f"{self._id_prefix}-{next(self._ids)}"
+        return Run(self._rt, route, request, request_id, self._ensure_session(), compiled, clean_tag(tag))
 
     async def chat(
         self,
@@ -278,14 +312,21 @@ class Router:
         model: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
         request_id: str | None = None,
+        client: str | None = None,
+        tag: str | None = None,
         **openai_params: Any,
     ) -> ChatResponse:
         """Answer one chat request through its route.
 
-        Raises RouteNotFound, InvalidRequest, AllUpstreamsFailed (cause: the most meaningful upstream error), or
-        the upstream ProviderError itself when the route's action for it is "fail".
+        `client` names a declared client: its routes, rate limits and budget apply, and its spend is counted under
+        its name (None: an anonymous caller, to whom only route and deployment budgets apply). `tag` labels the
+        request in events (bounded to 64 characters of letters, digits and `._:/@+-`; others become `_`).
+
+        Raises RouteNotFound, InvalidRequest, UnknownClient, RouteNotAllowed, ClientRateLimited, BudgetExhausted,
+        AllUpstreamsFailed (cause: the most meaningful upstream error), or the upstream ProviderError itself when the
+        route's action for it is "fail".
         """
-        run = self._prepare(request, model, messages, openai_params, False, request_id)
+        run = self._prepare(request, model, messages, openai_params, False, request_id, client, tag)
         return await dispatch_chat(run)
 
     async def chat_many(
@@ -355,12 +396,15 @@ class Router:
         model: str | None = None,
         input: Any = None,
         request_id: str | None = None,
+        client: str | None = None,
+        tag: str | None = None,
         **openai_params: Any,
     ) -> EmbeddingResponse:
         """Embed `input` (a string, a list of strings, token ids or token-id arrays) through an embeddings route.
 
         `openai_params` are OpenAI's (`dimensions`, `encoding_format`, `user`...). Fallback, retries, breakers,
-        limits and pricing are chat's. Raises RouteNotFound, InvalidRequest (also for a chat route),
+        limits, pricing, clients and budgets are chat's (`client`, `tag` as for `chat`). Raises RouteNotFound,
+        InvalidRequest (also for a chat route), UnknownClient, RouteNotAllowed, ClientRateLimited, BudgetExhausted,
         AllUpstreamsFailed, or the upstream ProviderError when the route's action for it is "fail".
         """
         if request is None:
@@ -369,11 +413,13 @@ class Router:
             request = EmbeddingRequest.create(model=model, input=input, **openai_params)
         elif model is not None or input is not None or openai_params:
             raise InvalidRequest("pass either an EmbeddingRequest or keyword arguments, not both", param=None)
-        route = self._route(request.model, "embeddings")
+        if client is not None and client not in self._graph.clients:
+            raise UnknownClient(f"No client named '{client}' is declared in the routing file's clients section.")
+        route = self._route(request.model, "embeddings", client)
+        compiled = self._client(client, route)
         check_length(route, request)
-        run = EmbeddingRun(
-            self._rt, route, request, request_id or f"{self._id_prefix}-{next(self._ids)}", self._ensure_session()
-        )
+        request_id = request_id or f"{self._id_prefix}-{next(self._ids)}"
+        run = EmbeddingRun(self._rt, route, request, request_id, self._ensure_session(), compiled, clean_tag(tag))
         return await dispatch_embeddings(run)
 
     def stream(
@@ -384,10 +430,14 @@ class Router:
         model: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
         request_id: str | None = None,
+        client: str | None = None,
+        tag: str | None = None,
         **openai_params: Any,
     ) -> ChatStream:
-        """Stream one chat request; see `ChatStream`. RouteNotFound / InvalidRequest are raised here, at once."""
-        run = self._prepare(request, model, messages, openai_params, True, request_id)
+        """Stream one chat request; see `ChatStream`. RouteNotFound, InvalidRequest, UnknownClient and
+        RouteNotAllowed are raised here, at once; ClientRateLimited and BudgetExhausted by the first iteration
+        (nothing was sent). `client` and `tag` as for `chat`."""
+        run = self._prepare(request, model, messages, openai_params, True, request_id, client, tag)
         return ChatStream(run)
 
     # -- introspection -------------------------------------------------------------------------------

@@ -20,9 +20,12 @@ from turnout.drivers._http import validate_options
 from turnout.drivers.base import Driver, honoured, offers_embeddings, unhonoured
 from turnout.drivers.registry import DriverRegistry, UnknownDriver
 from turnout.errors import ConfigError, Problem
+from turnout.router.budgets import BudgetRule
+from turnout.router.clients import compile_clients
 from turnout.router.graph import CompiledRoute, Deployment, DispatchGraph, Excluded, PlannedMember, PlannedStep, Step
 from turnout.router.pricing import TokenPrice
 from turnout.router.select import make_strategy
+from turnout.state.meter import deployment_scope, route_scope
 
 _ALL_CAPABILITIES = frozenset(CAPABILITIES)
 
@@ -64,6 +67,7 @@ def compile_graph(
     by_name = _by_name(config, routes, problems)
     if problems:
         raise ConfigError(problems)
+    clients, client_keys = compile_clients(config, routes)
     return DispatchGraph(
         config=config,
         routes=MappingProxyType(routes),
@@ -71,6 +75,8 @@ def compile_graph(
         drivers=MappingProxyType(built),
         disabled_providers=MappingProxyType(disabled),
         by_name=MappingProxyType(by_name),
+        clients=clients,
+        client_keys=client_keys,
     )
 
 
@@ -160,8 +166,12 @@ def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
         capabilities = model.supports
     else:
         capabilities = honoured(driver, provider.options, model.options)
+    key = f"{model.provider}/{model.key}"
+    budget = None
+    if model.budget is not None and model.price is not None:
+        budget = BudgetRule.of(model.budget, deployment_scope(key), f"deployment '{key}'")
     return Deployment(
-        key=f"{model.provider}/{model.key}",
+        key=key,
         provider=model.provider,
         model=model.key,
         upstream=model.upstream,
@@ -179,6 +189,7 @@ def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
         dimensions=model.dimensions,
         min_dimensions=model.min_dimensions,
         token_input=bool(getattr(driver, "embedding_token_input", False)),
+        budget=budget,
     )
 
 
@@ -216,6 +227,8 @@ def _route(
                 missing = spec.requires - deployment.capabilities
                 if missing:
                     reason = f"lacks {', '.join(sorted(missing))}"
+                elif spec.budget is not None and deployment.price is None:
+                    reason = "no price: the route's budget could not count its calls"
             planned.append(PlannedMember(key, model.key, model.provider, weight, deployment, reason))
             if deployment is None or reason is not None:
                 excluded.append(Excluded(key, reason or "not available"))
@@ -226,6 +239,8 @@ def _route(
         if chosen:
             steps.append(Step(entry, kind, make_strategy(strategy, rng), tuple(chosen), tuple(weights)))
     dimensions = next((config.models[m.model].dimensions for step in plan for m in step.members), None)
+    budget = BudgetRule.of(spec.budget, route_scope(spec.name), f"route '{spec.name}'") if spec.budget else None
+    budgeted = budget is not None or any(d.budget is not None for step in steps for d in step.deployments)
     return CompiledRoute(
         name=spec.name,
         steps=tuple(steps),
@@ -237,6 +252,8 @@ def _route(
         kind=spec.kind,
         aliases=spec.aliases,
         dimensions=dimensions if spec.kind == "embeddings" else None,
+        budget=budget,
+        budgeted=budgeted,
     )
 
 

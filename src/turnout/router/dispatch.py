@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
@@ -30,14 +31,18 @@ from turnout.errors import (
     NOT_SENT_CODES,
     AllUpstreamsFailed,
     BadRequest,
+    BudgetExhausted,
+    ClientRateLimited,
     ErrorClass,
     ProtocolError,
     ProviderError,
+    TurnoutError,
     UpstreamTimeout,
     provider_error,
 )
 from turnout.events import (
     EVENT_TYPES,
+    AttemptCharged,
     AttemptFailed,
     AttemptStarted,
     AttemptSucceeded,
@@ -49,14 +54,17 @@ from turnout.events import (
 )
 from turnout.redaction import NOTHING, Redactor
 from turnout.router.breaker import Ticket
+from turnout.router.budgets import BudgetKeeper, output_reserve, stamp, usd
 from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay
 from turnout.router.pricing import request_cost
 from turnout.router.timeouts import TimeoutMonitor
+from turnout.state.ledger import NANO
 from turnout.types import Attempt, ChatRequest, ChatResponse, Splice, Usage
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from turnout.router.clients import ClientGates, CompiledClient
     from turnout.router.graph import CompiledRoute, Deployment
     from turnout.router.health import DeploymentHealth, HealthTable
     from turnout.state import StateBackend
@@ -77,8 +85,8 @@ class Runtime:
     """What dispatch needs from its Router: time, randomness, health and observers (one per Router)."""
 
     __slots__ = (
-        "_by_type", "clock", "egress", "health", "observers", "redactor", "rng", "sleep", "state", "timeouts",
-        "wanted",
+        "_by_type", "budgets", "client_gates", "clock", "egress", "health", "observers", "redactor", "rng", "sleep",
+        "state", "timeouts", "wanted",
     )  # fmt: skip
 
     def __init__(
@@ -101,6 +109,8 @@ class Runtime:
         self.timeouts = TimeoutMonitor()
         self.egress = Egress()  # sessions for client-supplied URLs (image fetches), apart from the upstream one
         self.redactor = NOTHING  # the current config's secrets (the Router sets it on every swap)
+        self.budgets = BudgetKeeper(state, self.emit, clock=clock)
+        self.client_gates: ClientGates | None = None  # the Router sets it (rate limits of declared clients)
 
     def observe(self, observers: Sequence[Callable[[Event], None]]) -> None:
         """Set the observers; an observer with `event_types` receives only those types."""
@@ -126,11 +136,18 @@ class Run:
     """The state of one request while it is dispatched: deadline, trail, errors, escalation constraints."""
 
     __slots__ = (
+        "attempt_hold",
+        "budget_refusals",
+        "client",
+        "client_name",
         "completed",
         "deadline",
+        "deny_unpriced",
         "entries",
         "errors",
         "grant",
+        "hold",
+        "hold_scopes",
         "min_window",
         "need_prefill",
         "number",
@@ -144,14 +161,30 @@ class Run:
         "slept",
         "splices",
         "started",
+        "tag",
         "trail",
         "upstream_time",
     )
 
     def __init__(
-        self, rt: Runtime, route: CompiledRoute, request: ChatRequest, request_id: str, session: aiohttp.ClientSession
+        self,
+        rt: Runtime,
+        route: CompiledRoute,
+        request: ChatRequest,
+        request_id: str,
+        session: aiohttp.ClientSession,
+        client: CompiledClient | None = None,
+        tag: str | None = None,
     ) -> None:
         self.rt = rt
+        self.client = client
+        self.client_name = client.name if client is not None else ""
+        self.deny_unpriced = client is not None and client.denies_unpriced
+        self.tag = tag
+        self.hold = 0  # nano-USD this request reserved against its client and route budgets
+        self.hold_scopes: tuple[str, ...] = ()
+        self.attempt_hold = 0  # nano-USD the current attempt reserved against its deployment's budget
+        self.budget_refusals: list[BudgetExhausted] = []  # deployments skipped for their budget
         self.route = route
         self.request = request
         self.request_id = request_id
@@ -172,7 +205,104 @@ class Run:
         self.slept = 0.0
         self.completed = False
         if RequestStarted in rt.wanted:
-            rt.emit(RequestStarted(self.started, request_id, route.name, request.stream))
+            rt.emit(RequestStarted(self.started, request_id, route.name, request.stream, self.client_name, tag))
+
+    # -- admission (before the first attempt) --------------------------------------------------------------
+    async def admit_request(self) -> None:
+        """The request's client and route budgets reserve room for it, then the client's rate limit admits it.
+        Raises BudgetExhausted or ClientRateLimited (nothing was sent; nothing is held afterwards)."""
+        rt = self.rt
+        route = self.route
+        client = self.client
+        rules = [r for r in (client.budget if client is not None else None, route.budget) if r is not None]
+        if rules or route.budgeted:
+            keeper = rt.budgets
+            if not keeper.warmed:
+                await rt.state.warm()
+                keeper.warmed = True
+        if rules:
+            amount = self.reservation()
+            for rule in rules:
+                refused = rt.budgets.refusal(rule, amount)
+                if refused is not None:
+                    self.complete(None, error_class="budget_exhausted")
+                    raise refused
+            self.hold_scopes = tuple(rule.scope for rule in rules)
+            self.hold = amount
+            rt.state.meter.reserve(self.hold_scopes, amount)
+        if client is not None and client.limited and rt.client_gates is not None:
+            gate = rt.client_gates.get(client.name)
+            if gate is not None:
+                got = await gate.admit(self.request.estimated_total_tokens, None)
+                if not isinstance(got, int):
+                    self.release()
+                    self.complete(None, error_class="client_rate_limited")
+                    raise ClientRateLimited(client.name, str(got), getattr(got, "retry_after", None))
+
+    def reservation(self) -> int:
+        """Nano-USD this request could cost at most on one attempt: its prompt estimate plus output allowance, priced
+        at the most expensive deployment it may use (see `turnout.router.budgets`)."""
+        highest = 0
+        for step in self.route.steps:
+            for d in step.deployments:
+                if d.price is not None:
+                    highest = max(highest, self.reservation_at(d))
+        return highest
+
+    def reservation_at(self, d: Deployment) -> int:
+        """Nano-USD one attempt on `d` could cost at most (0 when it has no price)."""
+        price = d.price
+        if price is None:
+            return 0
+        request = self.request
+        cost = price.estimate(request.estimated_prompt_tokens, output_reserve(request, d.max_output_tokens))
+        return math.ceil(cost * NANO)
+
+    def afford(self, d: Deployment, h: DeploymentHealth, ticket: Ticket) -> bool:
+        """Before an attempt on a deployment with a budget: reserve its cost there, or skip it like a deployment at
+        its rate limit (the breaker ticket is given back and the skip is in the trail)."""
+        rule = d.budget
+        assert rule is not None
+        amount = self.reservation_at(d)
+        refused = self.rt.budgets.refusal(rule, amount)
+        if refused is not None:
+            h.breaker.release(ticket)
+            self.budget_refusals.append(refused)
+            reset = f"; resets {stamp(refused.resets_at)}" if refused.resets_at is not None else ""
+            self.skip(d, f"over its budget ({usd(rule.limit)} per {rule.per}{reset})")
+            return False
+        self.rt.state.meter.reserve((rule.scope,), amount)
+        self.attempt_hold = amount
+        return True
+
+    def unhold(self, d: Deployment) -> None:
+        """The attempt on `d` is over (or never started): free its budget reservation."""
+        if self.attempt_hold and d.budget is not None:
+            self.rt.state.meter.release((d.budget.scope,), self.attempt_hold)
+        self.attempt_hold = 0
+
+    def release(self) -> None:
+        """The request is over: free what it reserved (idempotent). What it cost was charged attempt by attempt."""
+        if self.hold:
+            self.rt.state.meter.release(self.hold_scopes, self.hold)
+            self.hold = 0
+
+    def charge(self, d: Deployment, usage: Usage, cost: float | None, *, served: bool, estimated: bool = False) -> None:
+        """Put one attempt's cost in the ledger (and so the budgets). A priced attempt that reported no usage (and
+        so no cost) is charged its reservation at `d`, flagged estimated: a stream is never free."""
+        if cost is None and d.price is not None:
+            cost = self.reservation_at(d) / NANO
+            estimated = True
+        elif cost is None and not served:
+            return  # a failed attempt on a deployment with no price: nothing to count
+        rt = self.rt
+        rt.state.record(self.route.name, d.key, self.client_name, usage, cost, served=served, estimated=estimated)
+        if cost and AttemptCharged in rt.wanted:
+            rt.emit(
+                AttemptCharged(
+                    rt.clock(), self.request_id, self.route.name, d.key, self.client_name, cost, estimated, self.tag
+                )
+            )
 
     # -- choosing ----------------------------------------------------------------------------------------
     def candidates(self) -> Iterator[Deployment]:
@@ -208,6 +338,8 @@ class Run:
         native = r.native
         if native is not None and native.untranslatable and native.format not in d.native_formats:
             return f"cannot take {native.untranslatable} (only a {native.format} upstream can)"
+        if self.deny_unpriced and d.price is None:
+            return f"no price: client '{self.client_name}' has a budget, which counts every call"
         window = d.context_window
         if window is not None:
             if window < r.estimated_total_tokens:
@@ -231,11 +363,13 @@ class Run:
             got = await gate.admit(self.request.estimated_total_tokens, self.remaining() if probe else None)
         except BaseException:  # the caller went away while we asked: the probe slot must not leak
             h.breaker.release(ticket)
+            self.unhold(d)
             raise
         if isinstance(got, int):
             self.grant = got
             return True
         h.breaker.release(ticket)
+        self.unhold(d)
         self.skip(d, got)
         return False
 
@@ -300,10 +434,11 @@ class Run:
         if h.gate is not None:
             self._settle(h, ticket)
         cost = d.price.cost(usage) if d.price is not None else None
-        self.rt.state.record(self.route.name, d.key, "", usage, cost)
         self.trail.append(Attempt(d.key, started, duration, "success", usage=usage, cost_usd=cost, estimated=estimated))
         if self.rt.observers:
             self.rt.emit(AttemptSucceeded(now, self.request_id, self.route.name, d.key, duration, ttft))
+        self.unhold(d)
+        self.charge(d, usage, cost, served=True, estimated=estimated)
         return now
 
     def failed(
@@ -366,6 +501,11 @@ class Run:
                     error.after_first_token,
                 )
             )
+        if estimate is not None:
+            self.charge(d, estimate, cost, served=False, estimated=True)
+        elif cost is None:  # it may have been billed, and reported nothing
+            self.charge(d, Usage.UNKNOWN, None, served=False)
+        self.unhold(d)
         return error
 
     def abandoned(
@@ -377,6 +517,8 @@ class Run:
         h.breaker.release(ticket)
         if h.gate is not None:
             self._settle(h, ticket)
+        self.charge(d, Usage.UNKNOWN, None, served=False)  # it may have been billed in full
+        self.unhold(d)
         self.upstream_time += now - started
         self.trail.append(Attempt(d.key, started, now - started, "error", detail="cancelled by the caller"))
         self.complete(served_by, error_class="cancelled")
@@ -416,8 +558,13 @@ class Run:
         return self.deadline - self.rt.clock()
 
     # -- the end -----------------------------------------------------------------------------------------
-    def exhausted(self) -> AllUpstreamsFailed:
-        """The error for a request nothing could serve, with the most meaningful upstream error as cause."""
+    def exhausted(self) -> TurnoutError:
+        """The error for a request nothing could serve, with the most meaningful upstream error as cause; a
+        BudgetExhausted when every deployment was skipped for its budget."""
+        budget = self._all_over_budget()
+        if budget is not None:
+            self.complete(None, error_class="budget_exhausted")
+            return budget
         cause = most_meaningful(self.errors)
         if cause is None and self.remaining() <= 0:
             cause = UpstreamTimeout(f"deadline of {self.policy.deadline:g}s reached before any upstream answered")
@@ -426,6 +573,22 @@ class Run:
         exc.__suppress_context__ = True
         self.complete(None, error_class=cause.error_class.value if cause is not None else "unavailable")
         return exc
+
+    def _all_over_budget(self) -> BudgetExhausted | None:
+        refusals = self.budget_refusals
+        if not refusals or self.errors or len(refusals) != sum(1 for a in self.trail if a.outcome == "skipped"):
+            return None
+        first = min(refusals, key=lambda r: (r.resets_at is None, r.resets_at or 0))
+        owners = ", ".join(dict.fromkeys(r.budget for r in refusals))
+        message = f"Every deployment of route '{self.route.name}' is over its budget ({owners}). {first.message}"
+        return BudgetExhausted(
+            message,
+            budget=first.budget,
+            period=first.period,
+            resets_at=first.resets_at,
+            spent_usd=first.spent_usd,
+            limit_usd=first.limit_usd,
+        )
 
     def complete(
         self,
@@ -462,6 +625,8 @@ class Run:
                 error_class,
                 overhead,
                 tuple(self.splices),
+                self.client_name,
+                self.tag,
             )
         )
 
@@ -532,7 +697,16 @@ def _send(d: Deployment, request: ChatRequest, ctx: CallContext) -> Awaitable[Ch
 
 
 async def dispatch(run: Run, call: AttemptCall[R], finish: Finish[R, T]) -> T:
-    """Serve a non-streamed request: the plain nested loop described in the module docstring."""
+    """Serve a non-streamed request: admission (`Run.admit_request`), then the plain nested loop described in the
+    module docstring; what the request reserved is released however it ends."""
+    try:
+        await run.admit_request()
+        return await _attempts(run, call, finish)
+    finally:
+        run.release()
+
+
+async def _attempts(run: Run, call: AttemptCall[R], finish: Finish[R, T]) -> T:
     rt = run.rt
     policy = run.policy
     monitor = rt.timeouts
@@ -549,6 +723,8 @@ async def dispatch(run: Run, call: AttemptCall[R], finish: Finish[R, T]) -> T:
             if remaining <= 0:
                 h.breaker.release(ticket)
                 raise run.exhausted()
+            if d.budget is not None and not run.afford(d, h, ticket):
+                break
             if h.gate is not None and not await run.admit(d, h, ticket):
                 break
             budget = min(policy.attempt_timeout, run.remaining())

@@ -18,6 +18,8 @@ from turnout.errors import InvalidRequest
 from turnout.router.pricing import TokenPrice
 
 if TYPE_CHECKING:
+    from turnout.router.budgets import BudgetRule
+    from turnout.router.clients import CompiledClient
     from turnout.router.select import Strategy
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -50,6 +52,7 @@ class Deployment:
     dimensions: int | None = None
     min_dimensions: int | None = None
     token_input: bool = False
+    budget: BudgetRule | None = None
 
     def __repr__(self) -> str:
         return f"Deployment({self.key!r})"
@@ -121,6 +124,8 @@ class CompiledRoute:
     kind: Kind = "chat"
     aliases: tuple[str, ...] = ()
     dimensions: int | None = None
+    budget: BudgetRule | None = None
+    budgeted: bool = False  # the route or one of its deployments has a budget
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
@@ -140,6 +145,8 @@ class DispatchGraph:
     deployments: Mapping[str, Deployment]
     drivers: Mapping[str, Driver]
     disabled_providers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    clients: Mapping[str, CompiledClient] = field(default_factory=lambda: _EMPTY)
+    client_keys: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # key digest -> client name
     by_name: Mapping[str, CompiledRoute] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:

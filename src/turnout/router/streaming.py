@@ -119,6 +119,7 @@ class ChatStream:
         broken = ""  # the deployment whose stream broke last: a continuation carries on from it
         finished = False
         try:
+            await run.admit_request()
             for d in run.candidates():
                 h = run.entries[d.key]
                 n = 0
@@ -131,6 +132,8 @@ class ChatStream:
                     if remaining <= 0:
                         h.breaker.release(ticket)
                         raise run_failed(run, cut) if cut is not None else run.exhausted()
+                    if d.budget is not None and not run.afford(d, h, ticket):
+                        break
                     if h.gate is not None and not await run.admit(d, h, ticket):
                         break
                     seam: Seam | None = answer.seam() if committed and answer is not None else None
@@ -264,6 +267,7 @@ class ChatStream:
                 raise run_failed(run, cut)
             raise run.exhausted()
         finally:
+            run.release()
             if not finished:
                 self.usage = total_usage(run.trail)
                 self.cost_usd = request_cost(run.trail)

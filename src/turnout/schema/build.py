@@ -278,6 +278,7 @@ def _state(spec: dict[str, Any], base_dir: str | None) -> StateSpec:
         op_timeout=_dur(spec, "op_timeout", base.op_timeout),
         sync_interval=_dur(spec, "sync_interval", base.sync_interval),
         ledger=None if ledger == MEMORY else os.path.abspath(os.path.join(base_dir or os.getcwd(), ledger)),
+        ledger_written=ledger,
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from turnout.config import Limits, StateSpec
 from turnout.events import Event, StateDegraded, StateRecovered
 from turnout.state import window as _window
-from turnout.state.base import StoreError
+from turnout.state.base import Refusal, StoreError
 from turnout.state.ledger import (
     Ledger,
     Period,
@@ -66,8 +66,9 @@ class LocalGate:
 
     async def admit(self, tokens: int, probe: float | None) -> int | str:
         grant = self._ids()
-        reason = self.window.admit(self._clock(), tokens, grant)
-        return grant if reason is None else reason
+        now = self._clock()
+        reason = self.window.admit(now, tokens, grant)
+        return grant if reason is None else Refusal(reason, self.window.wait_for(now, tokens))
 
     def refund(self, grant: int) -> None:
         self.window.refund(grant)

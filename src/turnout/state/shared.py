@@ -25,6 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -185,9 +186,7 @@ class RedisState:
         if spec.identity != self.spec.identity:
             self.restart_required = True
             log.warning("state.backend, url or key_prefix changed: restart to apply; still using the first ones")
-            spec = StateSpec(
-                self.spec.backend, self.spec.url, self.spec.key_prefix, spec.op_timeout, spec.sync_interval
-            )
+            spec = replace(spec, backend=self.spec.backend, url=self.spec.url, key_prefix=self.spec.key_prefix)
         self.spec = spec
 
     async def start(self) -> None:

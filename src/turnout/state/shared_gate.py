@@ -18,13 +18,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from turnout.config import Limits
-from turnout.state.base import StoreError
+from turnout.state.base import Refusal, StoreError
 from turnout.state.window import SlidingWindow, share
 
 if TYPE_CHECKING:
     from turnout.state.shared import RedisState
 
 ADMITTED, OVER_RPM, OVER_TPM, PROBE_TAKEN = 0, 1, 2, 3
+# An admit's result is code + 4 * the milliseconds until an attempt of that size would fit (refusals over a limit).
+CODES = 4
 
 
 class Batch:
@@ -150,25 +152,26 @@ class RedisGate:
                     if self.limited:
                         self.mirror.record(state.clock(), tokens, grant)
                     return grant
-                return self._refusal(result)
+                return self._refusal(result % CODES, result // CODES / 1000)
         return self._admit_locally(tokens, grant)
 
     def _admit_locally(self, tokens: int, grant: int) -> int | str:
         """Redis did not answer: this process's share decides; a probe goes ahead (the local breaker limits it)."""
         if not self.limited:
             return grant
-        reason = self.mirror.admit(self._state.clock(), tokens, grant)
+        now = self._state.clock()
+        reason = self.mirror.admit(now, tokens, grant)
         if reason is not None:
-            return reason
+            return Refusal(reason, self.mirror.wait_for(now, tokens))
         self.unsynced.add(grant)
         return grant
 
-    def _refusal(self, result: int) -> str:
-        if result == OVER_RPM:
-            return f"at rpm limit ({self.limits.rpm}/min across replicas)"
-        if result == OVER_TPM:
-            return f"at tpm limit ({self.limits.tpm}/min across replicas)"
-        return "half-open: another replica holds the probe"
+    def _refusal(self, code: int, wait: float) -> Refusal:
+        if code == OVER_RPM:
+            return Refusal(f"at rpm limit ({self.limits.rpm}/min across replicas)", wait)
+        if code == OVER_TPM:
+            return Refusal(f"at tpm limit ({self.limits.tpm}/min across replicas)", wait)
+        return Refusal("half-open: another replica holds the probe")
 
     def refund(self, grant: int) -> None:
         tokens = self.mirror.refund(grant) if self.limited else 0

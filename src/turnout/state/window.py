@@ -48,6 +48,26 @@ class SlidingWindow:
             return f"at tpm limit ({self.tpm}/min{self.note})"
         return None
 
+    def wait_for(self, now: float, tokens: int) -> float:
+        """Seconds until an attempt of `tokens` would fit (0 when it fits now): when enough of the oldest
+        admissions have left the window for both limits."""
+        self._expire(now)
+        events = self._events
+        wait = 0.0
+        if self.rpm is not None and len(events) >= self.rpm:
+            wait = events[len(events) - self.rpm][0] + self.window - now
+        if self.tpm is not None and events and self._tokens + tokens > self.tpm:
+            need = self._tokens + tokens - self.tpm
+            freed = 0
+            leaves = events[-1][0]  # at worst the window empties (a single attempt over tpm then fits)
+            for at, counted, _ in events:
+                freed += counted
+                if freed >= need:
+                    leaves = at
+                    break
+            wait = max(wait, leaves + self.window - now)
+        return max(0.0, wait)
+
     def record(self, now: float, tokens: int, grant: int = 0) -> None:
         self._events.append((now, tokens, grant))
         self._tokens += tokens

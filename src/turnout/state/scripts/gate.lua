@@ -9,7 +9,8 @@
 --   "p" member - - - - -                         release the probe lease `member`
 --   "s" tokens member at_us - - -                resync: count an admission made while Redis was away
 -- Returns {seconds, microseconds, result per operation}; an admit's result is 0 admitted, 1 over rpm, 2 over
--- tpm, 3 probe refused (another replica holds the lease); other operations return 0.
+-- tpm, 3 probe refused (another replica holds the lease), plus 4 * the milliseconds until an admission of that
+-- size would fit (over rpm or tpm); other operations return 0.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[1])
@@ -40,6 +41,32 @@ local function count(zk, tk, member, tokens, at)
   redis.call('PEXPIRE', tk, keep_ms)
 end
 
+-- Microseconds until `n` admissions (rpm) and `tokens` more tokens (tpm) fit: when enough of the oldest leave.
+local function wait_us(zk, tk, rpm, tpm, tokens, n)
+  local wait = 0
+  if rpm >= 0 and n >= rpm then
+    local e = redis.call('ZRANGE', zk, n - rpm, n - rpm, 'WITHSCORES')
+    if e[2] then
+      wait = tonumber(e[2]) + window - now
+    end
+  end
+  local held = tonumber(redis.call('GET', tk) or '0')
+  if tpm >= 0 and n > 0 and held + tokens > tpm then
+    local need = held + tokens - tpm
+    local entries = redis.call('ZRANGE', zk, 0, -1, 'WITHSCORES')
+    local freed, leaves = 0, now
+    for i = 1, #entries, 2 do
+      freed = freed + (tonumber(string.match(entries[i], ':(%d+)$')) or 0)
+      leaves = tonumber(entries[i + 1])
+      if freed >= need then
+        break
+      end
+    end
+    wait = math.max(wait, leaves + window - now)
+  end
+  return math.max(0, wait)
+end
+
 local function admit(zk, tk, pk, rpm, tpm, tokens, member, probes, lease)
   if probes > 0 then
     redis.call('ZREMRANGEBYSCORE', pk, '-inf', now)
@@ -62,10 +89,12 @@ local function admit(zk, tk, pk, rpm, tpm, tokens, member, probes, lease)
   end
   if result == 0 then
     count(zk, tk, member, tokens, now)
-  elseif probes > 0 then
+    return 0
+  end
+  if probes > 0 then
     redis.call('ZREM', pk, member)
   end
-  return result
+  return result + 4 * math.floor(wait_us(zk, tk, rpm, tpm, tokens, n) / 1000)
 end
 
 local function forget(zk, tk, tokens, member)
