@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from turnout.explain import explain, render_text, summary
 from turnout.schema import load_text
 
@@ -158,3 +160,57 @@ def test_embeddings_routes_and_aliases_are_explained():
     )
     assert "first token" not in block and "mid-stream" not in block and "supports" not in block
     assert "aliases: gpt-4o, claude-sonnet-4-5" in text.split("route chat")[1]
+
+
+CLIENTS = """\
+version: 1
+providers: {mock: {driver: mock}}
+models:
+  echo: {provider: mock, price: {input: 1, output: 2}, budget: {usd: 40, per: month}}
+  free: {provider: mock}
+routes:
+  chat: {chain: [echo, free], budget: {usd: 5, per: week, warn_at: 0.5}}
+  search-a: {chain: [echo]}
+  other: {chain: [echo]}
+clients:
+  search-team:
+    description: The search service.
+    keys: ["{{ env.SEARCH_KEY }}", "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+    routes: [chat, "search-*"]
+    limits: {rpm: 600}
+    budget: {usd: 50, per: day, warn_at: 0.8}
+server:
+  admin_keys: ["{{ env.ADMIN_KEY }}"]
+"""
+SECRETS = {"SEARCH_KEY": "sk-search-plaintext-0001", "ADMIN_KEY": "admin-plaintext-0002"}
+
+
+def test_clients_are_shown_by_name_with_masked_digests_never_keys():
+    """explain lists a client's routes, limits and budget; its keys appear only as short digest prefixes."""
+    config = load_text(CLIENTS, env=SECRETS)
+    data = explain(config)
+    text = render_text(data) + str(data)
+    [client] = data["clients"]
+    assert client["name"] == "search-team" and client["allowed_routes"] == ["chat", "search-a"]
+    plaintext_digest = hashlib.sha256(SECRETS["SEARCH_KEY"].encode()).hexdigest()
+    assert client["keys"] == [f"sha256:{plaintext_digest[:8]}…", "sha256:9f86d081…"]
+    assert client["budget"] == {"usd": "50", "per": "day", "warn_at": 0.8}
+    assert data["server"]["admin_keys"] == 1
+    for secret in SECRETS.values():
+        assert secret not in text
+    assert "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" not in text
+    assert "search-team — The search service." in text
+    assert "budget $50.00 per day (UTC), warn at 80%" in text
+
+
+def test_budgets_of_routes_and_deployments_are_shown_and_unpriced_members_are_excluded():
+    """A route budget and a deployment budget appear where they apply; an unpriced member is skipped on a route
+    with a budget, with the reason."""
+    data = explain(load_text(CLIENTS, env=SECRETS))
+    chat = next(r for r in data["routes"] if r["name"] == "chat")
+    assert chat["budget"] == {"usd": "5", "per": "week", "warn_at": 0.5}
+    echo, free = chat["steps"][0]["deployments"][0], chat["steps"][1]["deployments"][0]
+    assert echo["budget"] == {"usd": "40", "per": "month", "warn_at": None}
+    assert free["eligible"] is False
+    assert free["skip_reason"] == "no price: the route's budget could not count its calls"
+    assert "budget $5.00 per week (UTC), warn at 50%" in render_text(data)

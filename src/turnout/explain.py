@@ -14,7 +14,17 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from turnout.config import BreakerPolicy, Config, ModelSpec, Policy, ProviderSpec, ServerSpec, StateSpec
+from turnout.config import (
+    BreakerPolicy,
+    Budget,
+    ClientSpec,
+    Config,
+    ModelSpec,
+    Policy,
+    ProviderSpec,
+    ServerSpec,
+    StateSpec,
+)
 from turnout.router.compile import compile_graph
 from turnout.router.graph import CompiledRoute, DispatchGraph, PlannedMember
 from turnout.schema.units import format_duration, format_size
@@ -50,9 +60,32 @@ def explain(source: Config | DispatchGraph) -> dict[str, Any]:
         "defaults": policy_data(config.defaults),
         "routes": [_route(config, route) for route in graph.routes.values()],
         "providers": [_provider(p) for p in config.providers.values()],
+        "clients": [client_data(c, graph) for c in config.clients.values()],
         "server": server_data(config.server),
         "state": state_data(config.state),
         "warnings": [str(w) for w in config.warnings],
+    }
+
+
+def budget_data(budget: Budget | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    return {"usd": str(budget.usd), "per": budget.per, "warn_at": budget.warn_at}
+
+
+def client_data(client: ClientSpec, graph: DispatchGraph) -> dict[str, Any]:
+    """A client by name: its keys only as masked digest prefixes, the routes its patterns allow in this graph."""
+    compiled = graph.clients.get(client.name)
+    allowed = None if compiled is None or compiled.routes is None else sorted(compiled.routes)
+    return {
+        "name": client.name,
+        "description": client.description,
+        "keys": [key.shown for key in client.keys],
+        "routes": list(client.routes) if client.routes is not None else None,
+        "allowed_routes": allowed,
+        "limits": {"rpm": client.limits.rpm, "tpm": client.limits.tpm},
+        "budget": budget_data(client.budget),
+        "unpriced": "deny" if client.denies_unpriced else "allow",
     }
 
 
@@ -62,6 +95,7 @@ def server_data(server: ServerSpec) -> dict[str, Any]:
         "host": server.host,
         "port": server.port,
         "api_keys": len(server.api_keys),
+        "admin_keys": len(server.admin_keys),
         "max_request_bytes": server.max_request_bytes,
         "max_in_flight": server.max_in_flight,
         "client_timeout": server.client_timeout,
@@ -111,6 +145,7 @@ def _route(config: Config, route: CompiledRoute) -> dict[str, Any]:
         }
         for step in route.plan
     ]
+    spec = config.routes.get(route.name)
     return {
         "name": route.name,
         "description": route.description,
@@ -118,6 +153,7 @@ def _route(config: Config, route: CompiledRoute) -> dict[str, Any]:
         "aliases": list(route.aliases),
         "dimensions": route.dimensions,
         "requires": sorted(route.requires),
+        "budget": budget_data(spec.budget if spec is not None else None),
         "policy": policy_data(route.policy),
         "steps": steps,
     }
@@ -132,6 +168,9 @@ def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: 
     else:  # a disabled provider has no driver: judge by what the file declares
         capabilities = sorted(model.supports) if model.supports is not None else None
         lacking = [c for c in sorted(route.requires) if model.declares(c) is False]
+    # Why it never serves this route: a capability it lacks, or another reason the compiler gave (an unpriced
+    # member of a route with a budget); a disabled provider is shown as such, not as a skip.
+    skip = f"lacks {', '.join(lacking)}" if lacking else (member.excluded if deployment is not None else None)
     price = model.price
     return {
         "key": member.key,
@@ -145,8 +184,8 @@ def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: 
         "weight": member.weight,
         "enabled": provider.enabled,
         "disabled_reason": provider.disabled_reason,
-        "eligible": not lacking,
-        "skip_reason": f"lacks {', '.join(lacking)}" if lacking else None,
+        "eligible": skip is None,
+        "skip_reason": skip,
         "context_window": model.context_window,
         "max_output_tokens": model.max_output_tokens,
         "supports": sorted(model.supports) if model.supports is not None else None,
@@ -161,6 +200,7 @@ def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: 
             "cache_write": str(price.cache_write) if price.cache_write is not None else None,
         },
         "limits": {"rpm": model.limits.rpm, "tpm": model.limits.tpm},
+        "budget": budget_data(model.budget),
         "breaker": breaker_data(config.breaker_for(model)),
         "connect_timeout": provider.connect_timeout or route.policy.connect_timeout,
     }
@@ -174,6 +214,7 @@ def state_data(state: StateSpec) -> dict[str, Any]:
         "key_prefix": state.key_prefix,
         "op_timeout": state.op_timeout,
         "sync_interval": state.sync_interval,
+        "ledger": state.ledger,
     }
 
 
@@ -235,6 +276,10 @@ def render_text(data: Mapping[str, Any]) -> str:
         url = f", base_url {p['base_url']}" if p["base_url"] else ""
         headers = f", headers {', '.join(f'{k}: ***' for k in p['headers'])}" if p["headers"] else ""
         lines.append(f"  {p['name']} (driver {p['driver']}{url}), api_key {p['api_key']}{headers} — {state}")
+    if data.get("clients"):
+        lines += ["", "clients:"]
+        for client in data["clients"]:
+            lines += _client_text(client)
     if "server" in data:
         lines += _server_text(data["server"])
     if "state" in data:
@@ -242,6 +287,34 @@ def render_text(data: Mapping[str, Any]) -> str:
     if data["warnings"]:
         lines += ["", "warnings:", *(f"  {w}" for w in data["warnings"])]
     return "\n".join(lines) + "\n"
+
+
+def _budget_text(budget: Mapping[str, Any]) -> str:
+    per = "in total" if budget["per"] == "total" else f"per {budget['per']} (UTC)"
+    warn = f", warn at {budget['warn_at']:.0%}" if budget.get("warn_at") else ""
+    return f"budget ${money(budget['usd'])} {per}{warn}"
+
+
+def money(value: Any) -> str:
+    """A decimal amount with at least two decimals: 50 -> 50.00, 0.3 -> 0.30, 0.075 -> 0.075."""
+    whole, _, cents = str(value).partition(".")
+    return f"{whole}.{cents.ljust(2, '0')}"
+
+
+def _client_text(client: Mapping[str, Any]) -> list[str]:
+    title = f"  {client['name']}" + (f" — {client['description']}" if client["description"] else "")
+    keys = ", ".join(client["keys"]) if client["keys"] else "none usable"
+    if client["routes"] is None:
+        routes = "every route"
+    else:
+        routes = f"{', '.join(client['routes'])} (now: {', '.join(client['allowed_routes'] or []) or 'none'})"
+    facts = [f"keys {keys}", f"routes {routes}"]
+    limits = client["limits"]
+    if limits["rpm"] or limits["tpm"]:
+        facts.append(f"limits {limits['rpm'] or '-'} rpm / {limits['tpm'] or '-'} tpm")
+    if client["budget"] is not None:
+        facts.append(_budget_text(client["budget"]) + f"; unpriced deployments: {client['unpriced']}")
+    return [title, "    " + "; ".join(facts)]
 
 
 def _server_text(server: Mapping[str, Any]) -> list[str]:
@@ -260,9 +333,10 @@ def _server_text(server: Mapping[str, Any]) -> list[str]:
 
 def _state_text(state: Mapping[str, Any]) -> str:
     if state["backend"] == "local":
+        ledger = f"spend ledger {state['ledger']} (sqlite)" if state.get("ledger") else "spend ledger in memory"
         return (
             "state: local (per process; with --workers N each worker enforces 1/N of every rpm/tpm limit), "
-            f"usage counters in memory, sync every {_d(state['sync_interval'])}"
+            f"{ledger}, flushed every {_d(min(state['sync_interval'], 1.0))}"
         )
     return (
         f"state: redis at {state['url']}, key prefix {state['key_prefix']!r} (keys {{{state['key_prefix']}}}...), "
@@ -281,6 +355,8 @@ def _route_text(route: Mapping[str, Any]) -> list[str]:
         lines.append(f"  aliases: {', '.join(route['aliases'])}")
     if route["requires"]:
         lines.append(f"  requires: {', '.join(route['requires'])}")
+    if route.get("budget"):
+        lines.append(f"  {_budget_text(route['budget'])}")
     if embeddings:  # never streamed: no first-token, stall or mid-stream policy applies
         lines.append(
             f"  timeouts: deadline {_d(p['deadline'])}, attempt {_d(p['attempt_timeout'])}, "
@@ -350,6 +426,8 @@ def _deployment_text(d: Mapping[str, Any], kind: str) -> list[str]:
     limits = d["limits"]
     if limits["rpm"] or limits["tpm"]:
         facts.append(f"limits {limits['rpm'] or '-'} rpm / {limits['tpm'] or '-'} tpm")
+    if d.get("budget"):
+        facts.append(_budget_text(d["budget"]))
     br = d["breaker"]
     grow = f" x{br['backoff_factor']:g} up to {_d(br['max_recovery_timeout'])}" if br["backoff_factor"] > 1 else ""
     facts.append(

@@ -39,7 +39,8 @@ _PROVIDER_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One difference. `section`: routes | pools | deployments | providers | server | state; `kind`: added | removed |
+    """One difference. `section`: routes | pools | deployments | providers | clients | server | state; `kind`: added |
+    removed |
     changed; `field` names what changed (dotted, "" for a whole item); `note` adds e.g. a relative price change."""
 
     section: str
@@ -85,7 +86,8 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], *, remote: bool = Fa
         *_pools(old["pools"], new["pools"]),
         *_deployments(old["deployments"], new["deployments"]),
         *_providers(old["providers"], new["providers"]),
-        *_fields("server", "server", old["server"], new["server"]),
+        *_clients(old.get("clients") or {}, new.get("clients") or {}),
+        *_server(old["server"], new["server"]),
         *_state(old.get("state") or {}, new.get("state") or {}),
     ]
     warnings = _environment_warnings(old, new) if remote else ()
@@ -137,7 +139,7 @@ def _added_removed(section: str, old: Mapping[str, Any], new: Mapping[str, Any])
 
 def _shown(item: Mapping[str, Any]) -> dict[str, Any]:
     """An added or removed item without its digests (salted per snapshot, they mean nothing on their own)."""
-    return {k: v for k, v in item.items() if k not in ("health", "digest")}
+    return {k: v for k, v in item.items() if k not in ("health", "digest", "keys_digest")}
 
 
 def _routes(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
@@ -166,12 +168,14 @@ def _routes(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
 
 
 def _about(route: Mapping[str, Any]) -> dict[str, Any]:
-    """A route's own settings beside its chain and policy (a sidecar older than kinds and aliases has neither)."""
+    """A route's own settings beside its chain and policy (a sidecar older than kinds, aliases and budgets has
+    none of them)."""
     return {
         "description": route["description"],
         "kind": route.get("kind", "chat"),
         "aliases": route.get("aliases", []),
         "requires": route["requires"],
+        **flatten({"budget": route.get("budget")}),
     }
 
 
@@ -228,6 +232,29 @@ def _providers(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Chang
             yield Change("providers", name, "changed", "credentials", note=note)
 
 
+def _clients(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
+    """Clients by name; their keys are compared by count and by a keyed digest, so a rotation shows, never a key."""
+    yield from _added_removed("clients", old, new)
+    for name in new:
+        if name not in old:
+            continue
+        was = {k: v for k, v in old[name].items() if k != "keys_digest"}
+        now = {k: v for k, v in new[name].items() if k != "keys_digest"}
+        changes = list(_fields("clients", name, flatten(was), flatten(now)))
+        yield from changes
+        if old[name]["keys_digest"] != new[name]["keys_digest"] and not any(c.field == "keys" for c in changes):
+            yield Change("clients", name, "changed", "credentials", note="a key was replaced (the same number of keys)")
+
+
+def _server(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
+    for change in _fields("server", "server", old, new):
+        if change.field == "admin_keys_digest":
+            if old.get("admin_keys") == new.get("admin_keys"):
+                yield Change("server", "server", "changed", "credentials", note="an admin key was replaced")
+            continue
+        yield change
+
+
 def _state(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
     """The state section (absent from an older sidecar's snapshot: nothing to compare). A new backend, url or key
     prefix takes a restart: a reload keeps the running backend, so the note says so."""
@@ -239,7 +266,7 @@ def _state(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
                 note = "url credentials changed (takes effect on a restart)"
                 yield Change("state", "state", "changed", "credentials", note=note)
             continue
-        restart = change.field in ("backend", "url", "key_prefix")
+        restart = change.field in ("backend", "url", "key_prefix", "ledger")
         yield Change(change.section, change.subject, change.kind, change.field, change.old, change.new,
                      "takes effect on a restart" if restart else "")  # fmt: skip
 

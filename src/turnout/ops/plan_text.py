@@ -13,7 +13,7 @@ from turnout.ops.common import Style, plural
 from turnout.ops.plan_diff import Change, Plan
 from turnout.schema.units import format_duration
 
-SECTIONS = ("routes", "pools", "deployments", "providers", "server", "state")
+SECTIONS = ("routes", "pools", "deployments", "providers", "clients", "server", "state")
 _ROUTE_SHAPE = (
     "chain",
     "deployments entering",
@@ -97,6 +97,11 @@ def _about(section: str, change: Change) -> str:
         return f" (upstream {item['upstream']}{cost})"
     if section == "providers":
         return f" (driver {item['driver']})"
+    if section == "clients":
+        routes = ", ".join(item["routes"]) if item["routes"] is not None else "every route"
+        budget = item["budget"]
+        spend = f", budget ${money(budget['usd'])} per {budget['per']}" if budget else ""
+        return f" ({plural(item['keys'], 'key')}, routes {routes}{spend})"
     return ""
 
 
@@ -157,7 +162,7 @@ def _value(name: str, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float) and any(part in name for part in _DURATIONS):
         return format_duration(float(value))
-    if name.startswith("price."):
+    if name.startswith("price.") or name.endswith("budget.usd"):
         return f"${money(value)}"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "none"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from turnout.config import Config, ModelSpec, ProviderSpec, RouteSpec, Secret
+from turnout.config import Budget, ClientSpec, Config, ModelSpec, ProviderSpec, RouteSpec, Secret
 from turnout.explain import breaker_data, mask_options, mask_url, policy_data
 from turnout.router.health import HealthIdentity, health_identity
 
@@ -50,8 +50,28 @@ def snapshot(config: Config, *, salt: str | None = None, key: str = "") -> dict[
             for name, pool in config.pools.items()
         },
         "routes": {name: _route(config, route) for name, route in config.routes.items()},
-        "server": _server(config),
+        "clients": {name: _client(client, sign) for name, client in config.clients.items()},
+        "server": _server(config, sign),
         "state": _state(config, sign),
+    }
+
+
+def _budget(budget: Budget | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    return {"usd": _money(budget.usd), "per": budget.per, "warn_at": budget.warn_at}
+
+
+def _client(client: ClientSpec, sign: _Signer) -> dict[str, Any]:
+    """A client by name; its keys only counted and digested together (a rotation changes the digest)."""
+    return {
+        "description": client.description,
+        "keys": len(client.keys),
+        "keys_digest": sign(sorted(key.digest for key in client.keys)),
+        "routes": list(client.routes) if client.routes is not None else None,
+        "limits": {"rpm": client.limits.rpm, "tpm": client.limits.tpm},
+        "budget": _budget(client.budget),
+        "unpriced": "deny" if client.denies_unpriced else "allow",
     }
 
 
@@ -96,6 +116,7 @@ def _deployment(config: Config, model: ModelSpec, sign: _Signer) -> dict[str, An
             "cache_write": _money(price.cache_write),
         },
         "limits": {"rpm": model.limits.rpm, "tpm": model.limits.tpm},
+        "budget": _budget(model.budget),
         "breaker": breaker_data(config.breaker_for(model)),
         "health": {name: sign(value) for name, value in identity._asdict().items()},
     }
@@ -122,17 +143,20 @@ def _route(config: Config, route: RouteSpec) -> dict[str, Any]:
         "kind": route.kind,
         "aliases": list(route.aliases),
         "requires": sorted(route.requires),
+        "budget": _budget(route.budget),
         "policy": policy_data(route.policy),
         "chain": chain,
     }
 
 
-def _server(config: Config) -> dict[str, Any]:
+def _server(config: Config, sign: _Signer) -> dict[str, Any]:
     server = config.server
     return {
         "host": server.host,
         "port": server.port,
         "api_keys": len([k for k in server.api_keys if k]),
+        "admin_keys": len(server.admin_keys),
+        "admin_keys_digest": sign(sorted(key.reveal() for key in server.admin_keys)),
         "max_request_bytes": server.max_request_bytes,
         "log_content": server.log_content,
         "protect_metrics": server.protect_metrics,
@@ -151,6 +175,7 @@ def _state(config: Config, sign: _Signer) -> dict[str, Any]:
         "key_prefix": state.key_prefix,
         "op_timeout": state.op_timeout,
         "sync_interval": state.sync_interval,
+        "ledger": state.ledger_written if state.backend == "local" else None,
     }
 
 
