@@ -1,5 +1,5 @@
 """The `turnout` command: validate, explain, schema, the operator commands of `turnout.ops` (plan, drill, models,
-check) and serve (when the sidecar package provides it).
+check, spend) and serve (when the sidecar package provides it).
 
 Exit codes: 0 ok, 1 invalid routing file or a failed check, 2 usage error or unreadable file (`plan`: 2 means
 "changes", every error is 1), 70 internal error (a bug: the message says so; never a traceback), 130 interrupted.
@@ -19,7 +19,7 @@ from turnout.config import Config
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
 DEFAULT_FILE = "routes.yaml"
-OPERATOR_COMMANDS = ("plan", "drill", "models", "check")
+OPERATOR_COMMANDS = ("plan", "drill", "models", "check", "spend")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_operator_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """plan, drill, models, check: one module each in `turnout.ops`, each with `add_parser(subparsers)`."""
+    """plan, drill, models, check, spend: one module each in `turnout.ops`, each with `add_parser(subparsers)`."""
     for name in OPERATOR_COMMANDS:
         module = importlib.import_module(f"turnout.ops.{name}")
         module.add_parser(subparsers)

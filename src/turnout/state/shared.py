@@ -173,6 +173,13 @@ class RedisState:
         self.usage_store.add_local(summed, self.ledger, days)
         return totals_of(summed)
 
+    async def spend_totals(self, period_ids: tuple[str, ...]) -> dict[str, dict[str, int]]:
+        """Every process's flushed spend per scope in each of `period_ids` (StoreError when Redis cannot answer)."""
+        bg = self._bg
+        if not self._healthy or bg is None:
+            raise StoreError(f"Redis is unavailable ({self.last_error or 'not connected'})")
+        return await self.usage_store.read_spend(bg, period_ids, BACKGROUND_TIMEOUT)
+
     def status(self) -> dict[str, Any]:
         return {
             "state": self.mode,
