@@ -84,13 +84,14 @@ def test_summary_counts_disabled_providers():
 
 def test_server_section_shows_backpressure_and_drain_with_keys_masked():
     """The server section is explained with its effective limits (max_in_flight, client_timeout, drain_timeout;
-    0 spelled out as no waiting), and client keys are only counted, never shown."""
-    text = FILE + 'server:\n  api_keys: ["sk-client-SECRET-77"]\n  max_in_flight: 64\n  drain_timeout: 0\n'
+    0 spelled out as no waiting), and admin keys are only counted, never shown."""
+    text = FILE + 'server:\n  admin_keys: ["sk-admin-SECRET-77"]\n  max_in_flight: 64\n  drain_timeout: 0\n'
     data = explain(load_text(text, source="x.yaml", env={}))
     server = data["server"]
     assert (server["max_in_flight"], server["client_timeout"], server["drain_timeout"]) == (64, 30.0, 0.0)
-    assert server["api_keys"] == 1
+    assert server["admin_keys"] == 1
     rendered = render_text(data)
+    assert "admin endpoints: 1 admin key(s) (***); metrics need an admin key" in rendered
     assert "at most 64 chat requests in flight per worker" in rendered and "sent within 30s" in rendered
     assert "drain for up to 0 (in-flight requests are cut at once)" in rendered
     assert "SECRET" not in rendered and "SECRET" not in str(data)

@@ -285,7 +285,6 @@ class ServerSpec:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    api_keys: tuple[Secret, ...] = ()
     admin_keys: tuple[Secret, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024 * 1024

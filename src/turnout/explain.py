@@ -90,11 +90,10 @@ def client_data(client: ClientSpec, graph: DispatchGraph) -> dict[str, Any]:
 
 
 def server_data(server: ServerSpec) -> dict[str, Any]:
-    """The `server:` section as `turnout serve` applies it; client keys are only counted."""
+    """The `server:` section as `turnout serve` applies it; admin keys are only counted."""
     return {
         "host": server.host,
         "port": server.port,
-        "api_keys": len(server.api_keys),
         "admin_keys": len(server.admin_keys),
         "max_request_bytes": server.max_request_bytes,
         "max_in_flight": server.max_in_flight,
@@ -281,7 +280,7 @@ def render_text(data: Mapping[str, Any]) -> str:
         for client in data["clients"]:
             lines += _client_text(client)
     if "server" in data:
-        lines += _server_text(data["server"])
+        lines += _server_text(data["server"], bool(data.get("clients")))
     if "state" in data:
         lines += ["", _state_text(data["state"])]
     if data["warnings"]:
@@ -317,13 +316,20 @@ def _client_text(client: Mapping[str, Any]) -> list[str]:
     return [title, "    " + "; ".join(facts)]
 
 
-def _server_text(server: Mapping[str, Any]) -> list[str]:
-    keys = f"{server['api_keys']} client key(s) (***)" if server["api_keys"] else "off"
+def _server_text(server: Mapping[str, Any], clients: bool) -> list[str]:
+    keys = "on (the keys of the clients above)" if clients else "off (no clients declared)"
+    if server["admin_keys"]:
+        admin = f"{server['admin_keys']} admin key(s) (***)"
+    else:
+        admin = "closed (clients but no admin_keys)" if clients else "loopback/allowed Hosts only"
+    protected = server["protect_metrics"]
+    if protected is None:
+        protected = clients or bool(server["admin_keys"])
     drain = _d(server["drain_timeout"]) if server["drain_timeout"] else "0 (in-flight requests are cut at once)"
     return [
         "",
-        f"server: http://{server['host']}:{server['port']}; client auth {keys}; "
-        f"metrics {'need a client key' if server['protect_metrics'] else 'open'}",
+        f"server: http://{server['host']}:{server['port']}; client auth {keys}; admin endpoints: {admin}; "
+        f"metrics {'need an admin key' if protected else 'open'}",
         f"  at most {server['max_in_flight']} chat requests in flight per worker (then 503 + Retry-After); "
         f"requests of at most {server['max_request_bytes']} bytes, sent within {_d(server['client_timeout'])}",
         f"  on SIGTERM/SIGINT: drain for up to {drain}; reload on change: {'on' if server['watch'] else 'off'}; "

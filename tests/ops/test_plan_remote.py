@@ -58,8 +58,8 @@ async def test_a_plan_against_the_sidecar_equals_the_two_file_plan(case, capsys,
 
 async def test_the_admin_key_comes_from_the_environment(capsys, monkeypatch, tmp_path):
     """Without $TURNOUT_ADMIN_KEY the sidecar refuses (exit 1, says which variable); with it the plan runs."""
-    old = (CASES / "chain_reordered" / "old.yaml").read_text() + "server:\n  api_keys: [admin-key-test]\n"
-    new = (CASES / "chain_reordered" / "new.yaml").read_text() + "server:\n  api_keys: [admin-key-test]\n"
+    old = (CASES / "chain_reordered" / "old.yaml").read_text() + "server:\n  admin_keys: [admin-key-test]\n"
+    new = (CASES / "chain_reordered" / "new.yaml").read_text() + "server:\n  admin_keys: [admin-key-test]\n"
     (tmp_path / "old.yaml").write_text(old)
     (tmp_path / "new.yaml").write_text(new)
     monkeypatch.chdir(tmp_path)

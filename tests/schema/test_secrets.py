@@ -40,7 +40,9 @@ models:
 routes:
   chat: {{chain: [a, b, c, d]}}
 server:
-  api_keys: ["{{{{ env.TURNOUT_KEY }}}}", {LITERAL}]
+  admin_keys: ["{{{{ env.TURNOUT_KEY }}}}", {LITERAL}]
+clients:
+  app: {{keys: ["{{{{ env.TURNOUT_KEY }}}}-client", "{LITERAL}-client"]}}
 """
 
 
@@ -94,9 +96,22 @@ def test_reprs_and_warnings_hide_credentials():
         ("api_key: " + LITERAL, "api_key: [" + LITERAL + "]"),  # wrong type
         ('"{{ env.OPENAI_API_KEY }}"', '"{{ env.OPENAI_API_KEY | attr(env.OPENAI_API_KEY) }}"'),  # echoing error
         ('"{{ env.PARTNER }}"', '"{{ env.PARTNER ~ nope }}"'),  # undefined name next to a secret
-        ('api_keys: ["{{ env.TURNOUT_KEY }}", ' + LITERAL + "]", "api_keys: " + LITERAL),  # list expected
+        ('admin_keys: ["{{ env.TURNOUT_KEY }}", ' + LITERAL + "]", "admin_keys: " + LITERAL),  # list expected
+        ('admin_keys: ["{{ env.TURNOUT_KEY }}", ' + LITERAL + "]", "api_keys: [" + LITERAL + "]"),  # replaced key
+        ('keys: ["{{ env.TURNOUT_KEY }}-client"', 'keys: ["{{ env.TURNOUT_KEY }}-client", ' + LITERAL),  # a dup
+        ('"{LITERAL}-client"'.replace("{LITERAL}", LITERAL), "sha256:" + LITERAL),  # a malformed digest
     ],
-    ids=["misspelt-key", "options", "wrong-type", "attr-error", "undefined", "api-keys-not-list"],
+    ids=[
+        "misspelt-key",
+        "options",
+        "wrong-type",
+        "attr-error",
+        "undefined",
+        "admin-keys-not-list",
+        "api-keys-replaced",
+        "duplicate-key",
+        "bad-digest",
+    ],
 )
 def test_error_messages_never_echo_credentials(mutation: tuple[str, str]):
     """A broken credential is reported with its location but without its value."""

@@ -31,6 +31,7 @@ from turnout.testing import OpenAIFake
 PRIMARY_KEY = "sk-primary-SECRET-0001"
 BACKUP_KEY = "sk-backup-SECRET-0002"
 CLIENT_KEY = "client-key-SECRET-0003"
+ADMIN_KEY = "admin-key-SECRET-0004"
 
 ROUTES = """\
 version: 1
@@ -66,11 +67,13 @@ routes:
 server:
   watch: false
 @SERVER@
+@CLIENTS@
 """
 
 
-def routes_yaml(primary: str, backup: str, *, extra_routes: str = "", server: str = "") -> str:
-    """The default test routing file, pointing at two fakes; `extra_routes`/`server` are raw indented YAML."""
+def routes_yaml(primary: str, backup: str, *, extra_routes: str = "", server: str = "", clients: str = "") -> str:
+    """The default test routing file, pointing at two fakes; `extra_routes`/`server` are raw indented YAML,
+    `clients` a whole `clients:` section."""
     return (
         ROUTES.replace("@PRIMARY@", primary)
         .replace("@BACKUP@", backup)
@@ -78,6 +81,7 @@ def routes_yaml(primary: str, backup: str, *, extra_routes: str = "", server: st
         .replace("@BACKUP_KEY@", BACKUP_KEY)
         .replace("@EXTRA_ROUTES@", extra_routes)
         .replace("@SERVER@", server)
+        .replace("@CLIENTS@", clients)
     )
 
 
@@ -130,9 +134,9 @@ async def backup() -> AsyncIterator[OpenAIFake]:
 def write_routes(tmp_path: Path, primary: OpenAIFake, backup: OpenAIFake) -> Callable[..., Path]:
     """`write_routes(extra_routes=..., server=...)` writes the default routing file on the two fakes."""
 
-    def write(*, extra_routes: str = "", server: str = "") -> Path:
+    def write(*, extra_routes: str = "", server: str = "", clients: str = "") -> Path:
         path = tmp_path / "routes.yaml"
-        path.write_text(routes_yaml(primary.url, backup.url, extra_routes=extra_routes, server=server))
+        path.write_text(routes_yaml(primary.url, backup.url, extra_routes=extra_routes, server=server, clients=clients))
         return path
 
     return write
@@ -140,10 +144,11 @@ def write_routes(tmp_path: Path, primary: OpenAIFake, backup: OpenAIFake) -> Cal
 
 @pytest.fixture
 def serve(write_routes: Callable[..., Path]) -> Callable[..., contextlib.AbstractAsyncContextManager[Served]]:
-    """`async with serve(extra_routes=..., server=..., **app_options) as s:` runs the sidecar on the two fakes."""
+    """`async with serve(extra_routes=..., server=..., clients=..., **app_options) as s:` runs the sidecar on the two
+    fakes."""
 
-    def start(*, extra_routes: str = "", server: str = "", **app_options: Any) -> Any:
-        return serving(write_routes(extra_routes=extra_routes, server=server), **app_options)
+    def start(*, extra_routes: str = "", server: str = "", clients: str = "", **app_options: Any) -> Any:
+        return serving(write_routes(extra_routes=extra_routes, server=server, clients=clients), **app_options)
 
     return start
 
@@ -159,6 +164,17 @@ class Keys:
     primary: str = PRIMARY_KEY
     backup: str = BACKUP_KEY
     client: str = CLIENT_KEY
+    admin: str = ADMIN_KEY
+
+    @property
+    def clients(self) -> str:
+        """A `clients:` section with one client ("default", every route) holding the client key."""
+        return f'clients:\n  default: {{keys: ["{self.client}"]}}\n'
+
+    @property
+    def admin_server(self) -> str:
+        """The `server:` lines that set the admin key."""
+        return f'  admin_keys: ["{self.admin}"]\n'
 
 
 @pytest.fixture

@@ -178,17 +178,20 @@ async def test_unknown_path_and_wrong_method(serve, http, openai_error):
 
 
 async def test_client_auth(serve, http, primary, keys, openai_error):
-    """With server.api_keys, chat, models and metrics need a matching Bearer key; health endpoints stay open."""
+    """With clients declared, chat and models need a client's Bearer key; metrics need the admin key (a client key
+    never opens it); health endpoints stay open."""
     primary.default("chat", primary.text("ok"))
     body = {"model": "chat", "messages": MESSAGES}
-    async with serve(server=f'  api_keys: ["{keys.client}", "second-key"]\n') as s:
+    clients = f'clients:\n  default: {{keys: ["{keys.client}"]}}\n  second: {{keys: ["second-key-0123456789"]}}\n'
+    async with serve(server=keys.admin_server, clients=clients) as s:
         results = {}
         for name, headers in {
             "none": {},
             "wrong": {"Authorization": "Bearer nope"},
             "basic": {"Authorization": f"Basic {keys.client}"},
+            "admin": {"Authorization": f"Bearer {keys.admin}"},
             "right": {"Authorization": f"Bearer {keys.client}"},
-            "second": {"Authorization": "bearer second-key"},
+            "second": {"Authorization": "bearer second-key-0123456789"},
         }.items():
             async with http.post(s.url + CHAT, json=body, headers=headers) as resp:
                 results[name] = (resp.status, await resp.json())
@@ -198,17 +201,19 @@ async def test_client_auth(serve, http, primary, keys, openai_error):
             health_status = resp.status
         async with http.get(f"{s.url}/readyz") as resp:
             ready_status = resp.status
-        async with http.get(f"{s.url}/metrics") as resp:
-            metrics_status = resp.status
-    for name in ("none", "wrong", "basic"):
+        metrics = []
+        for key in ("", keys.client, keys.admin):
+            async with http.get(f"{s.url}/metrics", headers={"Authorization": f"Bearer {key}"}) as resp:
+                metrics.append(resp.status)
+    for name in ("none", "wrong", "basic", "admin"):
         assert results[name][0] == 401
         assert openai_error(results[name][1], 401)["code"] == "invalid_api_key"
     assert results["right"][0] == 200
     assert results["second"][0] == 200
     assert models_status == 401
-    assert metrics_status == 401  # protected whenever keys are set (server.protect_metrics: false opens it)
+    assert metrics == [401, 401, 200]  # protected whenever keys exist (server.protect_metrics: false opens it)
     assert (health_status, ready_status) == (200, 200)
-    assert keys.client not in json.dumps(results)
+    assert keys.client not in json.dumps(results) and keys.admin not in json.dumps(results)
 
 
 async def raw_exchange(url: str, request: bytes) -> bytes:
@@ -226,7 +231,7 @@ async def raw_exchange(url: str, request: bytes) -> bytes:
 async def test_non_utf8_bearer_token_is_401(serve, keys, openai_error):
     """An Authorization header that is not UTF-8 is refused with 401 in OpenAI's shape, never a 500."""
     body = json.dumps({"model": "chat", "messages": MESSAGES}).encode()
-    async with serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+    async with serve(clients=keys.clients) as s:
         answers = [
             await raw_exchange(
                 s.url,
@@ -245,11 +250,11 @@ async def test_non_utf8_bearer_token_is_401(serve, keys, openai_error):
 
 
 async def test_metrics_can_be_protected(serve, http, keys):
-    """With server.protect_metrics the metrics endpoint needs the client key too."""
-    async with serve(server=f'  api_keys: ["{keys.client}"]\n  protect_metrics: true\n') as s:
+    """With server.protect_metrics the metrics endpoint needs an admin key even when no client is declared."""
+    async with serve(server=f"{keys.admin_server}  protect_metrics: true\n") as s:
         async with http.get(f"{s.url}/metrics") as resp:
             anonymous = resp.status
-        async with http.get(f"{s.url}/metrics", headers={"Authorization": f"Bearer {keys.client}"}) as resp:
+        async with http.get(f"{s.url}/metrics", headers={"Authorization": f"Bearer {keys.admin}"}) as resp:
             allowed = resp.status
     assert (anonymous, allowed) == (401, 200)
 
@@ -350,18 +355,20 @@ async def test_secrets_never_leak(serve, http, primary, backup, keys):
     primary.script("chat", primary.error(ErrorClass.AUTH))
     backup.script("chat", backup.error(ErrorClass.AUTH))
     seen = []
-    async with serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+    async with serve(server=keys.admin_server, clients=keys.clients) as s:
         auth = {"Authorization": f"Bearer {keys.client}"}
+        admin = {"Authorization": f"Bearer {keys.admin}"}
         async with http.post(s.url + CHAT, json={"model": "chat", "messages": MESSAGES}, headers=auth) as resp:
             seen.append(await resp.text())
-        for path in ("/readyz", "/metrics", "/v1/models"):
-            async with http.get(s.url + path, headers=auth) as resp:
+        for path, headers in (("/readyz", admin), ("/metrics", admin), ("/v1/models", auth), ("/admin/spend", admin)):
+            async with http.get(s.url + path, headers=headers) as resp:
                 seen.append(await resp.text())
         seen.append(s.access.getvalue())
     # the upstreams did receive the keys, so the test would notice if they were echoed
     assert primary.last.header("Authorization") == f"Bearer {keys.primary}"
     for text in seen:
-        assert keys.primary not in text and keys.backup not in text and keys.client not in text
+        for key in (keys.primary, keys.backup, keys.client, keys.admin):
+            assert key not in text
 
 
 async def test_client_disconnect_cancels_upstream(serve, http, primary):

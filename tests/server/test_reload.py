@@ -85,11 +85,14 @@ async def test_reload_under_load_drops_nothing(serve, http, primary, tmp_path):
 
 
 async def test_admin_reload_endpoint(serve, http, keys):
-    """POST /admin/reload needs the client key, swaps in a valid file and answers 422 with the problems otherwise."""
-    async with serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+    """POST /admin/reload needs the admin key (a client key is refused), swaps in a valid file and answers 422 with
+    the problems otherwise."""
+    async with serve(server=keys.admin_server, clients=keys.clients) as s:
         original = s.path.read_text()
-        auth = {"Authorization": f"Bearer {keys.client}"}
+        auth = {"Authorization": f"Bearer {keys.admin}"}
         async with http.post(f"{s.url}/admin/reload") as resp:
+            assert resp.status == 401
+        async with http.post(f"{s.url}/admin/reload", headers={"Authorization": f"Bearer {keys.client}"}) as resp:
             assert resp.status == 401
         s.path.write_text(original.replace("routes:\n", "routes:\n  added:\n    chain: [p1]\n", 1))
         async with http.post(f"{s.url}/admin/reload", headers=auth) as resp:
@@ -120,11 +123,10 @@ async def test_in_flight_request_finishes_on_its_graph(serve, http, primary):
 
 
 async def test_reload_applies_new_server_settings(serve, http, keys):
-    """A reload that adds server.api_keys turns client auth on without a restart."""
+    """A reload that declares clients turns client auth on without a restart."""
     async with serve() as s:
         assert await status_of(http, s.url, "nope") == 404
-        original = s.path.read_text()
-        s.path.write_text(original.replace("server:\n", f'server:\n  api_keys: ["{keys.client}"]\n', 1))
+        s.path.write_text(s.path.read_text() + keys.clients)
         assert await s.sidecar.reloader.reload("test")
         assert await status_of(http, s.url, "nope") == 401
 

@@ -104,15 +104,18 @@ def test_access_log_keeps_upstream_text_out_unless_asked():
 
 
 def test_api_keys_compare_every_key():
-    """Only an exact Bearer token from the list is accepted; the repr never shows keys."""
+    """Only an exact Bearer token (or x-api-key) from the list is accepted, never with an empty list; the repr never
+    shows keys."""
     keys = ApiKeys([Secret("alpha"), Secret(""), Secret("beta")])
     assert len(keys) == 2
     assert keys.allows({"Authorization": "Bearer beta"})
     assert not keys.allows({"Authorization": "Bearer bet"})
     assert not keys.allows({"Authorization": "beta"})
     assert not keys.allows({})
+    assert keys.allows({"x-api-key": "alpha"})
     assert "alpha" not in repr(keys)
-    assert ApiKeys([]).allows({})
+    assert not ApiKeys([]).allows({})
+    assert not ApiKeys([]).allows({"Authorization": "Bearer "})
 
 
 def test_role_chunk_is_added_only_when_missing():
@@ -241,7 +244,7 @@ def test_serving_lifts_the_soft_open_files_limit_to_the_hard_one():
 
 def test_banner_warns_when_exposed_without_auth():
     """Binding beyond loopback with client auth off prints why other hosts will get 403s and what to set."""
-    from turnout.config import Config, ServerSpec
+    from turnout.config import ClientKey, ClientSpec, Config, ServerSpec
     from turnout.server.run import banner
 
     readiness = {"routes": {"chat": {"usable": 1, "total": 1}}}
@@ -251,5 +254,5 @@ def test_banner_warns_when_exposed_without_auth():
     assert "warning" not in banner("routes.yaml", Config(), readiness, "127.0.0.1", 8080, 1)
     allowed = Config(server=ServerSpec(allowed_hosts=("gateway.internal",)))
     assert "warning" not in banner("routes.yaml", allowed, readiness, "0.0.0.0", 8080, 1)
-    keyed = Config(server=ServerSpec(api_keys=(Secret("k-123456"),)))
+    keyed = Config(clients={"app": ClientSpec("app", (ClientKey.of_plaintext("k-123456"),))})
     assert "warning" not in banner("routes.yaml", keyed, readiness, "0.0.0.0", 8080, 1)

@@ -154,7 +154,6 @@ def _server(config: Config, sign: _Signer) -> dict[str, Any]:
     return {
         "host": server.host,
         "port": server.port,
-        "api_keys": len([k for k in server.api_keys if k]),
         "admin_keys": len(server.admin_keys),
         "admin_keys_digest": sign(sorted(key.reveal() for key in server.admin_keys)),
         "max_request_bytes": server.max_request_bytes,

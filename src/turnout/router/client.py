@@ -259,6 +259,11 @@ class Router:
             return list(graph.routes)
         return [name for name in graph.routes if name in compiled.routes]
 
+    def may_use(self, client: str | None, route: str) -> bool:
+        """May `client` (None: anonymous) use the route named `route`?"""
+        compiled = self._graph.clients.get(client) if client is not None else None
+        return compiled is None or compiled.may_use(route)
+
     def _client(self, client: str | None, route: CompiledRoute) -> CompiledClient | None:
         """The declared client named `client` (None: anonymous), which must be allowed `route`."""
         if client is None:

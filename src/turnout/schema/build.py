@@ -251,7 +251,6 @@ def _server(spec: dict[str, Any]) -> ServerSpec:
     return ServerSpec(
         host=spec.get("host", base.host),
         port=int(spec.get("port", base.port)),
-        api_keys=tuple(Secret(k) for k in spec.get("api_keys") or () if k.strip()),
         admin_keys=tuple(Secret(k.strip()) for k in spec.get("admin_keys") or () if k.strip()),
         allowed_hosts=tuple(spec.get("allowed_hosts") or ()),
         max_request_bytes=parse_size(spec["max_request_size"])

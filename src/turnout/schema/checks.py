@@ -312,15 +312,6 @@ class Checker:
             duration(self.r, server["client_timeout"], ("server", "client_timeout"))
         if "reload_timeout" in server:
             duration(self.r, server["reload_timeout"], ("server", "reload_timeout"))
-        keys = _list(server.get("api_keys"))
-        if keys and all(isinstance(k, str) and not k.strip() for k in keys):
-            self.r.error(
-                ("server", "api_keys"),
-                "every client API key rendered empty; set them or remove api_keys "
-                "(an empty list means no client authentication)",
-            )
-        elif any(isinstance(k, str) and not k.strip() for k in keys):
-            self.r.warning(("server", "api_keys"), "an empty client API key is ignored")
 
     def _state(self) -> None:
         """Rendered values of the state section; the url is a secret, so no message quotes it."""

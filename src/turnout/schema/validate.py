@@ -72,6 +72,8 @@ def _report(error: ValidationError, reporter: Reporter) -> None:
             hint = did_you_mean(extra, allowed) or f"; allowed: {', '.join(allowed)}"
             if extra == "breaker" and path[:1] == ("routes",):
                 hint = "; breakers guard a deployment, so set them on the provider or the model, not on a route"
+            if extra == "api_keys" and path == ("server",):
+                hint = API_KEYS_REPLACED
             reporter.error((*path, extra), f"unknown key '{extra}'{hint}", key=True)
         return
     if "propertyNames" in error.absolute_schema_path and isinstance(instance, str):
@@ -91,6 +93,13 @@ def _report(error: ValidationError, reporter: Reporter) -> None:
 @cache
 def _name_pattern() -> str:
     return str(schema_json()["$defs"]["name"]["pattern"])
+
+
+API_KEYS_REPLACED = (
+    ": server.api_keys was replaced. Client keys now belong to clients, each with the routes, limits and budget "
+    "it may use (clients: {default: {keys: [...]}} keeps the old behaviour), and the admin endpoints take "
+    "server.admin_keys, which client keys no longer open"
+)
 
 
 _NAME_RULE = "names start with a letter or digit and use only letters, digits and . _ : / @ + -"

@@ -1,14 +1,15 @@
 """One structured JSON line per chat request.
 
-Fields: time, method, path, `ingress` (the client's wire format: `openai.chat`, `anthropic.messages`), status,
-route, served_by, stream, attempts (deployment, outcome, error class, status, duration, detail, `usage_estimated`
-when a cut attempt was priced from an estimate), latency_ms, ttft_ms, prompt/completion tokens, cost_usd, error
-class and message, and `splices` (continued_from, continued_by, chars_kept) for a stream continued after a cut.
-Request and response content appear only with `server.log_content: true` (the request as the client sent it, in its
-own format), and so does upstream text: a provider's error message may quote the request, so without it an
-attempt's detail is kept only when it is turnout's own (a skip reason, a connection or timeout failure), and the
-sidecar drops a provider failure's message. Headers are never logged, and configured secrets are masked in upstream
-text before it gets here (see `turnout.redaction`).
+Fields: time, method, path, `ingress` (the client's wire format: `openai.chat`, `anthropic.messages`), `client` (the
+declared client's name; null when anonymous), `tag` (the request's `x-turnout-tag`, when sent), `unknown_key` (on a
+401: the presented key's SHA-256 prefix, never the key), status, route, served_by, stream, attempts (deployment,
+outcome, error class, status, duration, detail, `usage_estimated` when a cut attempt was priced from an estimate),
+latency_ms, ttft_ms, prompt/completion tokens, cost_usd, error class and message, and `splices` (continued_from,
+continued_by, chars_kept) for a stream continued after a cut. Request and response content appear only with
+`server.log_content: true` (the request as the client sent it, in its own format), and so does upstream text: a
+provider's error message may quote the request, so without it an attempt's detail is kept only when it is turnout's
+own (a skip reason, a connection or timeout failure), and the sidecar drops a provider failure's message. Headers
+are never logged, and configured secrets are masked in upstream text before it gets here (see `turnout.redaction`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class AccessLog:
         splices: Sequence[Splice] = (),
         upstream_text: bool = False,
         ingress: str | None = None,
+        client: str | None = None,
+        tag: str | None = None,
+        unknown_key: str | None = None,
     ) -> None:
         out = self._stream
         if out is None:
@@ -92,7 +96,7 @@ class AccessLog:
         q = _quote
         text = (
             f'{{"ts":"{self._now()}","method":{q(method)},"path":{q(path)},"ingress":{_opt(ingress)},'
-            f'"status":{status},'
+            f'"client":{_opt(client)},"status":{status},'
             f'"route":{_opt(route)},"served_by":{_opt(served_by)},"stream":{"true" if stream else "false"},'
             f'"attempts":[{",".join([_attempt(a, upstream_text) for a in attempts])}],'
             f'"latency_ms":{latency * 1000:.3f},"ttft_ms":{"null" if ttft is None else format(ttft * 1000, ".3f")},'
@@ -100,6 +104,10 @@ class AccessLog:
             f'"completion_tokens":{_num(usage.completion_tokens if usage is not None else None)},'
             f'"cost_usd":{_num(cost_usd)}'
         )
+        if tag is not None:
+            text += f',"tag":{q(tag)}'
+        if unknown_key is not None:
+            text += f',"unknown_key":{q(unknown_key)}'
         if error_class is not None or error is not None:
             text += f',"error_class":{_opt(error_class)},"error":{_opt(error)}'
         if splices:

@@ -10,14 +10,17 @@ GET  /healthz               process alive                          open
 GET  /readyz                graph loaded, every route usable       open: {"ready", "status", "draining"} only
                                                                    (503 when not ready or draining); the detail
                                                                    with auth
-GET  /metrics               Prometheus text                        auth (unless server.protect_metrics: false)
-POST /admin/reload          reload the routing file now            auth, and never cross-site
-GET  /admin/config          what is served, as `turnout plan` data auth, never cross-site (secrets only in keyed
+GET  /metrics               Prometheus text                        admin (unless server.protect_metrics: false)
+POST /admin/reload          reload the routing file now            admin, and never cross-site
+GET  /admin/config          what is served, as `turnout plan` data admin, never cross-site (secrets only in keyed
                                                                    digests)
+GET  /admin/spend           spend per client/route/deployment and  admin, never cross-site
+                            each budget's standing (`turnout spend`)
 ```
 
-"auth" means: the client key when `server.api_keys` is set; with no keys, a loopback Host or one in
-`server.allowed_hosts` (DNS rebinding, see `hosts.py`).
+"auth" means a client key when the file declares clients (the request then runs as that client); with none, a
+loopback Host or one in `server.allowed_hosts` (DNS rebinding, see `hosts.py`). "admin" is the admin key rule:
+`server.admin_keys`, never a client key (`turnout.server.callers`, which also says what holds without admin keys).
 
 The chat endpoints are ingresses (`turnout.server.ingress`) on one shared path (`turnout.server.handler`).
 `Sidecar` holds what the handlers share: the Router, metrics, the access log, the optional Reloader, the
@@ -37,15 +40,17 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from turnout.config import Config, ServerSpec
-from turnout.errors import RouteNotFound
+from turnout.config import Config
+from turnout.errors import RouteNotAllowed, RouteNotFound
 from turnout.redaction import Redactor
 from turnout.server import errors
 from turnout.server.access_log import AccessLog
-from turnout.server.auth import UNAUTHORIZED_MESSAGE, ApiKeys
+from turnout.server.admin_spend import AdminSpend
+from turnout.server.auth import ApiKeys
+from turnout.server.callers import UNKNOWN_KEY_MESSAGE, Callers, presented_key
 from turnout.server.guard import ClientGuard, GuardedRunner
 from turnout.server.handler import IngressHandler
-from turnout.server.hosts import HostGuard, cross_site
+from turnout.server.hosts import HostGuard
 from turnout.server.ingress.anthropic_messages import AnthropicMessages, CountTokens
 from turnout.server.ingress.openai_chat import OpenAIChat
 from turnout.server.ingress.openai_embeddings import EmbeddingsHandler
@@ -61,20 +66,24 @@ ALLOWED = {  # path -> the method it accepts (for 405 answers)
     "/v1/embeddings": "POST",
     "/admin/reload": "POST",
     "/admin/config": "GET",
+    "/admin/spend": "GET",
     "/v1/models": "GET",
     "/healthz": "GET",
     "/readyz": "GET",
     "/metrics": "GET",
 }
+OWN_REFUSALS = frozenset({"budget_exhausted", "client_rate_limited"})  # turnout's own text: logged as is
 NO_ROUTE = "(none)"  # metrics label for requests that named no route: keeps label cardinality bounded
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The `server:` section values that can change on reload (host, port and workers need a restart)."""
+    """The `server:` section values that can change on reload (host, port and workers need a restart), and
+    whether the file declares clients (then every model request needs a client key)."""
 
-    keys: ApiKeys
+    clients_on: bool
+    admin_keys: ApiKeys
     hosts: HostGuard
     max_request_bytes: int
     log_content: bool
@@ -84,12 +93,15 @@ class Settings:
     client_timeout: float
 
     @classmethod
-    def of(cls, spec: ServerSpec) -> Settings:
-        keys = ApiKeys(spec.api_keys)
-        protect = keys.enabled if spec.protect_metrics is None else spec.protect_metrics
-        hosts = HostGuard(spec.allowed_hosts, auth_on=keys.enabled)
+    def of(cls, config: Config) -> Settings:
+        spec = config.server
+        clients_on = bool(config.clients)
+        admin = ApiKeys(spec.admin_keys)
+        protect = (clients_on or admin.enabled) if spec.protect_metrics is None else spec.protect_metrics
+        hosts = HostGuard(spec.allowed_hosts, auth_on=clients_on)
         return cls(
-            keys,
+            clients_on,
+            admin,
             hosts,
             spec.max_request_bytes,
             spec.log_content,
@@ -120,7 +132,8 @@ class Sidecar:
         self.log = logger or logging.getLogger("turnout.server")
         self.metrics = metrics if metrics is not None else Metrics()
         self.access = AccessLog(access_log)
-        self.settings = Settings.of(router.config.server)
+        self.settings = Settings.of(router.config)
+        self.callers = Callers(self)
         self.redactor = Redactor.for_config(router.config)  # what clients must not see in error answers
         self.in_flight = 0  # chat requests in progress (body reading included); mirrored by the in-flight gauge
         self.draining = False
@@ -142,7 +155,7 @@ class Sidecar:
 
     # -- shared bookkeeping --------------------------------------------------------------------------------
     def _config_changed(self, config: Config) -> None:
-        self.settings = Settings.of(config.server)
+        self.settings = Settings.of(config)
         self.guard.timeout = self.settings.client_timeout
         self.redactor = Redactor.for_config(config)
         if self.reloader is not None:
@@ -167,9 +180,14 @@ class Sidecar:
         content: Mapping[str, Any] | None = None,
         splices: tuple[Splice, ...] = (),
         ingress: str | None = None,
+        client: str | None = None,
+        tag: str | None = None,
+        unknown_key: str | None = None,
     ) -> None:
         """Count and log one answered request (`ingress`: the client wire format, see `server.ingress`). `route`
-        may be what the client sent: an alias is reported as its route, a name that is no route as none.
+        may be what the client sent: an alias is reported as its route, a name that is no route as none. `client`
+        is the declared client's name, `tag` its x-turnout-tag, `unknown_key` the digest prefix of a key that matched
+        no client.
 
         Upstream text (the error message of a failure with an error class, attempt details quoting a provider)
         may quote the request, so it is logged only with `server.log_content`; the class, statuses and
@@ -180,7 +198,7 @@ class Sidecar:
         self.metrics.request_done(label, status)
         if self.access.enabled:
             with_text = self.settings.log_content
-            if error_class is not None and not with_text:
+            if error_class is not None and not with_text and error_class not in OWN_REFUSALS:
                 error = None
             self.access.write(
                 method=request.method,
@@ -200,41 +218,52 @@ class Sidecar:
                 splices=splices,
                 upstream_text=with_text,
                 ingress=ingress,
+                client=client,
+                tag=tag,
+                unknown_key=unknown_key,
             )
 
-    def authorised(self, request: web.Request) -> bool:
-        """Keys set: the request carries one. No keys: its Host is loopback or allowed (see `hosts.py`)."""
-        settings = self.settings
-        keys = settings.keys
-        if keys.enabled:
-            return keys.allows(request.headers)
-        return settings.hosts.allows(request.headers.get("Host"))
+    def identify(self, request: web.Request, unauthorized: str = UNKNOWN_KEY_MESSAGE) -> str | errors.Failure | None:
+        """The declared client making a model request (None: anonymous), or its 401/403 (see `callers.py`)."""
+        return self.callers.client(request, unauthorized)
 
-    def refusal(self, request: web.Request) -> web.Response | None:
-        """The 401/403 for a request that is not `authorised`, or None."""
-        if self.authorised(request):
-            return None
-        if self.settings.keys.enabled:
-            return _failure(errors.simple(401, UNAUTHORIZED_MESSAGE, code="invalid_api_key"))
-        return _failure(errors.host_not_allowed())
+    @property
+    def admin_keys(self) -> ApiKeys:
+        """The keys that open the admin endpoints (`server.admin_keys`)."""
+        return self.settings.admin_keys
+
+    def is_admin(self, request: web.Request) -> bool:
+        """The admin key rule: may this request use the admin endpoints? (See `turnout.server.callers`.)"""
+        return self.callers.is_admin(request)
+
+    def admin_refusal(self, request: web.Request) -> web.Response | None:
+        """The answer that refuses a request that is not an admin's (or is cross-site), or None to serve it. Every
+        admin endpoint asks this one function."""
+        fail = self.callers.admin_refusal(request)
+        return _failure(fail) if fail is not None else None
 
     # -- endpoints -----------------------------------------------------------------------------------------
     async def models(self, request: web.Request) -> web.Response:
-        refused = self.refusal(request)
-        if refused is not None:
-            return refused
+        """The routes the caller may use (a client sees only its own), then their aliases."""
+        client = self.identify(request)
+        if isinstance(client, errors.Failure):
+            return _failure(client)
         routes = self.router.graph.routes
-        data = [self._model(name) for name in routes]
-        data += [self._model(alias) for route in routes.values() for alias in route.aliases]
+        allowed = self.router.routes_for(client)
+        data = [self._model(name) for name in allowed]
+        data += [self._model(alias) for name in allowed for alias in routes[name].aliases]
         return web.Response(body=errors.json_bytes({"object": "list", "data": data}), headers=JSON_HEADERS)
 
     async def model(self, request: web.Request) -> web.Response:
-        refused = self.refusal(request)
-        if refused is not None:
-            return refused
+        client = self.identify(request)
+        if isinstance(client, errors.Failure):
+            return _failure(client)
         name = request.match_info["name"]
-        if name not in self.router.graph.by_name:
-            return _failure(errors.route_not_found(RouteNotFound(name, list(self.router.graph.routes))))
+        route = self.router.graph.by_name.get(name)
+        if route is None:
+            return _failure(errors.route_not_found(RouteNotFound(name, self.router.routes_for(client))))
+        if not self.router.may_use(client, route.name):
+            return _failure(errors.failure(RouteNotAllowed(client or "", name)))
         return web.Response(body=errors.json_bytes(self._model(name)), headers=JSON_HEADERS)
 
     def _model(self, name: str) -> dict[str, Any]:
@@ -258,13 +287,13 @@ class Sidecar:
     async def readyz(self, request: web.Request) -> web.Response:
         """200 when every route has a usable deployment; 503 when not, and from the first moment of a drain.
 
-        Anyone gets `{"ready", "status", "draining"}` (probes); an authorised caller also the detail: routes,
+        Anyone gets `{"ready", "status", "draining"}` (probes); an admin (`is_admin`) also the detail: routes,
         disabled providers, open breakers, config path, reload errors and requests in flight."""
         readiness = self.router.readiness()
         draining = self.draining
         ready = bool(readiness.get("ready")) and not draining
         detail: dict[str, Any] = {}
-        if self.authorised(request):
+        if self.is_admin(request):
             detail.update(readiness)
             if self.reloader is not None:
                 detail.update(self.reloader.status())
@@ -285,17 +314,15 @@ class Sidecar:
 
     async def metrics_endpoint(self, request: web.Request) -> web.StreamResponse:
         settings = self.settings
-        if settings.protect_metrics or not settings.keys.enabled:  # no keys: still only loopback/allowed Hosts
-            refused = self.refusal(request)
+        if settings.protect_metrics or not (settings.clients_on or settings.admin_keys.enabled):
+            refused = self.admin_refusal(request)  # no keys at all: still only loopback/allowed Hosts
             if refused is not None:
                 return refused
         response = web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
         return self._closing_if_draining(response)
 
     async def admin_reload(self, request: web.Request) -> web.Response:
-        if cross_site(request.headers):
-            return _failure(errors.cross_site())
-        refused = self.refusal(request)
+        refused = self.admin_refusal(request)
         if refused is not None:
             return refused
         if self.reloader is None:
@@ -310,15 +337,12 @@ class Sidecar:
 
     async def admin_config(self, request: web.Request) -> web.Response:
         """The served file as a snapshot (`turnout.ops.snapshot`): what `turnout plan NEW` compares NEW with."""
-        if cross_site(request.headers):
-            return _failure(errors.cross_site())
-        refused = self.refusal(request)
+        refused = self.admin_refusal(request)
         if refused is not None:
             return refused
         from turnout.ops.snapshot import snapshot
 
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else ""  # keys the digests: only its holder can check them
+        key = presented_key(request.headers)  # the admin key keys the digests: only its holder can check them
         body = errors.json_bytes({"snapshot": snapshot(self.router.config, key=key)})
         return web.Response(body=body, headers={**JSON_HEADERS, "Cache-Control": "no-store"})
 
@@ -406,6 +430,7 @@ def create_app(
     app.router.add_get("/metrics", sidecar.metrics_endpoint)
     app.router.add_post("/admin/reload", sidecar.admin_reload)
     app.router.add_get("/admin/config", sidecar.admin_config, allow_head=False)
+    app.router.add_get("/admin/spend", AdminSpend(sidecar).__call__, allow_head=False)
     app.router.add_route("*", "/{tail:.*}", sidecar.fallback)
     app.on_startup.append(sidecar.on_startup)
     app.on_shutdown.append(sidecar.on_shutdown)

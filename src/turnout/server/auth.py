@@ -1,10 +1,8 @@
-"""Optional client authentication: `Authorization: Bearer <key>` (or `x-api-key: <key>`, as Anthropic's clients send
-it) against `server.api_keys`.
+"""A set of keys compared in constant time: `server.admin_keys` (`Authorization: Bearer <key>` or `x-api-key`).
 
 Keys come from the routing file (usually templated from the environment) as `Secret`s and are compared with
 `hmac.compare_digest` against every configured key, so timing reveals neither which key matched nor how much of
-one did. Health endpoints are always open; `/metrics` and `/admin/*` follow `server.protect_metrics` and the
-key list respectively.
+one did. Client keys are looked up by digest instead (`turnout.server.callers`), since there may be many.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from turnout.config import Secret
 
 
 class ApiKeys:
-    """The accepted client keys; empty means authentication is off."""
+    """The accepted keys; empty means there are none (see `turnout.server.callers` for what that opens)."""
 
     __slots__ = ("_keys",)
 
@@ -34,9 +32,9 @@ class ApiKeys:
         return f"ApiKeys({len(self._keys)} keys)"
 
     def allows(self, headers: Mapping[str, str]) -> bool:
-        """True when auth is off or the request's bearer token or its `x-api-key` equals one of the keys."""
+        """True when the request's bearer token or its `x-api-key` is one of the keys (never when there are none)."""
         if not self._keys:
-            return True
+            return False
         matched = False
         scheme, _, token = headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
@@ -57,5 +55,6 @@ class ApiKeys:
 
 
 UNAUTHORIZED_MESSAGE = (
-    "Missing or invalid API key. Send 'Authorization: Bearer <key>' with one of the keys in server.api_keys."
+    "Missing or invalid API key. Send 'Authorization: Bearer <key>' with the key of a client declared in the "
+    "routing file's clients section."
 )

@@ -7,7 +7,12 @@ for 5xx...). `failure()` maps turnout's exception tree onto it:
 | exception                          | status                                                          |
 |------------------------------------|-----------------------------------------------------------------|
 | InvalidRequest                     | 400, `param` names the field                                    |
-| RouteNotFound                      | 404 `model_not_found`, the message lists the routes              |
+| RouteNotFound                      | 404 `model_not_found`, the message lists the caller's routes     |
+| UnknownClient                      | 401 `invalid_api_key`                                           |
+| RouteNotAllowed                    | 403 `permission_denied` (names only the route asked for)        |
+| ClientRateLimited                  | 429 `rate_limit_exceeded`, Retry-After                          |
+| BudgetExhausted                    | 429 `insufficient_quota` (type too, as OpenAI's), Retry-After   |
+|                                    | until the reset; `budget`, `period`, `resets_at` in the error   |
 | AllUpstreamsFailed, nothing tried  | 503 `no_upstream_available`, with the attempt trail             |
 | AllUpstreamsFailed / ProviderError | `HTTP_STATUS[error_class]`; 429 (with Retry-After) only when    |
 |                                    | every attempt was rate limited, else 503                        |
@@ -22,15 +27,21 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from turnout.errors import (
     HTTP_STATUS,
     AllUpstreamsFailed,
+    BudgetExhausted,
+    ClientRateLimited,
     ErrorClass,
     InvalidRequest,
     ProviderError,
+    RequestRefused,
+    RouteNotAllowed,
     RouteNotFound,
+    UnknownClient,
 )
 from turnout.types import Attempt
 
@@ -103,12 +114,36 @@ def route_not_found(exc: RouteNotFound) -> Failure:
     return simple(404, str(exc), code="model_not_found", param="model")
 
 
+def refused(exc: RequestRefused) -> Failure:
+    """A request refused before dispatch: who is asking, or what they may still spend."""
+    if isinstance(exc, RouteNotAllowed):
+        return simple(403, exc.message, code="permission_denied", param="model")
+    if isinstance(exc, ClientRateLimited):
+        fail = simple(429, exc.message, code="rate_limit_exceeded")
+        wait = max(1, math.ceil(exc.retry_after or 1))
+        return Failure(429, fail.error, {"Retry-After": str(wait)}, "client_rate_limited")
+    if isinstance(exc, BudgetExhausted):
+        reset = exc.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ") if exc.resets_at is not None else None
+        error = error_object(
+            exc.message, status=429, code="insufficient_quota", budget=exc.budget, period=exc.period, resets_at=reset
+        )
+        error["type"] = "insufficient_quota"  # what OpenAI sends for a spent quota (SDKs key on the code)
+        headers = {}
+        wait = exc.retry_after(datetime.now(UTC))
+        if wait is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return Failure(429, error, headers, "budget_exhausted")
+    if isinstance(exc, UnknownClient):
+        return simple(401, exc.message, code="invalid_api_key")
+    return simple(403, exc.message, code="permission_denied")
+
+
 def host_not_allowed() -> Failure:
     return simple(
         403,
         "This Host is not served: with client authentication off the sidecar answers only loopback names and "
-        "server.allowed_hosts (protection against DNS rebinding). Add the name to server.allowed_hosts or set "
-        "server.api_keys.",
+        "server.allowed_hosts (protection against DNS rebinding). Add the name to server.allowed_hosts or declare "
+        "clients (with keys).",
         code="host_not_allowed",
     )
 
@@ -154,6 +189,8 @@ def failure(exc: BaseException, scrub: Scrub = _unchanged) -> Failure:
         return invalid_request(exc)
     if isinstance(exc, RouteNotFound):
         return route_not_found(exc)
+    if isinstance(exc, RequestRefused):
+        return refused(exc)
     if isinstance(exc, AllUpstreamsFailed):
         return _all_failed(exc, scrub)
     if isinstance(exc, ProviderError):  # failed at once ("fail" action): the router attaches the trail so far

@@ -1,18 +1,20 @@
 """The one request path every ingress shares: `IngressHandler(sidecar, ingress)` serves one endpoint.
 
-In order: client authentication (`server.api_keys`; with none, only loopback or `server.allowed_hosts` Hosts, see
-`hosts.py`), admission (`server.max_in_flight`, refused before the body is
-read so that overload stays cheap), the body (`turnout.server.body`: type, size cap, client timeout, JSON), the
-ingress's translation into the canonical request, dispatch through the Router (non-streamed or streamed), the
-answer in the ingress's format with the `x-turnout-*` routing headers, and the bookkeeping (metrics, one access-log
-line with the ingress's `format`, `Connection: close` while draining). Every error text a client sees passes
-through the Sidecar's redactor (`turnout.redaction`: no upstream address, no secret). An ingress
-(`turnout.server.ingress`) only translates; nothing here depends on a wire format.
+In order: client identification (`turnout.server.callers`: with clients declared, the key names the client the
+request runs as, else 401; with none, only loopback or `server.allowed_hosts` Hosts, see `hosts.py`) and its
+`x-turnout-tag`, admission (`server.max_in_flight`, refused before the body is read so that overload stays cheap),
+the body (`turnout.server.body`: type, size cap, client timeout, JSON), the ingress's translation into the canonical
+request, dispatch through the Router as that client (its routes, rate limits and budget: 403, 429; non-streamed or
+streamed), the answer in the ingress's format with the
+`x-turnout-*` routing headers, and the bookkeeping (metrics, one access-log line with the ingress's `format`,
+`Connection: close` while draining). Every error text a client sees passes through the Sidecar's redactor
+(`turnout.redaction`: no upstream address, no secret). An ingress (`turnout.server.ingress`) only translates;
+nothing here depends on a wire format.
 
 The hot path is kept short: no middleware, one JSON decode of the client body, one JSON encode of the answer,
-headers built from plain strings. For streams the first chunk is awaited *before* the response is prepared, so
-every failure before the commit point is a proper error answer with the right status, and the headers already
-name the deployment that serves the stream.
+headers built from plain strings. For streams the first chunk is awaited *before* the response is prepared, so every
+failure before the commit point is a proper error answer with the right status, and the headers already name the
+deployment that serves the stream.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from turnout.errors import InvalidRequest, ProtocolError, TurnoutError
+from turnout.router.clients import clean_tag
 from turnout.server import errors
 from turnout.server.body import read_json
+from turnout.server.callers import ANONYMOUS, Caller
 from turnout.server.ingress import Ingress
 from turnout.server.sse import SSE_HEADERS, SSEResponse
 from turnout.server.trail import trail_comment
@@ -46,8 +50,11 @@ class Shared(Protocol):
     log: logging.Logger
     in_flight: int
     draining: bool
+    callers: Any
 
     def finished(self, request: web.Request, status: int, **fields: Any) -> None: ...
+
+    def identify(self, request: web.Request, unauthorized: str) -> str | errors.Failure | None: ...
 
 
 def _tried(attempts: tuple[Attempt, ...]) -> int:
@@ -90,27 +97,26 @@ class IngressHandler:
         started = time.perf_counter()
         sc = self.sc
         settings = sc.settings
-        if settings.keys.enabled:
-            if not settings.keys.allows(request.headers):
-                unauthorized = errors.simple(401, self.ingress.unauthorized, code="invalid_api_key")
-                return self._refuse(request, unauthorized, started)
-        elif not settings.hosts.allows(request.headers.get("Host")):  # no keys: loopback/allowed Hosts only
-            return self._refuse(request, errors.host_not_allowed(), started)
+        client = sc.identify(request, self.ingress.unauthorized)
+        if isinstance(client, errors.Failure):
+            unknown = sc.callers.unknown_key_of(request) if client.status == 401 else None
+            return self._refuse(request, client, started, caller=Caller(None, None, unknown))
+        caller = Caller(client, clean_tag(request.headers.get("x-turnout-tag")))
         if sc.in_flight >= settings.max_in_flight:  # refuse before reading the body: overload must stay cheap
             sc.metrics.reject("max_in_flight")
-            return self._refuse(request, errors.overloaded(settings.max_in_flight), started)
+            return self._refuse(request, errors.overloaded(settings.max_in_flight), started, caller=caller)
         sc.in_flight += 1
         sc.metrics.in_flight_now(sc.in_flight)
         try:
             chat = await self._parse(request, settings)
             if isinstance(chat, errors.Failure):
-                response = self._refuse(request, chat, started)
+                response = self._refuse(request, chat, started, caller=caller)
                 if chat.status == 408:
                     return await _answer_and_close(request, response)
                 if chat.status == 413:  # the body is unread: aiohttp discards the rest (never buffers it)
                     response.force_close()  # for a little while, so a client that sends it all gets this answer
                 return response
-            response = await self.respond(request, chat, started)
+            response = await self.respond(request, chat, started, caller)
             if sc.draining:  # shutting down: this connection takes no further request
                 response.force_close()
             return response
@@ -118,11 +124,13 @@ class IngressHandler:
             sc.in_flight -= 1
             sc.metrics.in_flight_now(sc.in_flight)
 
-    async def respond(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
-        """Serve a parsed request (a subclass may answer without an upstream, as `count_tokens` does)."""
+    async def respond(
+        self, request: web.Request, chat: ChatRequest, started: float, caller: Caller
+    ) -> web.StreamResponse:
+        """Serve a parsed request as `caller` (a subclass may answer without an upstream, as `count_tokens` does)."""
         if chat.stream:
-            return await self._stream(request, chat, started)
-        return await self._complete(request, chat, started)
+            return await self._stream(request, chat, started, caller)
+        return await self._complete(request, chat, started, caller)
 
     def _body_timeout(self) -> None:
         self.sc.metrics.reject("body_timeout")
@@ -145,7 +153,13 @@ class IngressHandler:
             return errors.simple(400, f"The request body is malformed: {type(exc).__name__}.", code="invalid_request")
 
     def _refuse(
-        self, request: web.Request, fail: errors.Failure, started: float, route: str | None = None
+        self,
+        request: web.Request,
+        fail: errors.Failure,
+        started: float,
+        route: str | None = None,
+        *,
+        caller: Caller = ANONYMOUS,
     ) -> web.Response:
         response = self.ingress.error_response(fail)
         self.sc.finished(
@@ -157,17 +171,22 @@ class IngressHandler:
             error=str(fail.error.get("message")),
             attempts=fail.attempts,
             ingress=self.format,
+            client=caller.client,
+            tag=caller.tag,
+            unknown_key=caller.unknown_key,
         )
         return response
 
-    def _failed(self, request: web.Request, model: str, exc: Exception, started: float) -> web.Response:
+    def _failed(
+        self, request: web.Request, model: str, exc: Exception, started: float, caller: Caller = ANONYMOUS
+    ) -> web.Response:
         """The answer to a request the router did not serve (call it while handling `exc`). The routing headers
         name the route `model` names, by name or alias: never a client-chosen name."""
         sc = self.sc
         fail = errors.failure(exc, sc.redactor.for_clients)
         if not isinstance(exc, TurnoutError):  # a bug, not an upstream or client problem: keep the traceback
             sc.log.exception("request failed unexpectedly")
-        response = self._refuse(request, fail, started, route=model)
+        response = self._refuse(request, fail, started, route=model, caller=caller)
         route = sc.router.graph.route_of(model)
         if route is not None:
             response.headers.update(routing_headers(route, None, fail.attempts, None))
@@ -179,17 +198,27 @@ class IngressHandler:
             return None
         return {"request": chat.native.body if chat.native is not None else chat.body, "response": answer}
 
-    async def _complete(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
+    async def _complete(
+        self, request: web.Request, chat: ChatRequest, started: float, caller: Caller
+    ) -> web.StreamResponse:
         sc = self.sc
+        request_id = request.headers.get("x-request-id")
         try:
-            reply = await sc.router.chat(chat, request_id=request.headers.get("x-request-id"))
+            reply = await sc.router.chat(chat, request_id=request_id, client=caller.client, tag=caller.tag)
         except asyncio.CancelledError:
             sc.finished(
-                request, CLIENT_CLOSED, route=chat.model, started=started, error=self._cut_reason(), ingress=self.format
+                request,
+                CLIENT_CLOSED,
+                route=chat.model,
+                started=started,
+                error=self._cut_reason(),
+                ingress=self.format,
+                client=caller.client,
+                tag=caller.tag,
             )
             raise
         except Exception as exc:
-            return self._failed(request, chat.model, exc, started)
+            return self._failed(request, chat.model, exc, started, caller)
         body = self.ingress.answer(reply, chat)
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
         headers["Content-Type"] = "application/json"
@@ -204,15 +233,21 @@ class IngressHandler:
             cost=reply.cost_usd,
             content=self._logged(chat, reply.text),
             ingress=self.format,
+            client=caller.client,
+            tag=caller.tag,
         )
         return web.Response(body=body, headers=headers)
 
-    async def _stream(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, chat: ChatRequest, started: float, caller: Caller
+    ) -> web.StreamResponse:
         sc = self.sc
+        request_id = request.headers.get("x-request-id")
         try:
-            stream = sc.router.stream(chat, request_id=request.headers.get("x-request-id"))
-        except Exception as exc:  # RouteNotFound / InvalidRequest are raised at once
-            return self._refuse(request, errors.failure(exc, sc.redactor.for_clients), started, route=chat.model)
+            stream = sc.router.stream(chat, request_id=request_id, client=caller.client, tag=caller.tag)
+        except Exception as exc:  # RouteNotFound, RouteNotAllowed, InvalidRequest are raised at once
+            fail = errors.failure(exc, sc.redactor.for_clients)
+            return self._refuse(request, fail, started, route=chat.model, caller=caller)
         # Byte-forwarding relays take plain chunks of one upstream read as one pre-framed batch.
         chunks = stream.batched() if self.ingress.batched else aiter(stream)
         status = CLIENT_CLOSED
@@ -232,7 +267,7 @@ class IngressHandler:
                 first, fail = None, errors.failure(caught, sc.redactor.for_clients)
             if first is None:
                 fail = fail or errors.failure(ProtocolError("the upstream stream ended before any content"))
-                response = self._refuse(request, fail, started, route=chat.model)
+                response = self._refuse(request, fail, started, route=chat.model, caller=caller)
                 response.headers.update(routing_headers(stream.route, None, stream.attempts, None))
                 status = response.status
                 return response
@@ -266,7 +301,7 @@ class IngressHandler:
         finally:
             await stream.aclose()
             if status == 200 or status == CLIENT_CLOSED:
-                self._stream_done(request, chat, stream, started, status, outcome)
+                self._stream_done(request, chat, stream, started, status, outcome, caller)
 
     def _cut_reason(self) -> str:
         if self.sc.draining:
@@ -274,7 +309,14 @@ class IngressHandler:
         return "client closed the connection"
 
     def _stream_done(
-        self, request: web.Request, chat: ChatRequest, stream: Any, started: float, status: int, outcome: Any
+        self,
+        request: web.Request,
+        chat: ChatRequest,
+        stream: Any,
+        started: float,
+        status: int,
+        outcome: Any,
+        caller: Caller,
     ) -> None:
         content = None
         if outcome is not None and outcome.text is not None:
@@ -299,4 +341,6 @@ class IngressHandler:
             content=content,
             splices=stream.splices,
             ingress=self.format,
+            client=caller.client,
+            tag=caller.tag,
         )

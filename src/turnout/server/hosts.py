@@ -2,7 +2,7 @@
 
 DNS rebinding: a web page on `evil.example` re-points its name at 127.0.0.1; the browser then treats the sidecar
 as the page's own origin, so same-origin rules no longer protect it. The request still says `Host: evil.example`,
-so with client authentication off (no `server.api_keys`) the sidecar answers only loopback Host values
+so with client authentication off (no clients declared) the sidecar answers only loopback Host values
 (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`) plus `server.allowed_hosts`. A request without a Host header
 cannot come from a browser and is answered. With client keys set every Host is accepted: a rebound page cannot
 know a key. `/healthz` and the minimal `/readyz` answer stay open for probes that address the pod by its IP.

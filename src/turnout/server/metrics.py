@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from turnout.events import (
+    AttemptCharged,
     AttemptFailed,
     AttemptSucceeded,
     BreakerClosed,
@@ -41,6 +42,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 BREAKER_STATE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+ANONYMOUS = "(anonymous)"  # the client label of requests from no declared client (labels stay bounded)
 
 
 class Metrics:
@@ -91,6 +93,13 @@ class Metrics:
         )
         self.cost = CounterFamily(
             "turnout_cost_usd", "Accounted cost in USD, by route and deployment.", ["route", "deployment"], store
+        )
+        self.spend = CounterFamily(
+            "turnout_spend_usd",
+            "Spend in USD charged to the ledger (what budgets count, billed failed attempts and estimates included), "
+            "by client, route and deployment. client is a declared client's name, or (anonymous).",
+            ["client", "route", "deployment"],
+            store,
         )
         self.rejected = CounterFamily(
             "turnout_rejected_requests",
@@ -152,6 +161,7 @@ class Metrics:
             self.overhead,
             self.tokens,
             self.cost,
+            self.spend,
             self.rejected,
             self.in_flight,
             self.breaker,
@@ -176,6 +186,7 @@ class Metrics:
             BreakerHalfOpened: lambda e: self._breaker(e.deployment, "half_open"),
             BreakerClosed: lambda e: self._breaker(e.deployment, "closed"),
             ResponseCompleted: self._completed,
+            AttemptCharged: self._charged,
             StateDegraded: self._state_degraded,
             StateRecovered: lambda e: self.state_degraded.set((e.backend,), 0),
         }
@@ -221,6 +232,9 @@ class Metrics:
     def _breaker(self, deployment: str, state: str) -> None:
         self.breaker.set((deployment,), BREAKER_STATE[state])
         self.breaker_transitions.inc((deployment, state))
+
+    def _charged(self, e: AttemptCharged) -> None:
+        self.spend.inc((e.client or ANONYMOUS, e.route, e.deployment), e.cost_usd)
 
     def _state_degraded(self, e: StateDegraded) -> None:
         self.state_degraded.set((e.backend,), 1)

@@ -135,12 +135,17 @@ def banner(path: str, config: Config, readiness: Mapping[str, Any], host: str, p
     if disabled:
         lines.append("  disabled providers:")
         lines += [f"    {name}: {reason}" for name, reason in disabled.items()]
-    auth = "on" if config.server.api_keys else "off (no server.api_keys)"
-    lines.append(f"  client auth: {auth}; endpoints: /v1/chat/completions /v1/models /healthz /readyz /metrics")
-    if not config.server.api_keys and not config.server.allowed_hosts and not is_loopback_host(host):
+    clients = len(config.clients)
+    auth = f"on ({clients} client{'s' if clients != 1 else ''})" if clients else "off (no clients declared)"
+    admin = "admin keys" if config.server.admin_keys else ("closed" if clients else "loopback Hosts")
+    lines.append(
+        f"  client auth: {auth}; admin endpoints: {admin}; endpoints: /v1/chat/completions /v1/messages /v1/models "
+        "/healthz /readyz /metrics"
+    )
+    if not clients and not config.server.allowed_hosts and not is_loopback_host(host):
         lines.append(
             f"  warning: listening on {host} with client auth off: only loopback Host names are answered (DNS "
-            "rebinding guard); set server.api_keys or server.allowed_hosts (README: Exposing turnout)"
+            "rebinding guard); declare clients or set server.allowed_hosts (README: Exposing turnout)"
         )
     return "\n".join(lines)
 

@@ -42,13 +42,15 @@ server:
 """
 
 
-def mock_routes(*, providers: str = "", models: str = "", routes: str = "", server: str = "") -> str:
-    """The mock-only routing file; each argument is raw YAML indented for its section."""
+def mock_routes(*, providers: str = "", models: str = "", routes: str = "", server: str = "", clients: str = "") -> str:
+    """The mock-only routing file; each argument is raw YAML indented for its section (`clients`: a whole
+    `clients:` section)."""
     return (
         MOCK_ROUTES.replace("@PROVIDERS@", providers)
         .replace("@MODELS@", models)
         .replace("@ROUTES@", routes)
         .replace("@SERVER@", server)
+        + clients
     )
 
 

@@ -1,6 +1,6 @@
 """Finding 8: what anonymous callers can read. /readyz answers only "ready or not" to anyone and its detail to
-authorised callers; /metrics needs the key whenever keys are set; error bodies name deployments, never the
-upstreams' URLs or hosts."""
+admins; /metrics needs the admin key whenever keys exist; error bodies name deployments, never the upstreams' URLs
+or hosts."""
 
 from __future__ import annotations
 
@@ -9,33 +9,44 @@ import socket
 
 CHAT = "/v1/chat/completions"
 KEY = "client-key-123456"
+ADMIN_KEY = "admin-key-1234567"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+CLIENTS = f'clients:\n  app: {{keys: ["{KEY}"]}}\n'
+SERVER = f'  admin_keys: ["{ADMIN_KEY}"]\n'
 
 
-async def test_readyz_detail_needs_the_key(serve_mock, http):
-    """Without a key /readyz says only whether it is ready (and draining); with one it adds routes, breakers, reload
-    state and requests in flight."""
-    async with serve_mock(server=f'  api_keys: ["{KEY}"]\n') as s:
+async def test_readyz_detail_needs_the_admin_key(serve_mock, http):
+    """Without the admin key (a client key included) /readyz says only whether it is ready (and draining); with it
+    it adds routes, breakers, reload state and requests in flight."""
+    async with serve_mock(server=SERVER, clients=CLIENTS) as s:
         async with http.get(s.url + "/readyz") as resp:
             anonymous = (resp.status, await resp.json())
         async with http.get(s.url + "/readyz", headers=AUTH) as resp:
+            client = await resp.json()
+        async with http.get(s.url + "/readyz", headers=ADMIN) as resp:
             detail = await resp.json()
     assert anonymous == (200, {"ready": True, "status": "ready", "draining": False})
+    assert client == anonymous[1]
     assert detail["ready"] is True
     assert {"routes", "open_breakers", "disabled_providers", "config", "last_reload_error"} <= set(detail)
 
 
-async def test_metrics_need_the_key_when_keys_are_set(serve_mock, http):
-    """/metrics is 401 without the key once api_keys is set; protect_metrics: false opens it deliberately."""
-    async with serve_mock(server=f'  api_keys: ["{KEY}"]\n') as s:
-        async with http.get(s.url + "/metrics") as resp:
-            anonymous = resp.status
-        async with http.get(s.url + "/metrics", headers=AUTH) as resp:
-            authorised = resp.status
-    opened_file = f'  api_keys: ["{KEY}"]\n  protect_metrics: false\n'
-    async with serve_mock(server=opened_file) as s, http.get(s.url + "/metrics") as resp:
-        opened = resp.status
-    assert (anonymous, authorised, opened) == (401, 200, 200)
+async def test_metrics_need_the_admin_key_when_keys_are_set(serve_mock, http):
+    """/metrics (spend per client included) is refused without the admin key, and to a client key, once clients are
+    declared; with clients but no admin keys it is closed; protect_metrics: false opens it deliberately."""
+    async with serve_mock(server=SERVER, clients=CLIENTS) as s:
+        statuses = []
+        for headers in ({}, AUTH, ADMIN):
+            async with http.get(s.url + "/metrics", headers=headers) as resp:
+                statuses.append(resp.status)
+    async with serve_mock(clients=CLIENTS) as s, http.get(s.url + "/metrics", headers=AUTH) as resp:
+        closed = (resp.status, (await resp.json())["error"]["code"])
+    async with serve_mock(server="  protect_metrics: false\n", clients=CLIENTS) as s, http.get(s.url + "/metrics") as r:
+        opened = r.status
+    assert statuses == [401, 401, 200]
+    assert closed == (403, "admin_closed")
+    assert opened == 200
 
 
 async def test_error_bodies_name_deployments_never_hosts(serve_mock, http, image_host):

@@ -57,12 +57,19 @@ async def test_allowed_hosts_extend_the_list(serve_mock, http):
     assert set(refused.values()) == {403}
 
 
+CLIENTS = 'clients:\n  app: {keys: ["client-key-123456789"]}\n'
+ADMIN = '  admin_keys: ["admin-key-123456789"]\n'
+
+
 async def test_with_client_keys_any_host_is_served(serve_mock, http):
-    """With server.api_keys set the Host check is off: a rebound page cannot know a key."""
-    async with serve_mock(server='  api_keys: ["k-123456"]\n') as s:
-        headers = {"Host": "gateway.example", "Authorization": "Bearer k-123456"}
-        got = await statuses(http, s.url, headers)
-    assert got == {"chat": 200, "/v1/models": 200, "/v1/models/echo": 200, "/metrics": 200, "reload": 200}
+    """With clients declared the Host check is off: a rebound page cannot know a key. Model endpoints take the
+    client key, the admin endpoints (and a protected /metrics) the admin key."""
+    async with serve_mock(server=ADMIN, clients=CLIENTS) as s:
+        host = {"Host": "gateway.example"}
+        client = await statuses(http, s.url, {**host, "Authorization": "Bearer client-key-123456789"})
+        admin = await statuses(http, s.url, {**host, "Authorization": "Bearer admin-key-123456789"})
+    assert client == {"chat": 200, "/v1/models": 200, "/v1/models/echo": 200, "/metrics": 401, "reload": 401}
+    assert admin == {"chat": 401, "/v1/models": 401, "/v1/models/echo": 401, "/metrics": 200, "reload": 200}
 
 
 @pytest.mark.parametrize(
@@ -76,8 +83,8 @@ async def test_with_client_keys_any_host_is_served(serve_mock, http):
 )
 async def test_admin_endpoints_refuse_cross_site_requests(serve_mock, http, headers):
     """POST /admin/reload from another origin is refused even with a valid key; from our own origin it works."""
-    async with serve_mock(server='  api_keys: ["k-123456"]\n') as s:
-        auth = {"Authorization": "Bearer k-123456"}
+    async with serve_mock(server=ADMIN, clients=CLIENTS) as s:
+        auth = {"Authorization": "Bearer admin-key-123456789"}
         async with http.post(s.url + "/admin/reload", headers={**auth, **headers}) as resp:
             refused = (resp.status, (await resp.json())["error"]["code"])
         async with http.post(s.url + "/admin/reload", headers={**auth, "Origin": s.url}) as resp:

@@ -47,8 +47,9 @@ routes:
   both: {chain: [m, u]}
 server:
   watch: false
-  api_keys: ["@CLIENT_KEY@"]
 @LOG_CONTENT@
+clients:
+  app: {keys: ["@CLIENT_KEY@"]}
 """
 
 

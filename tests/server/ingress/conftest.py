@@ -48,6 +48,7 @@ routes:
 server:
   watch: false
 @SERVER@
+@CLIENTS@
 """
 
 
@@ -62,7 +63,7 @@ def messages_serve(
     tmp_path: Path, claude: AnthropicFake, primary: Any, backup: Any, keys: Any, server_kit: Any
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
     """`async with messages_serve(server=..., extra_routes=...) as s:` (raw indented YAML; `extra_providers` and
-    `extra_models` too)."""
+    `extra_models` too; `clients` a whole `clients:` section)."""
 
     def start(
         *,
@@ -70,6 +71,7 @@ def messages_serve(
         server: str = "",
         extra_providers: str = "",
         extra_models: str = "",
+        clients: str = "",
         **app_options: Any,
     ) -> Any:
         text = (
@@ -83,6 +85,7 @@ def messages_serve(
             .replace("@EXTRA_MODELS@", extra_models)
             .replace("@EXTRA_ROUTES@", extra_routes)
             .replace("@SERVER@", server)
+            .replace("@CLIENTS@", clients)
         )
         path = tmp_path / "routes.yaml"
         path.write_text(text)

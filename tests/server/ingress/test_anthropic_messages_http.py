@@ -206,10 +206,10 @@ async def test_wrong_method_is_405(messages_serve, http):
 
 
 async def test_client_keys_by_x_api_key_or_bearer(messages_serve, claude, http, keys):
-    """With server.api_keys, `x-api-key` (Anthropic SDKs) and `Authorization: Bearer` (auth tokens) both work;
-    anything else is 401 authentication_error."""
+    """With clients declared, `x-api-key` (Anthropic SDKs) and `Authorization: Bearer` (auth tokens) both carry a
+    client's key; anything else is 401 authentication_error."""
     claude.default("chat", claude.text("ok"))
-    async with messages_serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+    async with messages_serve(clients=keys.clients) as s:
         url = f"{s.url}/v1/messages"
         for auth, expected in (
             ({"x-api-key": keys.client}, 200),

@@ -134,7 +134,7 @@ async def test_count_tokens(messages_serve, sdk):
 async def test_error_classes(messages_serve, claude, primary, backup, keys, sdk):
     """Each failure reaches the SDK as the exception it raises for Anthropic's own: NotFoundError,
     BadRequestError, AuthenticationError, RateLimitError (with retry-after), OverloadedError, InternalServerError."""
-    async with messages_serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+    async with messages_serve(clients=keys.clients) as s:
         async with sdk.client(s, api_key="wrong") as client:
             with pytest.raises(anthropic.AuthenticationError) as info:
                 await client.messages.create(model="claude", max_tokens=5, messages=HI)

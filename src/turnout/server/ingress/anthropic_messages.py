@@ -33,10 +33,11 @@ from turnout.drivers.anthropic.ingress_response import (
     message_body,
 )
 from turnout.drivers.anthropic.ingress_stream import MessagesEncoder
-from turnout.errors import ProviderError, RouteNotFound, UpstreamConnectionError
+from turnout.errors import ProviderError, RouteNotAllowed, RouteNotFound, UpstreamConnectionError
 from turnout.router.graph import wrong_kind
 from turnout.server import errors
 from turnout.server.body import encode_body
+from turnout.server.callers import Caller
 from turnout.server.errors import Failure, Scrub
 from turnout.server.handler import IngressHandler, Shared, routing_headers
 from turnout.server.ingress import Trailer
@@ -46,8 +47,8 @@ from turnout.types import ChatChunk, ChatRequest, ChatResponse
 log = logging.getLogger("turnout.server")
 
 UNAUTHORIZED = (
-    "Missing or invalid API key. Send 'x-api-key: <key>' (or 'Authorization: Bearer <key>') with one of the keys "
-    "in server.api_keys."
+    "Missing or invalid API key. Send 'x-api-key: <key>' (or 'Authorization: Bearer <key>') with the key of a "
+    "client declared in the routing file's clients section."
 )
 _JSON = {"Content-Type": "application/json"}
 
@@ -171,16 +172,24 @@ class CountTokens(IngressHandler):
     def __init__(self, sidecar: Shared) -> None:
         super().__init__(sidecar, _Counting())
 
-    async def respond(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
-        graph = self.sc.router.graph
-        route = graph.by_name.get(chat.model)  # a route's name or one of its aliases
+    async def respond(
+        self, request: web.Request, chat: ChatRequest, started: float, caller: Caller
+    ) -> web.StreamResponse:
+        router = self.sc.router
+        route = router.graph.by_name.get(chat.model)  # a route's name or one of its aliases
         if route is None:
-            fail = errors.route_not_found(RouteNotFound(chat.model, list(graph.routes)))
-            return self._refuse(request, fail, started, route=chat.model)
+            fail = errors.route_not_found(RouteNotFound(chat.model, router.routes_for(caller.client)))
+            return self._refuse(request, fail, started, route=chat.model, caller=caller)
         if route.kind != "chat":
-            return self._refuse(request, errors.invalid_request(wrong_kind(route, chat.model)), started, route.name)
+            fail = errors.invalid_request(wrong_kind(route, chat.model))
+            return self._refuse(request, fail, started, route.name, caller=caller)
+        if not router.may_use(caller.client, route.name):
+            fail = errors.failure(RouteNotAllowed(caller.client or "", chat.model))
+            return self._refuse(request, fail, started, route=route.name, caller=caller)
         headers = {**_JSON, **routing_headers(route.name, None, (), None)}
-        self.sc.finished(request, 200, route=route.name, started=started, ingress=self.format)
+        self.sc.finished(
+            request, 200, route=route.name, started=started, ingress=self.format, client=caller.client, tag=caller.tag
+        )
         return web.Response(body=encode_body({"input_tokens": input_estimate(chat)}), headers=headers)
 
 

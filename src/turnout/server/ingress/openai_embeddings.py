@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
+from turnout.server.callers import Caller
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
 from turnout.server.body import encode_body
 from turnout.server.handler import CLIENT_CLOSED, IngressHandler, Shared, routing_headers
@@ -48,11 +49,12 @@ class EmbeddingsHandler(IngressHandler):
         super().__init__(sidecar, OpenAIEmbeddings())  # type: ignore[arg-type]  # no relay: it never streams
 
     async def respond(  # type: ignore[override]
-        self, request: web.Request, embed: EmbeddingRequest, started: float
+        self, request: web.Request, embed: EmbeddingRequest, started: float, caller: Caller
     ) -> web.StreamResponse:
         sc = self.sc
+        request_id = request.headers.get("x-request-id")
         try:
-            reply = await sc.router.embed(embed, request_id=request.headers.get("x-request-id"))
+            reply = await sc.router.embed(embed, request_id=request_id, client=caller.client, tag=caller.tag)
         except asyncio.CancelledError:
             sc.finished(
                 request,
@@ -61,10 +63,12 @@ class EmbeddingsHandler(IngressHandler):
                 started=started,
                 error=self._cut_reason(),
                 ingress=self.format,
+                client=caller.client,
+                tag=caller.tag,
             )
             raise
         except Exception as exc:
-            return self._failed(request, embed.model, exc, started)
+            return self._failed(request, embed.model, exc, started, caller)
         body = self.ingress.answer(reply)  # type: ignore[call-arg]
         headers = {**_JSON, **routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)}
         sc.finished(
@@ -78,6 +82,8 @@ class EmbeddingsHandler(IngressHandler):
             cost=reply.cost_usd,
             content=_content(embed, reply) if sc.settings.log_content else None,
             ingress=self.format,
+            client=caller.client,
+            tag=caller.tag,
         )
         return web.Response(body=body, headers=headers)
 
