@@ -228,3 +228,27 @@ async def test_keys_never_reach_logs_and_unknown_keys_are_named_by_digest(serve,
     assert (lines[0]["client"], lines[0]["tag"]) == ("team", "search_box_v2")
     assert lines[1]["client"] is None and re.fullmatch(r"sha256:[0-9a-f]{8}…", lines[1]["unknown_key"])
     assert caplog.text.count("unknown client key sha256:") == 1  # once a minute per key, whatever the flood
+
+
+async def test_rotating_a_key_is_adding_the_new_one_then_removing_the_old(serve, primary, http):
+    """Reloading with a second key lets both keys in at once; reloading without the old one refuses it at once,
+    and the client (same name) keeps its spend."""
+    primary.default("chat", primary.text("ok"))
+    new_key = "team-key-SECRET-rotated-02"
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with _serve(serve) as s:
+        await s.client(TEAM_KEY).chat.completions.create(model="chat", messages=ASK)
+        s.path.write_text(s.path.read_text().replace(f'keys: ["{TEAM_KEY}"]', f'keys: ["{TEAM_KEY}", "{new_key}"]'))
+        async with http.post(f"{s.url}/admin/reload", headers=admin) as resp:
+            assert resp.status == 200
+        for key in (TEAM_KEY, new_key):
+            await s.client(key).chat.completions.create(model="chat", messages=ASK)
+        s.path.write_text(s.path.read_text().replace(f'"{TEAM_KEY}", ', ""))
+        async with http.post(f"{s.url}/admin/reload", headers=admin) as resp:
+            assert resp.status == 200
+        with pytest.raises(openai.AuthenticationError):
+            await s.client(TEAM_KEY).chat.completions.create(model="chat", messages=ASK)
+        await s.client(new_key).chat.completions.create(model="chat", messages=ASK)
+        async with http.get(f"{s.url}/admin/spend", headers=admin) as resp:
+            rows = (await resp.json())["rows"]
+    assert [(r["client"], r["requests"]) for r in rows] == [("team", 4)]

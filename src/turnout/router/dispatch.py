@@ -211,9 +211,11 @@ class Run:
     async def admit_request(self) -> None:
         """The request's client and route budgets reserve room for it, then the client's rate limit admits it.
         Raises BudgetExhausted or ClientRateLimited (nothing was sent; nothing is held afterwards)."""
-        rt = self.rt
         route = self.route
         client = self.client
+        if client is None and not route.budgeted:
+            return  # nothing to reserve, nobody to limit: the common case costs one test
+        rt = self.rt
         rules = [r for r in (client.budget if client is not None else None, route.budget) if r is not None]
         if rules or route.budgeted:
             keeper = rt.budgets

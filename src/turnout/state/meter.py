@@ -62,6 +62,7 @@ class SpendMeter:
         "_day_end",
         "_day_start",
         "_ids",
+        "_names",
         "_wall",
         "base",
         "flushing",
@@ -81,6 +82,7 @@ class SpendMeter:
         self._day = ""
         self._day_start = self._day_end = 0.0
         self._ids: PeriodIds = ("", "", "", TOTAL)
+        self._names: dict[tuple[str, str, str], tuple[str, ...]] = {}  # (route, deployment, client) -> its scopes
 
     # -- the request path --------------------------------------------------------------------------------------
     def today(self) -> PeriodIds:
@@ -92,12 +94,21 @@ class SpendMeter:
 
     def charge(self, day: str, route: str, deployment: str, client: str, nusd: int) -> None:
         """Count spend of `day` against its route, deployment and (when named) client scopes."""
-        scopes = self.pending.get(day)
-        if scopes is None:
-            scopes = self.pending[day] = {}
-        for scope in (f"r:{route}", f"d:{deployment}", f"c:{client}" if client else ""):
-            if scope:
-                scopes[scope] = scopes.get(scope, 0) + nusd
+        spent = self.pending.get(day)
+        if spent is None:
+            spent = self.pending[day] = {}
+        names = self._names.get((route, deployment, client))
+        if names is None:
+            names = self._scope_names(route, deployment, client)
+        for scope in names:
+            spent[scope] = spent.get(scope, 0) + nusd
+
+    def _scope_names(self, route: str, deployment: str, client: str) -> tuple[str, ...]:
+        if len(self._names) > 100_000:  # a bounded cache (names come from the file, but be safe)
+            self._names.clear()
+        names = (route_scope(route), deployment_scope(deployment)) + ((client_scope(client),) if client else ())
+        self._names[(route, deployment, client)] = names
+        return names
 
     def spent(self, scope: str, kind: int) -> int:
         """Nano-USD spent by `scope` in the current period of `kind` (see KIND), reservations not included."""

@@ -151,8 +151,9 @@ class RedisState:
             self._adopt_loop()
 
     async def warm(self) -> None:
-        """Before the first budget check of a process that was not started: connect (bounded), so the spend totals
-        come from Redis rather than from zero."""
+        """Before the first budget check of a process that was not started: give the first connection up to
+        op_timeout (a request never waits longer on Redis), so the spend totals come from Redis rather than from
+        zero. `start()` (or `async with router`) connects before any request and avoids even that."""
         if self._loaded or self._closed:
             return
         if self._task is None:
@@ -160,7 +161,7 @@ class RedisState:
         first = self._first
         if first is not None and not first.done():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(first), CONNECT_TIMEOUT + BACKGROUND_TIMEOUT)
+                await asyncio.wait_for(asyncio.shield(first), self.spec.op_timeout)
 
     async def usage(self, period: Period = "day", at: date | str | None = None) -> dict[UsageKey, UsageTotals]:
         """Every process's usage (from Redis) plus this process's counters not flushed yet. Raises StoreError
