@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
@@ -31,8 +30,6 @@ from turnout.errors import (
     NOT_SENT_CODES,
     AllUpstreamsFailed,
     BadRequest,
-    BudgetExhausted,
-    ClientRateLimited,
     ErrorClass,
     ProtocolError,
     ProviderError,
@@ -42,7 +39,6 @@ from turnout.errors import (
 )
 from turnout.events import (
     EVENT_TYPES,
-    AttemptCharged,
     AttemptFailed,
     AttemptStarted,
     AttemptSucceeded,
@@ -53,12 +49,12 @@ from turnout.events import (
     StreamContinued,
 )
 from turnout.redaction import NOTHING, Redactor
+from turnout.router.admission import Admission
 from turnout.router.breaker import Ticket
-from turnout.router.budgets import BudgetKeeper, output_reserve, stamp, usd
+from turnout.router.budgets import BudgetKeeper
 from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay
 from turnout.router.pricing import request_cost
 from turnout.router.timeouts import TimeoutMonitor
-from turnout.state.ledger import NANO
 from turnout.types import Attempt, ChatRequest, ChatResponse, Splice, Usage
 
 if TYPE_CHECKING:
@@ -132,22 +128,16 @@ class Runtime:
                 log.exception("observer %r failed on %s", observer, type(event).__name__)
 
 
-class Run:
-    """The state of one request while it is dispatched: deadline, trail, errors, escalation constraints."""
+class Run(Admission):
+    """The state of one request while it is dispatched: deadline, trail, errors, escalation constraints (and, from
+    `Admission`, its client and what it reserved)."""
 
     __slots__ = (
-        "attempt_hold",
-        "budget_refusals",
-        "client",
-        "client_name",
         "completed",
         "deadline",
-        "deny_unpriced",
         "entries",
         "errors",
         "grant",
-        "hold",
-        "hold_scopes",
         "min_window",
         "need_prefill",
         "number",
@@ -161,7 +151,6 @@ class Run:
         "slept",
         "splices",
         "started",
-        "tag",
         "trail",
         "upstream_time",
     )
@@ -177,14 +166,7 @@ class Run:
         tag: str | None = None,
     ) -> None:
         self.rt = rt
-        self.client = client
-        self.client_name = client.name if client is not None else ""
-        self.deny_unpriced = client is not None and client.denies_unpriced
-        self.tag = tag
-        self.hold = 0  # nano-USD this request reserved against its client and route budgets
-        self.hold_scopes: tuple[str, ...] = ()
-        self.attempt_hold = 0  # nano-USD the current attempt reserved against its deployment's budget
-        self.budget_refusals: list[BudgetExhausted] = []  # deployments skipped for their budget
+        self.admission(client, tag)
         self.route = route
         self.request = request
         self.request_id = request_id
@@ -206,105 +188,6 @@ class Run:
         self.completed = False
         if RequestStarted in rt.wanted:
             rt.emit(RequestStarted(self.started, request_id, route.name, request.stream, self.client_name, tag))
-
-    # -- admission (before the first attempt) --------------------------------------------------------------
-    async def admit_request(self) -> None:
-        """The request's client and route budgets reserve room for it, then the client's rate limit admits it.
-        Raises BudgetExhausted or ClientRateLimited (nothing was sent; nothing is held afterwards)."""
-        route = self.route
-        client = self.client
-        if client is None and not route.budgeted:
-            return  # nothing to reserve, nobody to limit: the common case costs one test
-        rt = self.rt
-        rules = [r for r in (client.budget if client is not None else None, route.budget) if r is not None]
-        if rules or route.budgeted:
-            keeper = rt.budgets
-            if not keeper.warmed:
-                await rt.state.warm()
-                keeper.warmed = True
-        if rules:
-            amount = self.reservation()
-            for rule in rules:
-                refused = rt.budgets.refusal(rule, amount)
-                if refused is not None:
-                    self.complete(None, error_class="budget_exhausted")
-                    raise refused
-            self.hold_scopes = tuple(rule.scope for rule in rules)
-            self.hold = amount
-            rt.state.meter.reserve(self.hold_scopes, amount)
-        if client is not None and client.limited and rt.client_gates is not None:
-            gate = rt.client_gates.get(client.name)
-            if gate is not None:
-                got = await gate.admit(self.request.estimated_total_tokens, None)
-                if not isinstance(got, int):
-                    self.release()
-                    self.complete(None, error_class="client_rate_limited")
-                    raise ClientRateLimited(client.name, str(got), getattr(got, "retry_after", None))
-
-    def reservation(self) -> int:
-        """Nano-USD this request could cost at most on one attempt: its prompt estimate plus output allowance, priced
-        at the most expensive deployment it may use (see `turnout.router.budgets`)."""
-        highest = 0
-        for step in self.route.steps:
-            for d in step.deployments:
-                if d.price is not None:
-                    highest = max(highest, self.reservation_at(d))
-        return highest
-
-    def reservation_at(self, d: Deployment) -> int:
-        """Nano-USD one attempt on `d` could cost at most (0 when it has no price)."""
-        price = d.price
-        if price is None:
-            return 0
-        request = self.request
-        cost = price.estimate(request.estimated_prompt_tokens, output_reserve(request, d.max_output_tokens))
-        return math.ceil(cost * NANO)
-
-    def afford(self, d: Deployment, h: DeploymentHealth, ticket: Ticket) -> bool:
-        """Before an attempt on a deployment with a budget: reserve its cost there, or skip it like a deployment at
-        its rate limit (the breaker ticket is given back and the skip is in the trail)."""
-        rule = d.budget
-        assert rule is not None
-        amount = self.reservation_at(d)
-        refused = self.rt.budgets.refusal(rule, amount)
-        if refused is not None:
-            h.breaker.release(ticket)
-            self.budget_refusals.append(refused)
-            reset = f"; resets {stamp(refused.resets_at)}" if refused.resets_at is not None else ""
-            self.skip(d, f"over its budget ({usd(rule.limit)} per {rule.per}{reset})")
-            return False
-        self.rt.state.meter.reserve((rule.scope,), amount)
-        self.attempt_hold = amount
-        return True
-
-    def unhold(self, d: Deployment) -> None:
-        """The attempt on `d` is over (or never started): free its budget reservation."""
-        if self.attempt_hold and d.budget is not None:
-            self.rt.state.meter.release((d.budget.scope,), self.attempt_hold)
-        self.attempt_hold = 0
-
-    def release(self) -> None:
-        """The request is over: free what it reserved (idempotent). What it cost was charged attempt by attempt."""
-        if self.hold:
-            self.rt.state.meter.release(self.hold_scopes, self.hold)
-            self.hold = 0
-
-    def charge(self, d: Deployment, usage: Usage, cost: float | None, *, served: bool, estimated: bool = False) -> None:
-        """Put one attempt's cost in the ledger (and so the budgets). A priced attempt that reported no usage (and
-        so no cost) is charged its reservation at `d`, flagged estimated: a stream is never free."""
-        if cost is None and d.price is not None:
-            cost = self.reservation_at(d) / NANO
-            estimated = True
-        elif cost is None and not served:
-            return  # a failed attempt on a deployment with no price: nothing to count
-        rt = self.rt
-        rt.state.record(self.route.name, d.key, self.client_name, usage, cost, served=served, estimated=estimated)
-        if cost and AttemptCharged in rt.wanted:
-            rt.emit(
-                AttemptCharged(
-                    rt.clock(), self.request_id, self.route.name, d.key, self.client_name, cost, estimated, self.tag
-                )
-            )
 
     # -- choosing ----------------------------------------------------------------------------------------
     def candidates(self) -> Iterator[Deployment]:
@@ -563,7 +446,7 @@ class Run:
     def exhausted(self) -> TurnoutError:
         """The error for a request nothing could serve, with the most meaningful upstream error as cause; a
         BudgetExhausted when every deployment was skipped for its budget."""
-        budget = self._all_over_budget()
+        budget = self.all_over_budget()
         if budget is not None:
             self.complete(None, error_class="budget_exhausted")
             return budget
@@ -575,22 +458,6 @@ class Run:
         exc.__suppress_context__ = True
         self.complete(None, error_class=cause.error_class.value if cause is not None else "unavailable")
         return exc
-
-    def _all_over_budget(self) -> BudgetExhausted | None:
-        refusals = self.budget_refusals
-        if not refusals or self.errors or len(refusals) != sum(1 for a in self.trail if a.outcome == "skipped"):
-            return None
-        first = min(refusals, key=lambda r: (r.resets_at is None, r.resets_at or 0))
-        owners = ", ".join(dict.fromkeys(r.budget for r in refusals))
-        message = f"Every deployment of route '{self.route.name}' is over its budget ({owners}). {first.message}"
-        return BudgetExhausted(
-            message,
-            budget=first.budget,
-            period=first.period,
-            resets_at=first.resets_at,
-            spent_usd=first.spent_usd,
-            limit_usd=first.limit_usd,
-        )
 
     def complete(
         self,
