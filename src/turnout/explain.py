@@ -34,12 +34,13 @@ _SECRET_QUERY = re.compile(r"(key|token|secret|pass|sig|auth|credential)", re.IG
 
 
 def summary(config: Config) -> str:
-    """'4 routes, 8 models, 3 pools, 6 providers (4 disabled)'."""
+    """'4 routes, 8 models, 3 pools, 6 providers (4 disabled), 2 clients' (clients only when declared)."""
     disabled = sum(1 for p in config.providers.values() if not p.enabled)
     tail = f" ({disabled} disabled)" if disabled else ""
+    clients = f", {_count(len(config.clients), 'client')}" if config.clients else ""
     return (
         f"{_count(len(config.routes), 'route')}, {_count(len(config.models), 'model')}, "
-        f"{_count(len(config.pools), 'pool')}, {_count(len(config.providers), 'provider')}{tail}"
+        f"{_count(len(config.pools), 'pool')}, {_count(len(config.providers), 'provider')}{tail}{clients}"
     )
 
 
