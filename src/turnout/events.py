@@ -121,6 +121,7 @@ class ResponseCompleted(Event):
     splices: tuple[Splice, ...] = ()  # where a cut stream was continued (`mid_stream: continue`)
     client: str = ""
     tag: str | None = None
+    charges: tuple[tuple[str, float], ...] = ()  # (deployment, USD) put in the spend ledger, one per charged attempt
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ class Admission:
     __slots__ = (
         "attempt_hold",
         "budget_refusals",
+        "charges",
         "client",
         "client_name",
         "deny_unpriced",
@@ -65,6 +66,7 @@ class Admission:
         self.hold_scopes: tuple[str, ...] = ()
         self.attempt_hold = 0  # nano-USD the current attempt reserved against its deployment's budget
         self.budget_refusals: list[BudgetExhausted] = []  # deployments skipped for their budget
+        self.charges: list[tuple[str, float]] = []  # (deployment, USD) charged so far (ResponseCompleted carries it)
 
     async def admit_request(self) -> None:
         """The request's client and route budgets reserve room for it, then the client's rate limit admits it.
@@ -156,7 +158,9 @@ class Admission:
         elif cost is None and not served:
             return  # a failed attempt on a deployment with no price: nothing to count
         rt = self.rt
-        rt.state.record(self.route.name, d.key, self.client_name, usage, cost, served=served, estimated=estimated)
+        rt.state.record(self.route.name, d.key, self.client_name, usage, cost, served, estimated)
+        if cost:
+            self.charges.append((d.key, cost))
         if cost and AttemptCharged in rt.wanted:
             rt.emit(
                 AttemptCharged(

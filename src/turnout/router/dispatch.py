@@ -496,6 +496,7 @@ class Run(Admission):
                 tuple(self.splices),
                 self.client_name,
                 self.tag,
+                tuple(self.charges),
             )
         )
 

@@ -22,7 +22,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from turnout.events import (
-    AttemptCharged,
     AttemptFailed,
     AttemptSucceeded,
     BreakerClosed,
@@ -186,7 +185,6 @@ class Metrics:
             BreakerHalfOpened: lambda e: self._breaker(e.deployment, "half_open"),
             BreakerClosed: lambda e: self._breaker(e.deployment, "closed"),
             ResponseCompleted: self._completed,
-            AttemptCharged: self._charged,
             StateDegraded: self._state_degraded,
             StateRecovered: lambda e: self.state_degraded.set((e.backend,), 0),
         }
@@ -233,14 +231,14 @@ class Metrics:
         self.breaker.set((deployment,), BREAKER_STATE[state])
         self.breaker_transitions.inc((deployment, state))
 
-    def _charged(self, e: AttemptCharged) -> None:
-        self.spend.inc((e.client or ANONYMOUS, e.route, e.deployment), e.cost_usd)
-
     def _state_degraded(self, e: StateDegraded) -> None:
         self.state_degraded.set((e.backend,), 1)
         self.state_degradations.inc((e.backend,))
 
     def _completed(self, e: ResponseCompleted) -> None:
+        client = e.client or ANONYMOUS
+        for deployment, cost in e.charges:  # the spend ledger's charges, failed billed attempts included
+            self.spend.inc((client, e.route, deployment), cost)
         route = e.route
         self.latency.observe((route, "true" if e.stream else "false"), e.latency)
         if e.time_to_first_token is not None:

@@ -100,7 +100,6 @@ class StateBackend(Protocol):
         client: str,
         usage: Usage,
         cost: float | None,
-        *,
         served: bool = True,
         estimated: bool = False,
     ) -> None:

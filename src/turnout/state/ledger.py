@@ -153,7 +153,6 @@ class Ledger:
         client: str,
         usage: Usage,
         cost: float | None,
-        *,
         served: bool = True,
         estimated: bool = False,
     ) -> None:

@@ -150,7 +150,6 @@ class LocalState:
         client: str,
         usage: Usage,
         cost: float | None,
-        *,
         served: bool = True,
         estimated: bool = False,
     ) -> None:

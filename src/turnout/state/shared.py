@@ -142,7 +142,6 @@ class RedisState:
         client: str,
         usage: Any,
         cost: float | None,
-        *,
         served: bool = True,
         estimated: bool = False,
     ) -> None:
