@@ -271,6 +271,11 @@ class LocalState:
             self.ledger.give_back(rows)
             self._degrade(str(exc))
             return
+        except Exception as exc:  # a bug must not lose spend either: keep the rows, say so, retry
+            log.exception("state: flushing the ledger failed unexpectedly")
+            self.ledger.give_back(rows)
+            self._degrade(f"cannot write the ledger {store.path}: {type(exc).__name__}")
+            return
         finally:
             self._flushing = {}
         self.meter.confirmed(base)
