@@ -333,3 +333,29 @@ async def test_a_cut_anthropic_stream_is_continued_in_the_same_message(messages_
     assert text == "The answer is 42, as always."
     assert {d["index"] for n, d in got if n == "content_block_delta"} == {0}
     assert llama.last.json["messages"][-1] == {"role": "assistant", "content": "The answer is"}
+
+
+async def test_clients_routes_and_budgets_in_anthropics_shape(messages_serve, claude, http):
+    """The Messages ingress runs as the key's client: a route outside its list is 403 permission_error, a spent
+    budget 429 rate_limit_error naming the budget and its reset, count_tokens follows the same routes."""
+    claude.default("chat", claude.text("a reply of a few words"))
+    clients = 'clients:\n  agent:\n    keys: ["agent-key-0123456789abcdef"]\n    routes: [claude]\n'
+    clients += "    budget: {usd: 0.0005, per: day}\n    unpriced: allow\n"
+    async with messages_serve(clients=clients) as s:
+        auth = {**JSON, "x-api-key": "agent-key-0123456789abcdef"}
+        async with http.post(f"{s.url}/v1/messages", json=body(model="gpt"), headers=auth) as resp:
+            denied = (resp.status, await resp.json())
+        async with http.post(f"{s.url}/v1/messages/count_tokens", json=body(model="gpt"), headers=auth) as resp:
+            counted = resp.status
+        statuses = []
+        for _ in range(50):
+            async with http.post(f"{s.url}/v1/messages", json=body(max_tokens=5), headers=auth) as resp:
+                statuses.append(resp.status)
+                if resp.status == 429:
+                    spent = await resp.json()
+                    break
+    assert denied[0] == 403 and assert_anthropic_error(denied[1], "permission_error")["message"].endswith("'gpt'.")
+    assert counted == 403
+    assert statuses[0] == 200 and statuses[-1] == 429
+    error = assert_anthropic_error(spent, "rate_limit_error")
+    assert "Budget" in error["message"] and "client 'agent'" in error["message"] and "resets at" in error["message"]
