@@ -261,3 +261,34 @@ async def test_events_carry_the_client_and_a_sanitised_tag(build, recorder):
     started, done = recorder.of(RequestStarted)[0], recorder.of(ResponseCompleted)[0]
     assert started.client == done.client == "team"
     assert started.tag == done.tag == "feature_x_" + "y" * 54
+
+
+EMBED = """\
+version: 1
+providers: {m: {driver: mock}}
+models:
+  vec: {provider: m, kind: embeddings, dimensions: 8, price: {input: 1000}}
+  talk: {provider: m, price: {input: 1, output: 1}}
+routes:
+  embed: {kind: embeddings, chain: [vec], aliases: [text-embedding-3-small]}
+  chat: {chain: [talk]}
+clients:
+  indexer: {keys: [indexer-key-0123456789], routes: [embed], budget: {usd: 0.05, per: day}}
+  chatty: {keys: [chatty-key-01234567890], routes: [chat]}
+"""
+
+
+async def test_embeddings_apply_the_same_clients_and_budgets(build):
+    """router.embed(client=...) checks the client's routes (an alias counts as its route), charges the client's
+    budget with the input's cost (no output allowance) and refuses once it is spent."""
+    async with build(EMBED) as router:
+        with pytest.raises(RouteNotAllowed):
+            await router.embed(model="text-embedding-3-small", input="a document", client="chatty")
+        served, refused = await _until_refused(
+            lambda: router.embed(model="text-embedding-3-small", input="a short document", client="indexer")
+        )
+        rows = await router.usage()
+    row = rows[UsageKey("embed", "m/vec", "indexer")]
+    assert len(served) >= 3 and row.requests == len(served)
+    assert row.cost_usd == pytest.approx(sum(r.cost_usd for r in served)) and row.cost_usd <= 0.05
+    assert refused.budget == "client 'indexer'"

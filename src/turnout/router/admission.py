@@ -116,9 +116,12 @@ class Admission:
         price = d.price
         if price is None:
             return 0
-        request = self.request
-        cost = price.estimate(request.estimated_prompt_tokens, output_reserve(request, d.max_output_tokens))
+        cost = price.estimate(self.request.estimated_prompt_tokens, self.output_allowance(d))
         return math.ceil(cost * NANO)
+
+    def output_allowance(self, d: Deployment) -> int:
+        """Output tokens an attempt on `d` may produce (an embeddings run produces none)."""
+        return output_reserve(self.request, d.max_output_tokens)
 
     def afford(self, d: Deployment, h: DeploymentHealth, ticket: Ticket) -> bool:
         """Before an attempt on a deployment with a budget: reserve its cost there, or skip it like a deployment at

@@ -51,6 +51,10 @@ class EmbeddingRun(Run):
             return f"context window {window} < estimated {r.largest_input_tokens} tokens of the largest input"
         return None
 
+    def output_allowance(self, d: Deployment) -> int:
+        """An embedding has no output tokens: its reservation is its input at the input price."""
+        return 0
+
     def context(self, d: Deployment, budget: float | None, *, batch: bool = False) -> EmbeddingContext:
         """What an embeddings attempt may use: `Run.context`'s session, budget and options (no stream timeouts:
         an embeddings call never streams) and the deployment's length."""

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from turnout.config import STATE_URL_SCHEMES
 from turnout.schema.capabilities import DriverChecks
-from turnout.schema.kinds import KindChecks
 from turnout.schema.clients import ClientChecks
+from turnout.schema.kinds import KindChecks
 from turnout.schema.problems import Path, Reporter, did_you_mean
 from turnout.schema.templates import is_template
 from turnout.schema.units import format_duration, parse_duration, parse_size

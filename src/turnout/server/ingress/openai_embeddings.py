@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
-from turnout.server.callers import Caller
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
 from turnout.server.body import encode_body
+from turnout.server.callers import Caller
 from turnout.server.handler import CLIENT_CLOSED, IngressHandler, Shared, routing_headers
 from turnout.server.ingress.openai_chat import OpenAIChat
 
