@@ -113,7 +113,13 @@ class ClientChecks:
             if not any(fnmatchcase(route, pattern) for route in routes):
                 self.r.warning(path, f"pattern '{pattern}' matches no route")
         elif pattern not in self.c.routes:
-            self.r.error(path, f"unknown route '{pattern}'{did_you_mean(pattern, routes)}")
+            owner = next(
+                (name for name, spec in self.c.routes.items() if pattern in _list(_dict(spec).get("aliases"))), None
+            )
+            if owner is not None:
+                self.r.error(path, f"'{pattern}' is an alias of route '{owner}': list the route ('{owner}')")
+            else:
+                self.r.error(path, f"unknown route '{pattern}'{did_you_mean(pattern, routes)}")
 
     def _route_budget(self, route: str, spec: dict[str, Any]) -> None:
         unpriced = []
