@@ -240,14 +240,25 @@ async def test_embeddings_and_chat_share_max_in_flight(serve_embeddings, primary
     assert len(done.data) == 1
 
 
-async def test_client_keys_guard_embeddings(serve_embeddings, primary):
-    """With server.api_keys set, embeddings need a client key like chat (401 otherwise)."""
+async def test_client_keys_guard_embeddings(serve_embeddings, primary, http):
+    """With clients declared, embeddings need a client key like chat (401 otherwise), run as that client (its
+    routes: 403 for another; its spend is counted under its name, by the alias's route)."""
     primary.default("embeddings", primary.embeddings(dimensions=8))
-    async with serve_embeddings(server='  api_keys: ["client-key-1"]') as s:
+    clients = (
+        '\nclients:\n  indexer: {keys: ["client-key-0000001"], routes: [embed]}\n'
+        '  chatter: {keys: ["client-key-0000002"], routes: [chat]}\n'
+    )
+    async with serve_embeddings(server=f'  admin_keys: ["admin-key-000000001"]{clients}') as s:
         with pytest.raises(openai.AuthenticationError):
             await s.client("wrong").embeddings.create(model="embed", input="x")
-        reply = await s.client("client-key-1").embeddings.create(model="embed", input="x")
+        with pytest.raises(openai.PermissionDeniedError):
+            await s.client("client-key-0000002").embeddings.create(model="embed", input="x")
+        reply = await s.client("client-key-0000001").embeddings.create(model="text-embedding-3-small", input="x")
+        admin = {"Authorization": "Bearer admin-key-000000001"}
+        async with http.get(f"{s.url}/admin/spend", headers=admin) as resp:
+            rows = (await resp.json())["rows"]
     assert len(reply.data) == 1
+    assert [(r["client"], r["route"], r["requests"]) for r in rows] == [("indexer", "embed", 1)]
 
 
 async def test_a_chat_alias_is_reported_as_its_route(serve_embeddings, http):
