@@ -137,13 +137,16 @@ class NativeRequest:
     untranslated (`ChatResponse.native`, `ChatChunk.native`), so nothing is lost in the round trip. `headers` are
     the client's headers worth forwarding to such an upstream (e.g. `anthropic-beta`), lower-cased.
     `untranslatable` names what the canonical body could not carry (say, a PDF document): when set, only a
-    deployment whose driver speaks `format` (its `native_formats`) can serve the request.
+    deployment whose driver speaks `format` (its `native_formats`) can serve the request. `dropped` names what the
+    canonical body leaves out by rule (tools only the client's own API runs, say): a deployment that translates
+    serves the request without them, and the sidecar names them in the answer's `x-turnout-dropped` header.
     """
 
     format: str
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     untranslatable: str = ""
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,13 +390,15 @@ class NativeFrames(NamedTuple):
     The ingress of that format writes `data` as is instead of translating the chunk (b"" when an earlier chunk's
     frames covered this one). `next_block`, `open_block` and `open_type` describe the content blocks after these
     frames (the next free index; the block still open and its type, or None), so a continuation from another
-    deployment can carry on in the same message.
+    deployment can carry on in the same message. `state` is whatever else the format's ingress needs to carry on
+    after them (the Responses stream's position: sequence numbers, output items), or None.
     """
 
     data: bytes
     next_block: int = 0
     open_block: int | None = None
     open_type: str | None = None
+    state: Any = None
 
 
 class ChatChunk:

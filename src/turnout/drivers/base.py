@@ -13,7 +13,9 @@ upstream's prefill dialect). Beyond the protocol, a driver class may therefore d
 - `capability_hints`: capability -> how to make the driver honour it (added to the load error);
 - `native_formats`: the client wire formats (`NativeRequest.format`) it sends as the client wrote them instead of
   translating the canonical body (the `anthropic` driver: `"anthropic.messages"`). A request whose content has no
-  canonical form (`NativeRequest.untranslatable`) is served only by such a driver.
+  canonical form (`NativeRequest.untranslatable`) is served only by such a driver. A driver whose answer depends on
+  the model defines `native_formats_for(model_options)` instead (the `openai` driver serves `"openai.responses"`
+  for OpenAI's own API and for models that declare `responses: true`).
 A model whose `supports` declares what its driver cannot honour is a located error when the file loads.
 
 Embeddings are optional too: a driver that can serve them defines `embed(request, ctx)` (see `EmbeddingsDriver`),

@@ -10,6 +10,11 @@ The wire details (body rewriting, parsing, the byte-level stream state machine) 
 Embeddings (`POST .../embeddings`) are a passthrough too: the client's body with `model` replaced and `dimensions`
 sent only when it differs from the model's own length; vectors come back in the encoding the client asked for
 (floats, or base64 that reaches a base64 client untouched). Token-id arrays go through as they are.
+
+A request that came in through the sidecar's Responses API (`ChatRequest.native` of format "openai.responses") is
+sent as the client wrote it to the upstream's `/responses` when the deployment serves that API: OpenAI itself by
+default, any other server when the provider or the model sets `responses: true` (`turnout.drivers.openai_responses`).
+Any other deployment gets the canonical translation on `/chat/completions`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import functools
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from turnout.config import ProviderSpec
+from turnout.drivers import openai_responses
 from turnout.drivers._common import auth_headers, fetch_model_list, model_info
 from turnout.drivers._embed import expect_mapping, parse_vector, prompt_usage, wanted_dimensions
 from turnout.drivers._http import (
@@ -40,10 +47,19 @@ from turnout.embeddings import EmbeddingRequest, EmbeddingResponse, Vector
 from turnout.errors import BadRequest, ProtocolError, ProviderError
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch
 
+RESPONSES = frozenset({openai_responses.NATIVE_FORMAT})
+_NO_FORMATS: frozenset[str] = frozenset()
+
 # Re-exported for callers that parse OpenAI bodies themselves.
 __all__ = ["DEFAULT_BASE_URL", "AzureOpenAIDriver", "OpenAIDriver", "build_body", "parse_usage", "response_from"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OPENAI_HOST = "api.openai.com"
+_RESPONSES_OPTION = {
+    "type": "boolean",
+    "description": "the upstream serves the Responses API (/responses): Responses clients' requests are sent there "
+    "as they are (default: true for OpenAI itself, false for other servers)",
+}
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -61,6 +77,7 @@ class OpenAIDriver:
                 "organization": {"type": "string", "description": "sent as OpenAI-Organization"},
                 "project": {"type": "string", "description": "sent as OpenAI-Project"},
                 "prefill": OPTION_SCHEMA,
+                "responses": _RESPONSES_OPTION,
             },
         }
     )
@@ -75,6 +92,10 @@ class OpenAIDriver:
                     "max_completion_tokens; older compatible servers max_tokens)",
                 },
                 "prefill": {**OPTION_SCHEMA, "description": "this model's prefill dialect (overrides the provider's)"},
+                "responses": {
+                    **_RESPONSES_OPTION,
+                    "description": "this model serves the Responses API (overrides the provider's `responses`)",
+                },
             },
         }
     )
@@ -88,6 +109,28 @@ class OpenAIDriver:
         self.spec = spec
         self._base = (spec.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.capabilities = self.capabilities_for(spec.options, {})
+        responses = spec.options.get("responses")
+        self._responses = self._serves_responses_by_default() if responses is None else bool(responses)
+        self.native_formats = RESPONSES if self._responses else _NO_FORMATS
+
+    def _serves_responses_by_default(self) -> bool:
+        """OpenAI itself serves the Responses API; another server only when the file says so."""
+        return urlsplit(self._base).hostname == OPENAI_HOST
+
+    def native_formats_for(self, model_options: Mapping[str, Any]) -> frozenset[str]:
+        """The client formats sent as they are for one model: Responses when the model (or else the provider)
+        serves that API."""
+        declared = model_options.get("responses")
+        serves = self._responses if declared is None else bool(declared)
+        return RESPONSES if serves else _NO_FORMATS
+
+    def _native(self, request: ChatRequest, ctx: CallContext) -> bool:
+        """Send this request to `/responses` as the client wrote it? (A chat request pays one attribute test.)"""
+        native = request.native
+        if native is None or native.format != openai_responses.NATIVE_FORMAT:
+            return False
+        declared = ctx.model_options.get("responses")
+        return self._responses if declared is None else bool(declared)
 
     @classmethod
     def capabilities_for(cls, options: Mapping[str, Any], model_options: Mapping[str, Any]) -> frozenset[str]:
@@ -100,6 +143,9 @@ class OpenAIDriver:
 
     def _chat_url(self, ctx: CallContext) -> str:
         return f"{self._base}/chat/completions"
+
+    def _responses_url(self, ctx: CallContext) -> str:
+        return f"{self._base}/responses"
 
     def _models_url(self) -> str:
         return f"{self._base}/models"
@@ -142,6 +188,11 @@ class OpenAIDriver:
 
     async def send(self, request: ChatRequest, ctx: CallContext) -> ChatResponse:
         provider = self.spec.name
+        if self._native(request, ctx):
+            return await openai_responses.send(
+                request, ctx, self._responses_url(ctx), provider=provider, headers=self._request_headers,
+                params=self._params(),
+            )  # fmt: skip
         body = build_body(request, ctx, stream=False, prefill=self._prefill(request, ctx))
         data = await request_json(
             ctx, "POST", self._chat_url(ctx), provider=provider, model=ctx.model,
@@ -151,6 +202,17 @@ class OpenAIDriver:
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatChunk | ChunkBatch]:
         provider, model = self.spec.name, ctx.model
+        if self._native(request, ctx):
+            chunks = openai_responses.stream(
+                request, ctx, self._responses_url(ctx), provider=provider, headers=self._request_headers,
+                params=self._params(),
+            )  # fmt: skip
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await chunks.aclose()
+            return
         body = build_body(request, ctx, stream=True, prefill=self._prefill(request, ctx))
         resp = await open_response(
             ctx, "POST", self._chat_url(ctx), provider=provider, model=model,
@@ -224,6 +286,12 @@ class AzureOpenAIDriver(OpenAIDriver):
                 "api_version": {"type": "string", "minLength": 1, "description": "e.g. 2024-10-21"},
                 "v1": {"type": "boolean", "description": "use the v1 API (/openai/v1, no api-version)"},
                 "auth": {"enum": ["api-key", "bearer"], "description": "api-key header (default) or Entra ID token"},
+                "responses": {
+                    **_RESPONSES_OPTION,
+                    "description": "the resource serves the Responses API (/openai/v1/responses, or /openai/responses"
+                    " with api_version 2025-03-01-preview or later): Responses clients' requests go there as they "
+                    "are (default false)",
+                },
             },
         }
     )
@@ -231,7 +299,10 @@ class AzureOpenAIDriver(OpenAIDriver):
         {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"max_tokens_param": OpenAIDriver.model_options_schema["properties"]["max_tokens_param"]},
+            "properties": {
+                "max_tokens_param": OpenAIDriver.model_options_schema["properties"]["max_tokens_param"],
+                "responses": OpenAIDriver.model_options_schema["properties"]["responses"],
+            },
         }
     )
     capability_hints: ClassVar[Mapping[str, str]] = MappingProxyType(
@@ -270,6 +341,12 @@ class AzureOpenAIDriver(OpenAIDriver):
         if self._v1:
             return f"{self._base}/openai/v1/embeddings"
         return f"{self._base}/openai/deployments/{ctx.model}/embeddings"
+
+    def _responses_url(self, ctx: CallContext) -> str:
+        return f"{self._base}/openai/v1/responses" if self._v1 else f"{self._base}/openai/responses"
+
+    def _serves_responses_by_default(self) -> bool:
+        return False  # which api_version a resource serves it with is the operator's to say
 
     def _params(self) -> Mapping[str, str] | None:
         return None if self._v1 else {"api-version": self.spec.options["api_version"]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from turnout.config import CAPABILITIES, Config, ModelSpec, ProviderSpec, RouteSpec
 from turnout.drivers._http import validate_options
@@ -184,13 +185,23 @@ def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
         max_output_tokens=model.max_output_tokens,
         connect_timeout=provider.connect_timeout,
         model_options=MappingProxyType(dict(model.options)),
-        native_formats=frozenset(getattr(driver, "native_formats", ())),
+        native_formats=native_formats(driver, model.options),
         kind=model.kind,
         dimensions=model.dimensions,
         min_dimensions=model.min_dimensions,
         token_input=bool(getattr(driver, "embedding_token_input", False)),
         budget=budget,
     )
+
+
+def native_formats(driver: Driver, model_options: Mapping[str, Any]) -> frozenset[str]:
+    """The client wire formats `driver` sends as they are for one model: `native_formats_for(model_options)` when
+    the driver decides per model (the `openai` driver: a model may declare Responses API support), else its
+    `native_formats`."""
+    per_model = getattr(driver, "native_formats_for", None)
+    if callable(per_model):
+        return frozenset(per_model(model_options))
+    return frozenset(getattr(driver, "native_formats", ()))
 
 
 def _route(
