@@ -302,11 +302,24 @@ STATE_URL_SCHEMES: tuple[str, ...] = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesSpec:
+    """`state.responses`: the Responses API's stored responses (`previous_response_id`, `GET /v1/responses/{id}`).
+
+    `ttl` is counted from a conversation's latest response; `max_size` bounds the local store (oldest go first).
+    All three apply on reload.
+    """
+
+    enabled: bool = True
+    ttl: float = 30 * 86400.0  # seconds a stored response (and the conversation it ends) can be continued or read
+    max_size: int = 256 * 1024**2  # bytes the local store may hold
+
+
+@dataclass(frozen=True, slots=True)
 class StateSpec:
     """The `state:` section: where limits, breaker state and usage counters live (`turnout.state`).
 
-    `backend`, `url`, `key_prefix` and `ledger` need a restart to change; `op_timeout` and `sync_interval` apply on
-    reload.
+    `backend`, `url`, `key_prefix` and `ledger` need a restart to change; `op_timeout`, `sync_interval` and
+    `responses` apply on reload.
     """
 
     backend: StateBackendName = "local"
@@ -316,6 +329,7 @@ class StateSpec:
     sync_interval: float = 1.0  # background flush / reconcile / reconnect period
     ledger: str | None = None  # local backend: the spend ledger's sqlite file (absolute); None keeps it in memory
     ledger_written: str = "memory"  # `ledger` as the file says it (what `turnout plan` compares across machines)
+    responses: ResponsesSpec = field(default_factory=ResponsesSpec)
 
     @property
     def identity(self) -> tuple[object, ...]:

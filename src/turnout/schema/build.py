@@ -25,6 +25,7 @@ from turnout.config import (
     PoolSpec,
     Price,
     ProviderSpec,
+    ResponsesSpec,
     RetryPolicy,
     RouteSpec,
     Secret,
@@ -278,6 +279,16 @@ def _state(spec: dict[str, Any], base_dir: str | None) -> StateSpec:
         sync_interval=_dur(spec, "sync_interval", base.sync_interval),
         ledger=None if ledger == MEMORY else os.path.abspath(os.path.join(base_dir or os.getcwd(), ledger)),
         ledger_written=ledger,
+        responses=_responses(spec.get("responses") or {}),
+    )
+
+
+def _responses(spec: dict[str, Any]) -> ResponsesSpec:
+    base = ResponsesSpec()
+    return ResponsesSpec(
+        enabled=spec.get("enabled", base.enabled),
+        ttl=_dur(spec, "ttl", base.ttl),
+        max_size=parse_size(spec["max_size"]) if "max_size" in spec else base.max_size,
     )
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from turnout.drivers.registry import DriverRegistry
 
 HOUR = 3600.0
+DAY = 24 * HOUR
+MIB = 1024**2
 CREDENTIAL_KEY = re.compile(r"(api_?key|secret|password|passwd|token)$", re.IGNORECASE)
 STATE_BACKENDS = ("local", "redis")
 KEY_PREFIX = re.compile(r"^[^{}\s]{1,100}$")
@@ -340,6 +342,18 @@ class Checker:
         elif backend == "redis" and not (isinstance(url, str) and is_template(url)):
             where = ("state", "url") if "url" in state else ("state", "backend")
             self.r.error(where, "backend redis needs a url (redis://, rediss:// or unix://); it is missing or empty")
+        self._stored_responses(_dict(state.get("responses")))
+
+    def _stored_responses(self, responses: dict[str, Any]) -> None:
+        """state.responses: a ttl of a minute at least (a shorter one would drop a conversation between two turns)
+        and a store of at least a megabyte (a smaller one could not hold one long answer)."""
+        if "ttl" in responses:
+            duration(self.r, responses["ttl"], ("state", "responses", "ttl"), low=60.0, zero_ok=True, high=366 * DAY)
+        size = responses.get("max_size")
+        if isinstance(size, str) and not is_template(size) and (_size_or_none(size) or 0) < MIB:
+            self.r.error(("state", "responses", "max_size"), f"must be at least 1MB, got {size}")
+        elif isinstance(size, int) and not isinstance(size, bool) and size < MIB:
+            self.r.error(("state", "responses", "max_size"), f"must be at least 1MB (1048576 bytes), got {size}")
 
     def _unused(self) -> None:
         used_targets = {

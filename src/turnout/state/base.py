@@ -7,6 +7,7 @@ Router ──> StateBackend ──> Gate (one per deployment or client with limi
              │  usage(period, at)    refund(grant) / forget(grant) / release_probe(grant)
              │  meter                SpendMeter: spend per client/route/deployment and period, from memory
              │  breaker_changed(...) (local transitions out; remote ones come back through `on_breaker`)
+             │  responses: ResponseStore (stored Responses API answers, `turnout.state.responses`)
              └─ status() / start() / warm() / aclose() / reconfigure(spec)
 ```
 
@@ -79,11 +80,13 @@ class Gate(Protocol):
 
 
 class StateBackend(Protocol):
-    """Where limits, shared breaker state and the usage ledger live (see the module docstring)."""
+    """Where limits, shared breaker state and the usage ledger live (see the module docstring), and the Responses
+    API's stored responses (`responses`, a `turnout.state.responses.ResponseStore`)."""
 
     kind: str  # "local" | "redis"
     meter: SpendMeter  # what budgets read (never I/O)
     budget_share: int  # each process enforces 1/budget_share of a budget (N workers sharing no ledger)
+    responses: Any  # a turnout.state.responses.ResponseStore (stored Responses API answers)
 
     def gate(self, key: str, limits: Limits, probes: int) -> Gate | None:
         """The gate of one deployment (None when nothing needs asking: no limits and probes are not shared)."""

@@ -17,6 +17,7 @@ deployments with different prefixes spread over the cluster. The prefix holds no
 {p}s:<period id>      hash: scope ("c:<client>", "r:<route>", "d:<deployment>") -> nano-USD spent in the period
                       (ids d:YYYY-MM-DD, w:YYYY-Www, m:YYYY-MM, t): what budgets read
 {p}flush:<id>         string: a usage flush that was applied (so a retried flush never counts twice)
+{p}resp:<id>          hash: a stored Responses API response (r, i, c, o, t: see `turnout.state.redis_responses`)
 ```
 The breaker channel is `{p}breakers` too (channels are not keys; pub/sub reaches every cluster node).
 """
@@ -54,6 +55,9 @@ class Keys:
 
     def flush_marker(self, flush_id: str) -> str:
         return f"{self.tag}flush:{flush_id}"
+
+    def response(self, response_id: str) -> str:
+        return f"{self.tag}resp:{response_id}"
 
     def all(self, deployments: Iterable[str] = ()) -> list[str]:
         """The fixed keys plus the gate keys of `deployments` (for tests and tools)."""

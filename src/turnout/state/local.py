@@ -45,6 +45,7 @@ from turnout.state.ledger import (
 )
 from turnout.state.meter import SpendMeter
 from turnout.state.sqlite import LedgerFileError, SqliteLedger
+from turnout.state.local_responses import LocalResponses
 from turnout.state.window import SlidingWindow, share
 from turnout.types import Usage
 
@@ -123,6 +124,7 @@ class LocalState:
         self.ledger = Ledger(wall=wall, meter=self.meter, on_roll=self._wake if self.store is not None else None)
         self.record = self.ledger.record  # on every attempt: no extra call layer
         self.budget_share = self.workers if self.store is None else 1  # an unshared ledger splits budgets
+        self.responses = LocalResponses(spec.ledger, max_size=spec.responses.max_size, wall=wall)
         self.restart_required = False
         self.error: str | None = None
         self.degraded_since: float | None = None
@@ -201,6 +203,7 @@ class LocalState:
                 + (f" with the ledger {self.spec.ledger}" if self.spec.ledger else "")
             )
             spec = replace(spec, backend=self.spec.backend, ledger=self.spec.ledger)
+        self.responses.max_size = spec.responses.max_size
         self.spec = spec
 
     async def start(self) -> None:
@@ -211,7 +214,8 @@ class LocalState:
         await self.warm()
 
     async def aclose(self) -> None:
-        """Stop flushing after one last flush (bounded by CLOSE_TIMEOUT) and close the file."""
+        """Stop flushing after one last flush (bounded by CLOSE_TIMEOUT) and close the file (and the stored
+        responses' connection to it)."""
         self._closed = True
         task, self._task = self._task, None
         if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
@@ -228,6 +232,7 @@ class LocalState:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
+        await self.responses.aclose()
         self._loop = None
         self._loaded = None
 

@@ -38,6 +38,7 @@ from turnout.state.ledger import Ledger, Period, UsageKey, UsageTotals, period_d
 from turnout.state.meter import SpendMeter
 from turnout.state.news import Newsroom, parse_message
 from turnout.state.redis import Link, Script
+from turnout.state.redis_responses import RedisResponses
 from turnout.state.shared_gate import Batcher, RedisGate, as_ms
 from turnout.state.usage_store import UsageStore
 
@@ -79,6 +80,7 @@ class RedisState:
         self.ledger = Ledger(wall=wall, meter=self.meter)
         self.budget_share = 1  # budgets are shared through Redis
         self.usage_store = UsageStore(self.keys, self.replica)
+        self.responses = RedisResponses(self, max_size=spec.responses.max_size)
         self.news = Newsroom(self.replica, on_breaker)
         self.gates: dict[str, RedisGate] = {}
         self.processes = self.workers  # divisor of the fallback share: max(workers, live replicas)
@@ -115,6 +117,12 @@ class RedisState:
     def link(self) -> Link | None:
         """The request path's link, while healthy."""
         return self._link if self._healthy else None
+
+    def store_link(self) -> Link | None:
+        """The link for stored responses (the background one: their records may be large), while healthy."""
+        if self._loop is not asyncio.get_running_loop():
+            self._adopt_loop()
+        return self._bg if self._healthy else None
 
     def offset_from(self, seconds: Any, micros: Any) -> None:
         """Note the server's time of a reply (its TIME), to map our clock onto it."""
@@ -194,6 +202,7 @@ class RedisState:
             self.restart_required = True
             log.warning("state.backend, url or key_prefix changed: restart to apply; still using the first ones")
             spec = replace(spec, backend=self.spec.backend, url=self.spec.url, key_prefix=self.spec.key_prefix)
+        self.responses.max_size = spec.responses.max_size
         self.spec = spec
 
     async def start(self) -> None:
@@ -221,6 +230,7 @@ class RedisState:
                 await self._flush_and_refresh()
         self._healthy = False
         await self._close_links()
+        await self.responses.aclose()
         self._loop = None
 
     # -- health -----------------------------------------------------------------------------------------------
