@@ -5,6 +5,8 @@ POST /v1/chat/completions   chat, OpenAI's format (JSON or SSE)    auth
 POST /v1/messages           chat, Anthropic's Messages format      auth (x-api-key or Bearer)
 POST /v1/messages/count_tokens  an input token estimate            auth
 POST /v1/embeddings         embeddings, OpenAI's format            auth
+POST /v1/responses          chat, OpenAI's Responses API           auth
+GET|DELETE /v1/responses/{id}  a stored response                   auth
 GET  /v1/models[/{id}]      the routes and their aliases           auth
 GET  /healthz               process alive                          open
 GET  /readyz                graph loaded, every route usable       open: {"ready", "status", "draining"} only
@@ -54,6 +56,8 @@ from turnout.server.hosts import HostGuard
 from turnout.server.ingress.anthropic_messages import AnthropicMessages, CountTokens
 from turnout.server.ingress.openai_chat import OpenAIChat
 from turnout.server.ingress.openai_embeddings import EmbeddingsHandler
+from turnout.server.ingress.openai_responses import ResponsesHandler
+from turnout.server.ingress.responses_state import Keeper
 from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
@@ -64,6 +68,7 @@ ALLOWED = {  # path -> the method it accepts (for 405 answers)
     "/v1/messages": "POST",
     "/v1/messages/count_tokens": "POST",
     "/v1/embeddings": "POST",
+    "/v1/responses": "POST",
     "/admin/reload": "POST",
     "/admin/config": "GET",
     "/admin/spend": "GET",
@@ -348,7 +353,7 @@ class Sidecar:
 
     async def fallback(self, request: web.Request) -> web.Response:
         """Unknown path (404) or a known path with the wrong method (405), in OpenAI's shape."""
-        allowed = ALLOWED.get(request.path) or ("GET" if request.path.startswith("/v1/models/") else None)
+        allowed = ALLOWED.get(request.path) or _allowed_under(request.path)
         if allowed is not None:
             fail = errors.simple(
                 405, f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed"
@@ -382,6 +387,15 @@ class Sidecar:
 
 
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
+
+
+def _allowed_under(path: str) -> str | None:
+    """The methods a path with an id accepts (for 405 answers)."""
+    if path.startswith("/v1/models/"):
+        return "GET"
+    if path.startswith("/v1/responses/"):
+        return "GET, DELETE"
+    return None
 
 
 def _failure(fail: errors.Failure) -> web.Response:
@@ -423,6 +437,10 @@ def create_app(
     app.router.add_post("/v1/messages", IngressHandler(sidecar, AnthropicMessages()).__call__)
     app.router.add_post("/v1/messages/count_tokens", CountTokens(sidecar).__call__)
     app.router.add_post("/v1/embeddings", EmbeddingsHandler(sidecar).__call__)
+    keeper = Keeper(sidecar)
+    app.router.add_post("/v1/responses", ResponsesHandler(sidecar, keeper).__call__)
+    app.router.add_get("/v1/responses/{response_id}", keeper.retrieve, allow_head=False)
+    app.router.add_delete("/v1/responses/{response_id}", keeper.delete)
     app.router.add_get("/v1/models", sidecar.models, allow_head=False)
     app.router.add_get("/v1/models/{name}", sidecar.model, allow_head=False)
     app.router.add_get("/healthz", sidecar.healthz)

@@ -74,6 +74,16 @@ def routing_headers(
     return headers
 
 
+DROPPED_HEADER = "x-turnout-dropped"
+
+
+def _name_dropped(chat: ChatRequest, headers: dict[str, str]) -> None:
+    """Name what a translated request left out by rule (`NativeRequest.dropped`: say, tools only OpenAI runs)."""
+    native = chat.native
+    if native is not None and native.dropped:
+        headers[DROPPED_HEADER] = ", ".join(native.dropped)
+
+
 async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
     """Send `response` and close the connection now: a client too slow to send its body gets no more time
     (aiohttp would otherwise keep reading the rest of the body for its lingering time)."""
@@ -220,8 +230,12 @@ class IngressHandler:
         except Exception as exc:
             return self._failed(request, chat.model, exc, started, caller)
         body = self.ingress.answer(reply, chat)
+        if type(body) is not bytes:  # an ingress that keeps the answer first (the Responses API's `store`)
+            body = await body
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
         headers["Content-Type"] = "application/json"
+        if reply.native is None:
+            _name_dropped(chat, headers)
         sc.finished(
             request,
             200,
@@ -278,6 +292,8 @@ class IngressHandler:
             if not any(a.outcome == "success" for a in trail):  # the serving attempt is still in progress
                 headers["x-turnout-attempts"] = str(_tried(trail) + 1)
                 known += 1
+            if first.native is None:
+                _name_dropped(chat, headers)
             response.headers.update(headers)
             await response.prepare(request)
             status = 200

@@ -44,7 +44,7 @@ ECHOED: Mapping[str, Any] = {
     "truncation": "disabled",
     "user": None,
 }
-PREVIOUS_KEY = "turnout_previous_response_id"  # in a continued request's body: the id the client sent
+CONTINUES = "turnout_continues"  # in a continued request's body: {"id": what the client sent, "history", "chain"}
 
 
 def skeleton(
@@ -70,8 +70,9 @@ def skeleton(
     for key, default in ECHOED.items():
         value = body.get(key)
         out[key] = default if value is None else value
-    if body.get(PREVIOUS_KEY) is not None:
-        out["previous_response_id"] = body[PREVIOUS_KEY]
+    continues = body.get(CONTINUES)
+    if isinstance(continues, dict) and continues.get("id") is not None:
+        out["previous_response_id"] = continues["id"]
     if store is not None:
         out["store"] = store
     out["model"] = model

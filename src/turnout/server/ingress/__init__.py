@@ -13,17 +13,20 @@ anthropic_messages.py   POST /v1/messages                AnthropicMessages   "an
                         POST /v1/messages/count_tokens   CountTokens (answered locally, no upstream)
 openai_embeddings.py    POST /v1/embeddings              OpenAIEmbeddings    "openai.embeddings"
                                                          (EmbeddingsHandler: router.embed; never streams)
+openai_responses.py     POST /v1/responses               OpenAIResponses     "openai.responses"
+                        GET|DELETE /v1/responses/{id}    StoredResponses (the state layer, no upstream)
 ```
 
-A new format (the Responses API, say) is one more module implementing `Ingress` and one line in
-`turnout.server.app.create_app`: `IngressHandler(sidecar, TheIngress())` on its path. Its pure translation belongs
-with its wire format (as `turnout.drivers.anthropic.ingress_*` does for Messages), so both directions share one
-set of tables.
+A new format is one more module implementing `Ingress` and one line in `turnout.server.app.create_app`:
+`IngressHandler(sidecar, TheIngress())` on its path. Its pure translation belongs with its wire format (as
+`turnout.drivers.anthropic.ingress_*` does for Messages and `turnout.drivers.openai_responses` for Responses), so
+both directions share one set of tables. What a translating deployment leaves out by rule (`NativeRequest.dropped`)
+is named in the answer's `x-turnout-dropped` header by the shared path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
@@ -50,8 +53,9 @@ class Ingress(Protocol):
         """A failure (turnout's status and OpenAI-shaped error object) as this format's error answer."""
         ...
 
-    def answer(self, reply: ChatResponse, chat: ChatRequest) -> bytes:
-        """The body of a non-streamed answer."""
+    def answer(self, reply: ChatResponse, chat: ChatRequest) -> bytes | Awaitable[bytes]:
+        """The body of a non-streamed answer (an awaitable of it when the ingress must do I/O first: the Responses
+        API keeps a stored answer before the client can ask for it)."""
         ...
 
     async def relay(
