@@ -8,6 +8,11 @@ empty-`choices` prompt-filter chunk first in streams), `xai` (errors as `{"code"
 `prefill` names the dialect in which the fake continues a partial answer (`turnout.drivers.openai_prefill`), as the
 real servers do; `stream_answer` then streams the part of a canonical answer that follows the prefix it was given,
 and a request in another dialect is refused (or misread) the way that server would (`continuation`).
+
+The Responses API (`.../responses`, endpoint "responses") is `responses_fake.ResponsesEndpoint`: `response_text`,
+`response_calls`, `stream_response_text` (optionally with a reasoning item carrying encrypted content),
+`stream_response_calls`, `stream_response_failed`, `stream_response_cut`. Its requests are checked as strictly as
+OpenAI checks them (`responses_rules`); a refused one is answered 400 and its reasons kept in `refused`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from turnout.errors import ErrorClass
 from turnout.testing.embeddings_fake import OpenAIEmbeddings
 from turnout.testing.fake import Behaviour, FakeUpstream, Framing, ToolCall, reply_json, reply_sse, sse_frame
 from turnout.testing.format_fake import DEFAULT_USAGE, NO_FRAMING, FormatFake
+from turnout.testing.responses_fake import ResponsesEndpoint
+from turnout.testing.responses_rules import problems
 from turnout.types import Usage
 
 Flavor = Literal["openai", "azure", "xai", "vllm", "groq"]
@@ -76,8 +83,9 @@ _ERRORS: Mapping[ErrorClass, tuple[int, str | None, str, str]] = {
 }
 
 
-class OpenAIFake(OpenAIEmbeddings, FormatFake):
-    """A loopback OpenAI-compatible server. Endpoints: "chat" (any `.../chat/completions`), "models"."""
+class OpenAIFake(ResponsesEndpoint, OpenAIEmbeddings, FormatFake):
+    """A loopback OpenAI-compatible server. Endpoints: "chat" (any `.../chat/completions`), "responses" (any
+    `.../responses`), "embeddings", "models"."""
 
     chat_paths = ("/chat/completions",)
     models_path = "/models"
@@ -86,6 +94,22 @@ class OpenAIFake(OpenAIEmbeddings, FormatFake):
         super().__init__(model=model)
         self.flavor = flavor
         self.prefill = prefill
+        self.refused: list[list[str]] = []  # the problems of each refused Responses request, in order
+
+    def endpoint(self, method: str, path: str) -> str:
+        if path.endswith("/responses"):
+            return "responses"
+        return super().endpoint(method, path)
+
+    def refusal(self, endpoint: str, body: Any) -> Behaviour | None:
+        if endpoint != "responses":
+            return None
+        found = problems(body)
+        if not found:
+            return None
+        self.refused.append(found)
+        error = {"message": "; ".join(found), "type": "invalid_request_error", "param": None, "code": None}
+        return reply_json({"error": error}, status=400)
 
     # -- non-streaming
 

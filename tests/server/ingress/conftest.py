@@ -106,3 +106,66 @@ def sdk() -> Any:
     from types import SimpleNamespace
 
     return SimpleNamespace(client=anthropic_client)
+
+
+# -- the Responses API ingress ----------------------------------------------------------------------------------
+RESPONSES_ROUTES = """\
+version: 1
+defaults:
+  retry: {attempts: 0}
+  breaker: {failure_threshold: 50}
+  first_token_timeout: 5s
+  stall_timeout: 5s
+providers:
+  oai: {driver: openai, base_url: "@PRIMARY@/v1", api_key: "@PRIMARY_KEY@", options: {responses: true}}
+  oai2: {driver: openai, base_url: "@BACKUP@/v1", api_key: "@BACKUP_KEY@", options: {responses: true}}
+  compat: {driver: openai, base_url: "@BACKUP@/v1", api_key: "@BACKUP_KEY@"}
+  claude: {driver: anthropic, base_url: "@CLAUDE@", api_key: "@ANTHROPIC_KEY@"}
+  nokey: {driver: openai, api_key: "{{ env.TURNOUT_TEST_MISSING_KEY | default('') }}"}
+models:
+  r1: {provider: oai, name: gpt-test, price: {input: 1.0, output: 2.0}}
+  r2: {provider: oai2, name: gpt-backup, price: {input: 1.0, output: 2.0}}
+  c1: {provider: compat, name: gpt-backup, price: {input: 1.0, output: 2.0}}
+  a1: {provider: claude, name: claude-upstream, price: {input: 3.0, output: 15.0}}
+  dead: {provider: nokey, name: gpt-none}
+routes:
+  native: {chain: [r1, r2]}
+  native-solo: {chain: [r1]}
+  compat: {chain: [c1]}
+  claude: {chain: [a1]}
+  native-then-claude: {chain: [r1, a1]}
+  native-then-compat: {chain: [r1, c1]}
+  unavailable: {chain: [dead]}
+@EXTRA_ROUTES@
+server:
+  watch: false
+@SERVER@
+@STATE@
+"""
+
+
+@pytest.fixture
+def responses_serve(
+    tmp_path: Path, claude: AnthropicFake, primary: Any, backup: Any, keys: Any, server_kit: Any
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
+    """`async with responses_serve(server=..., state=..., extra_routes=...) as s:` runs the sidecar with routes that
+    start at a Responses upstream (`native`: pass-through), a chat-completions upstream (`compat`) or Anthropic
+    (`claude`), and mixes of them. The primary fake serves both /responses and /chat/completions."""
+
+    def start(*, extra_routes: str = "", server: str = "", state: str = "", **app_options: Any) -> Any:
+        text = (
+            RESPONSES_ROUTES.replace("@CLAUDE@", claude.url)
+            .replace("@PRIMARY@", primary.url)
+            .replace("@BACKUP@", backup.url)
+            .replace("@ANTHROPIC_KEY@", ANTHROPIC_KEY)
+            .replace("@PRIMARY_KEY@", keys.primary)
+            .replace("@BACKUP_KEY@", keys.backup)
+            .replace("@EXTRA_ROUTES@", extra_routes)
+            .replace("@SERVER@", server)
+            .replace("@STATE@", state)
+        )
+        path = tmp_path / "routes.yaml"
+        path.write_text(text)
+        return server_kit.serving(path, **app_options)
+
+    return start

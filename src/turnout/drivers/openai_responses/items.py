@@ -138,6 +138,9 @@ class _Builder:
                 param=f"{where}.role",
             )
         content = item.get("content")
+        if isinstance(content, str) and role == "user":
+            self.out.append({"role": "user", "content": content})
+            return
         if isinstance(content, str):
             parts: list[Any] = [{"type": "input_text", "text": content}] if content else []
         elif isinstance(content, list):
