@@ -174,6 +174,22 @@ class ResponsesEndpoint:
         response = self.response_object(output, usage=usage, status=status, response_id=events.response_id)
         events.add(kind, response=response)
 
+    def response_events(
+        self,
+        pieces: Sequence[str],
+        *,
+        usage: Usage | None = DEFAULT_USAGE,
+        reasoning: str | None = None,
+        status: str = "completed",
+    ) -> list[bytes]:
+        """The frames of a streamed text answer (with a reasoning item first when `reasoning` is given)."""
+        events = _Events()
+        self._opening(events)
+        output = [self._reasoning(events, reasoning, 0)] if reasoning is not None else []
+        output.append(self._message(events, pieces, len(output)))
+        self._completed(events, output, usage, status)
+        return events.frames
+
     def stream_response_text(
         self,
         pieces: Sequence[str],
@@ -183,12 +199,8 @@ class ResponsesEndpoint:
         status: str = "completed",
         framing: Framing = NO_FRAMING,
     ) -> Behaviour:
-        events = _Events()
-        self._opening(events)
-        output = [self._reasoning(events, reasoning, 0)] if reasoning is not None else []
-        output.append(self._message(events, pieces, len(output)))
-        self._completed(events, output, usage, status)
-        return self.send_sse(events.frames, framing)  # type: ignore[attr-defined]
+        frames = self.response_events(pieces, usage=usage, reasoning=reasoning, status=status)
+        return self.send_sse(frames, framing)  # type: ignore[attr-defined]
 
     def stream_response_calls(
         self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = NO_FRAMING

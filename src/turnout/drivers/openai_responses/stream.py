@@ -45,7 +45,7 @@ class Position:
     __slots__ = ("done", "message", "next_output", "output", "part", "parts", "response", "sequence", "text")
 
     def __init__(self) -> None:
-        self.sequence = -1  # the last sequence_number seen
+        self.sequence = -1  # the last sequence_number among the events attached to chunks so far
         self.response: dict[str, Any] | None = None  # as response.created gave it; the final one once done
         self.output: dict[int, Any] = {}  # finished output items by output_index
         self.next_output = 0  # the next free output_index
@@ -63,6 +63,7 @@ class ResponsesStream(ChunkTranslator):
         super().__init__(provider=provider, model=model, created=created)
         self.position = Position()
         self._frames: list[bytes] = []  # upstream events not yet attached to a chunk
+        self._sequence = -1  # the last sequence number among them
         self._tools: dict[str, int] = {}  # item id -> canonical tool index
         self._handlers = {
             "response.created": self._created,
@@ -98,7 +99,7 @@ class ResponsesStream(ChunkTranslator):
         kind = kind if isinstance(kind, str) and kind else event
         sequence = payload.get("sequence_number")
         if isinstance(sequence, int):
-            self.position.sequence = sequence
+            self._sequence = sequence
         if kind in _REASONING:
             delta = payload.get("delta")
             return [self._chunk({"reasoning_content": delta})] if isinstance(delta, str) and delta else []
@@ -118,6 +119,7 @@ class ResponsesStream(ChunkTranslator):
     def _native(self) -> NativeFrames:
         data = b"".join(self._frames)
         self._frames.clear()
+        self.position.sequence = self._sequence  # numbered on from the last event the client gets
         return NativeFrames(data, state=self.position)
 
     # -- events ---------------------------------------------------------------------------------------------
