@@ -205,6 +205,10 @@ class ResponsesEndpoint:
     def stream_response_calls(
         self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE, framing: Framing = NO_FRAMING
     ) -> Behaviour:
+        return self.send_sse(self.call_events(calls, usage=usage), framing)  # type: ignore[attr-defined]
+
+    def call_events(self, calls: Sequence[ToolCall], *, usage: Usage | None = DEFAULT_USAGE) -> list[bytes]:
+        """The frames of streamed function calls (arguments in 7-character fragments)."""
         events = _Events()
         self._opening(events)
         output = []
@@ -219,12 +223,17 @@ class ResponsesEndpoint:
             events.add("response.output_item.done", output_index=index, item=item)
             output.append(item)
         self._completed(events, output, usage)
-        return self.send_sse(events.frames, framing)  # type: ignore[attr-defined]
+        return events.frames
 
     def stream_response_failed(
         self, pieces: Sequence[str], error_class: ErrorClass, *, as_error_event: bool = False
     ) -> Behaviour:
         """Text (none: before the first token), then `response.failed` (or an `error` event), and the end."""
+        return reply_sse(self.failed_events(pieces, error_class, as_error_event=as_error_event))
+
+    def failed_events(
+        self, pieces: Sequence[str], error_class: ErrorClass, *, as_error_event: bool = False
+    ) -> list[bytes]:
         events = _Events()
         self._opening(events)
         if pieces:
@@ -235,7 +244,7 @@ class ResponsesEndpoint:
         else:
             failed = self.response_object([], usage=None, status="failed", response_id=events.response_id)
             events.add("response.failed", response={**failed, "error": error})
-        return reply_sse(events.frames)
+        return events.frames
 
     def stream_response_cut(self, pieces: Sequence[str]) -> Behaviour:
         """Text, then the connection is cut before response.completed."""
