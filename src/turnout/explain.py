@@ -215,6 +215,11 @@ def state_data(state: StateSpec) -> dict[str, Any]:
         "op_timeout": state.op_timeout,
         "sync_interval": state.sync_interval,
         "ledger": state.ledger,
+        "responses": {
+            "enabled": state.responses.enabled,
+            "ttl": state.responses.ttl,
+            "max_size": state.responses.max_size,
+        },
     }
 
 
@@ -343,13 +348,23 @@ def _state_text(state: Mapping[str, Any]) -> str:
         ledger = f"spend ledger {state['ledger']} (sqlite)" if state.get("ledger") else "spend ledger in memory"
         return (
             "state: local (per process; with --workers N each worker enforces 1/N of every rpm/tpm limit), "
-            f"{ledger}, flushed every {_d(min(state['sync_interval'], 1.0))}"
+            f"{ledger}, flushed every {_d(min(state['sync_interval'], 1.0))}; "
+            f"{_responses_text(state, local=True)}"
         )
     return (
         f"state: redis at {state['url']}, key prefix {state['key_prefix']!r} (keys {{{state['key_prefix']}}}...), "
         f"op_timeout {_d(state['op_timeout'])}, sync every {_d(state['sync_interval'])}; limits, breakers and "
-        "usage shared by every process on it"
+        f"usage shared by every process on it; {_responses_text(state, local=False)}"
     )
+
+
+def _responses_text(state: Mapping[str, Any], *, local: bool) -> str:
+    responses = state.get("responses") or {}
+    if not responses.get("enabled", True):
+        return "stored responses (Responses API) off"
+    where = (state.get("ledger") or "memory") if local else "Redis"
+    bound = f", at most {format_size(responses['max_size'])}" if local else ""
+    return f"stored responses (Responses API) in {where}, kept {_d(responses['ttl'])}{bound}"
 
 
 def _route_text(route: Mapping[str, Any]) -> list[str]:

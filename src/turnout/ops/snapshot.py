@@ -175,6 +175,9 @@ def _state(config: Config, sign: _Signer) -> dict[str, Any]:
         "op_timeout": state.op_timeout,
         "sync_interval": state.sync_interval,
         "ledger": state.ledger_written if state.backend == "local" else None,
+        "responses_enabled": state.responses.enabled,
+        "responses_ttl": state.responses.ttl,
+        "responses_max_size": state.responses.max_size,
     }
 
 
