@@ -10,6 +10,11 @@ Rows (client format -> upstream format):
     chat->anthropic       POST /v1/chat/completions, Anthropic upstream (the driver's translation, for reference)
     embeddings-b64        POST /v1/embeddings, base64 asked and answered (the openai SDK's default): passed through
     embeddings-float      POST /v1/embeddings, floats asked and answered (1536 parsed and written again)
+    responses->openai     POST /v1/responses, OpenAI chat-completions upstream (request and answer translated)
+    responses->responses  POST /v1/responses, a Responses upstream (the client's body passed through, events forwarded)
+    responses->anthropic  POST /v1/responses, Anthropic upstream (translated both ways)
+    responses+store       POST /v1/responses with store: true (the default) on the Responses upstream: each answer is
+                          also kept in the ledger file (sqlite, on its own thread)
 
 The embeddings rows (one 1536-dimension vector per request) run in the json mode only: embeddings never stream.
 
@@ -49,6 +54,8 @@ providers:
   ant-sse: {{driver: anthropic, base_url: "{base}/ant-sse", api_key: bench-key}}
   emb-b64: {{driver: openai, base_url: "{base}/emb-b64/v1", api_key: bench-key}}
   emb-float: {{driver: openai, base_url: "{base}/emb-float/v1", api_key: bench-key}}
+  resp-json: {{driver: openai, base_url: "{base}/json/v1", api_key: bench-key, options: {{responses: true}}}}
+  resp-sse: {{driver: openai, base_url: "{base}/sse/v1", api_key: bench-key, options: {{responses: true}}}}
 models:
   gpt-json: {{provider: oai-json, name: gpt-4o-mini, price: {{input: 0.15, output: 0.60}}}}
   gpt-sse: {{provider: oai-sse, name: gpt-4o-mini, price: {{input: 0.15, output: 0.60}}}}
@@ -56,6 +63,8 @@ models:
   claude-sse: {{provider: ant-sse, name: claude-haiku-4-5, price: {{input: 1.0, output: 5.0}}}}
   te3-b64: {{provider: emb-b64, name: te3-small, kind: embeddings, dimensions: 1536, price: {{input: 0.02}}}}
   te3-float: {{provider: emb-float, name: te3-small, kind: embeddings, dimensions: 1536, price: {{input: 0.02}}}}
+  resp-json: {{provider: resp-json, name: gpt-4o-mini, price: {{input: 0.15, output: 0.60}}}}
+  resp-sse: {{provider: resp-sse, name: gpt-4o-mini, price: {{input: 0.15, output: 0.60}}}}
 routes:
   openai-json: {{chain: [gpt-json]}}
   openai-sse: {{chain: [gpt-sse]}}
@@ -63,6 +72,8 @@ routes:
   anthropic-sse: {{chain: [claude-sse]}}
   embeddings-b64-json: {{kind: embeddings, chain: [te3-b64]}}
   embeddings-float-json: {{kind: embeddings, chain: [te3-float]}}
+  responses-json: {{chain: [resp-json]}}
+  responses-sse: {{chain: [resp-sse]}}
 """
 
 
@@ -97,6 +108,18 @@ def embeddings_body(encoding: str) -> object:
     return build
 
 
+def responses_body(route: str, stream: bool, *, store: bool = False) -> bytes:
+    """What a stateless agent sends (store: false); `store=True` measures keeping every answer as well."""
+    data: dict = {"model": route, "instructions": SYSTEM, "input": QUESTION, "max_output_tokens": 64, "store": store}
+    if stream:
+        data["stream"] = True
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def responses_stored(route: str, stream: bool) -> bytes:
+    return responses_body(route, stream, store=True)
+
+
 ROWS = {  # name -> (path, body builder, upstream format)
     "chat->openai": ("/v1/chat/completions", chat_body, "openai"),
     "messages->openai": ("/v1/messages", messages_body, "openai"),
@@ -104,6 +127,10 @@ ROWS = {  # name -> (path, body builder, upstream format)
     "chat->anthropic": ("/v1/chat/completions", chat_body, "anthropic"),
     "embeddings-b64": ("/v1/embeddings", embeddings_body("base64"), "embeddings-b64"),
     "embeddings-float": ("/v1/embeddings", embeddings_body("float"), "embeddings-float"),
+    "responses->openai": ("/v1/responses", responses_body, "openai"),
+    "responses->responses": ("/v1/responses", responses_body, "responses"),
+    "responses->anthropic": ("/v1/responses", responses_body, "anthropic"),
+    "responses+store": ("/v1/responses", responses_stored, "responses"),
 }
 STREAMLESS = frozenset({"embeddings-b64", "embeddings-float"})
 

@@ -17,6 +17,11 @@ floats:
     http://127.0.0.1:PORT/emb-b64/v1/embeddings      -> a canned `list` with a base64 vector
     http://127.0.0.1:PORT/emb-float/v1/embeddings    -> the same vector as floats
 
+The OpenAI-style base URLs also serve the Responses API (the same answer as a Response), for `responses: true`:
+
+    http://127.0.0.1:PORT/json/v1/responses          -> a canned `response`
+    http://127.0.0.1:PORT/sse/v1/responses           -> a canned Responses event stream ending with response.completed
+
 Run it alone with `python bench/sidecar/upstream.py [--port N]` (Ctrl-C stops it).
 """
 
@@ -158,6 +163,61 @@ def embeddings_json(encoding: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def response_object(status: str = "completed", *, output: bool = True) -> dict:
+    """The same answer as a Response object."""
+    part = {"type": "output_text", "text": "".join(WORDS), "annotations": [], "logprobs": []}
+    item = {"id": "msg_bench0001", "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+    usage = {
+        "input_tokens": 31,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": len(WORDS),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 31 + len(WORDS),
+    }
+    return {
+        "id": "resp_bench0001",
+        "object": "response",
+        "created_at": 1741476542,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "model": MODEL,
+        "output": [item] if output else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage if output else None,
+    }
+
+
+def response_json() -> bytes:
+    return json.dumps(response_object(), separators=(",", ":")).encode()
+
+
+def response_sse() -> bytes:
+    """The Responses event stream: created, in_progress, the message item with one delta per word, completed."""
+    sequence = iter(range(1000))
+
+    def event(kind: str, **fields: object) -> bytes:
+        data = json.dumps({"type": kind, "sequence_number": next(sequence), **fields}, separators=(",", ":"))
+        return f"event: {kind}\ndata: {data}\n\n".encode()
+
+    opening = response_object("in_progress", output=False)
+    base = {"item_id": "msg_bench0001", "output_index": 0, "content_index": 0}
+    final = response_object()
+    item = final["output"][0]
+    parts = [event("response.created", response=opening), event("response.in_progress", response=opening)]
+    opened = {**item, "status": "in_progress", "content": []}
+    parts.append(event("response.output_item.added", output_index=0, item=opened))
+    parts.append(event("response.content_part.added", **base, part={**item["content"][0], "text": ""}))
+    parts += [event("response.output_text.delta", **base, delta=w, logprobs=[]) for w in WORDS]
+    parts.append(event("response.output_text.done", **base, text="".join(WORDS), logprobs=[]))
+    parts.append(event("response.content_part.done", **base, part=item["content"][0]))
+    parts.append(event("response.output_item.done", output_index=0, item=item))
+    parts.append(event("response.completed", response=final))
+    return b"".join(parts)
+
+
 def _nginx_string(body: bytes) -> str:
     """Quote bytes for an nginx `return` directive (its parser understands \\\\, \\' and \\n)."""
     text = body.decode()
@@ -170,9 +230,11 @@ def write_canned(workdir: Path) -> None:
     """The canned bodies nginx serves from files (those too long for a `return` directive)."""
     canned = workdir / "canned"
     canned.mkdir(exist_ok=True)
-    for encoding in ("base64", "float"):
-        path = canned / f"embeddings-{encoding}.json"
-        path.write_bytes(embeddings_json(encoding))
+    bodies = {f"embeddings-{encoding}.json": embeddings_json(encoding) for encoding in ("base64", "float")}
+    bodies["responses.sse"] = response_sse()
+    for name, body in bodies.items():
+        path = canned / name
+        path.write_bytes(body)
         path.chmod(0o644)
     for folder in (workdir, canned):  # nginx's workers (user nobody when started as root) must reach the files
         folder.chmod(0o755)
@@ -226,10 +288,19 @@ http {{
             error_page 405 =200 /canned/embeddings-float.json;
             return 405;
         }}
+        location = /sse/v1/responses {{
+            error_page 405 =200 /canned/responses.sse;
+            return 405;
+        }}
         location /canned/ {{
             internal;
             alias {workdir}/canned/;
+            types {{ text/event-stream sse; }}
             default_type application/json;
+        }}
+        location = /json/v1/responses {{
+            default_type application/json;
+            return 200 {_nginx_string(response_json())};
         }}
         location ~ ^/(json|sse)/v1/models$ {{
             default_type application/json;
