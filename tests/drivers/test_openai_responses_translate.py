@@ -621,3 +621,23 @@ def test_usage_and_failure_codes_map_both_ways():
         "invalid_prompt": ErrorClass.CONTENT_POLICY,
         "server_error": ErrorClass.SERVER_ERROR,
     }
+
+
+def test_the_quick_path_reads_what_the_full_parse_reads():
+    """Deltas read without a whole-event parse (named events) give the same chunks and sequence as the full parse of
+    the same events without their `event:` lines; escapes in a delta are decoded the same."""
+    fake = OpenAIFake()
+    texts = fake.response_events(['Say "hi"\n', "caf\u00e9 \\ok"], reasoning="r")
+    calls = fake.call_events([ToolCall("f", {"q": 'a "b"'}, id="c1"), ToolCall("g", {}, id="c2")])
+    for frames in (texts, calls):
+        named, plain = ResponsesStream(provider="p", model="m"), ResponsesStream(provider="p", model="m")
+        quick = [c for e in SSEParser().feed(b"".join(frames)) for c in named.feed(e.event, e.data)]
+        full = [c for e in SSEParser().feed(b"".join(frames)) for c in plain.feed(None, e.data)]
+        assert [c.data for c in quick] == [c.data for c in full] and len(quick) > 5
+        assert named.position.sequence == plain.position.sequence == len(frames) - 1
+    assert "".join(c.content for c in quick_texts(texts) if c.content) == 'Say "hi"\ncaf\u00e9 \\ok'
+
+
+def quick_texts(frames: list[bytes]) -> list[ChatChunk]:
+    machine = ResponsesStream(provider="p", model="m")
+    return [c for e in SSEParser().feed(b"".join(frames)) for c in machine.feed(e.event, e.data)]

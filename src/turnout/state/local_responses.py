@@ -7,15 +7,18 @@ responses(id PRIMARY KEY, chain, client, created, expires, size, response, input
 ```
 
 Several processes may share the file (`turnout serve --workers N`): sqlite serialises the writers (a writer waits up
-to `BUSY_TIMEOUT` for another) and every reader sees whole rows. Expired rows are deleted as new ones come; every
-`PRUNE_EVERY` puts the table's size is checked against `max_size` and the rows that expire soonest go first until it
-fits. Nothing touches the file on the event loop: every operation runs on one dedicated thread, which opens the file
-on first use (a sidecar whose clients never store a response never creates it).
+to `BUSY_TIMEOUT` for another) and every reader sees whole rows. Every `PRUNE_EVERY` writes the expired rows are
+deleted and the table's size is checked against `max_size`, the rows that expire soonest going first until it fits
+(reads never return an expired row meanwhile). Nothing touches the file on the event loop: every operation runs on
+one dedicated thread, which opens the file on first use (a sidecar whose clients never store a response never creates
+it). The puts that arrive while a write is under way are written together, in one transaction, by the next one: a
+busy sidecar pays one thread hand-off and one commit for many answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -52,7 +55,9 @@ class LocalResponses:
         self._wall = wall
         self._db: sqlite3.Connection | None = None  # opened and used on the executor's thread only
         self._executor: ThreadPoolExecutor | None = None
-        self._puts = 0
+        self._writes = 0
+        self._pending: list[tuple[StoredResponse, float, asyncio.Future[None]]] = []  # puts waiting for a write
+        self._writer: asyncio.Task[None] | None = None  # writes them, batch by batch, while there are any
 
     @property
     def where(self) -> str:
@@ -61,7 +66,33 @@ class LocalResponses:
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
     async def put(self, record: StoredResponse, ttl: float) -> None:
-        await self._run(self._put, record, ttl)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((record, ttl, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_pending(), name="turnout-responses-writer")
+        await done
+
+    async def _write_pending(self) -> None:
+        """Write what is pending, and what arrives meanwhile, a batch per transaction (a task of its own, so no
+        caller waits for other callers' writes)."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._run(self._put_many, [(record, ttl) for record, ttl, _ in batch])
+            except StoreError as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            except BaseException:  # cancelled: the batch's other writers must not wait for ever
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(StoreError("the write was cancelled"))
+                raise
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def get(self, response_id: str) -> StoredResponse | None:
         found = await self._run(self._select, [response_id])
@@ -75,6 +106,10 @@ class LocalResponses:
         return await self._run(self._delete, response_id)
 
     async def aclose(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            with contextlib.suppress(BaseException):
+                await writer  # the answers it writes were promised to their clients
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -111,30 +146,34 @@ class LocalResponses:
         self._db = db
         return db
 
-    def _put(self, record: StoredResponse, ttl: float) -> None:
+    def _put_many(self, puts: list[tuple[StoredResponse, float]]) -> None:
         db = self._connection()
         now = self._wall()
-        expires = now + ttl
-        size = len(record.response) + len(record.input)
-        row = (record.id, json.dumps(record.chain), record.client, record.created or now, expires, size)
+        large = False
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute(f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (*row, record.response, record.input))  # fmt: skip
-            for batch in _batches(record.chain):
-                marks = ", ".join("?" for _ in batch)
-                db.execute(f"UPDATE responses SET expires = max(expires, ?) WHERE id IN ({marks})", (expires, *batch))
-            db.execute("DELETE FROM responses WHERE expires <= ?", (now,))
+            for record, ttl in puts:
+                expires = now + ttl
+                size = len(record.response) + len(record.input)
+                large = large or size > self.max_size // PRUNE_EVERY
+                row = (record.id, json.dumps(record.chain), record.client, record.created or now, expires, size)
+                db.execute(f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (*row, record.response, record.input))  # fmt: skip
+                for batch in _batches(record.chain):
+                    marks = ", ".join("?" for _ in batch)
+                    query = f"UPDATE responses SET expires = max(expires, ?) WHERE id IN ({marks})"
+                    db.execute(query, (expires, *batch))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        self._puts += 1
-        if self._puts % PRUNE_EVERY == 1 or size > self.max_size // PRUNE_EVERY:
-            self._bound(db)
+        self._writes += 1
+        if self._writes % PRUNE_EVERY == 1 or large:
+            self._prune(db, now)
 
-    def _bound(self, db: sqlite3.Connection) -> None:
-        """Drop the rows that expire soonest until the table holds at most `max_size` bytes."""
+    def _prune(self, db: sqlite3.Connection, now: float) -> None:
+        """Drop the expired rows, then the rows that expire soonest until the table holds at most `max_size` bytes."""
+        db.execute("DELETE FROM responses WHERE expires <= ?", (now,))
         total = db.execute("SELECT COALESCE(SUM(size), 0) FROM responses").fetchone()[0]
         excess = total - self.max_size
         if excess <= 0:

@@ -26,6 +26,7 @@ number, the Response, the finished output items and the message still being writ
 from __future__ import annotations
 
 import json
+from json.decoder import scanstring
 from typing import Any
 
 from turnout.drivers._http import loads
@@ -92,6 +93,10 @@ class ResponsesStream(ChunkTranslator):
         self._frames.append(_frame(event, data))
         if not data.strip():
             return []
+        if event is not None and self.position.response is not None:
+            quick = self._quick(event, data.decode("utf-8", "surrogatepass") if isinstance(data, bytes) else data)
+            if quick is not None:
+                return quick
         payload = loads(data, provider=self.provider, model=self.model, after_first_token=self.emitted_content)
         if not isinstance(payload, dict):
             raise self._protocol(f"'{event or 'message'}' event data is not an object")
@@ -109,6 +114,43 @@ class ResponsesStream(ChunkTranslator):
         if self.position.response is None and kind not in ("response.created", "error"):
             raise self._protocol(f"'{kind}' event before response.created")
         return handler(payload)
+
+    def _quick(self, event: str, text: str) -> list[ChatChunk] | None:
+        """The per-token events and the ones turnout does not read, without a JSON parse of the whole event (most of
+        a stream's events): a delta's text is read from its `delta` string, an unread event only for its sequence
+        number. None when the event needs the full parse (or does not look as expected: the parse then judges)."""
+        if event in self._handlers or event in _REASONING:
+            if event == "response.output_text.delta":
+                delta = _string_at(text, '"delta":')
+                if delta is None:
+                    return None
+                self._note_sequence(text)
+                return self._text({"delta": delta})
+            if event == "response.function_call_arguments.delta":
+                delta, item = _string_at(text, '"delta":'), _string_at(text, '"item_id":')
+                if delta is None or item is None:
+                    return None
+                self._note_sequence(text)
+                return self._arguments({"delta": delta, "item_id": item})
+            return None
+        stripped = text.strip()
+        if not (stripped.startswith("{") and stripped.endswith("}")):
+            return None
+        self._note_sequence(text)
+        return []  # in_progress, text done, reasoning parts, built-in tool events, types added later
+
+    def _note_sequence(self, text: str) -> None:
+        at = text.find('"sequence_number":')
+        if at < 0:
+            return
+        end = at + 18
+        while end < len(text) and text[end] == " ":
+            end += 1
+        start = end
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        if end > start:
+            self._sequence = int(text[start:end])
 
     def finish(self) -> list[ChatChunk]:
         """End of the HTTP body: fine after response.completed, a ProtocolError otherwise."""
@@ -229,6 +271,23 @@ class ResponsesStream(ChunkTranslator):
 
     def _fragment(self, tool: int, fragment: str) -> ChatChunk:
         return self._content({"tool_calls": [{"index": tool, "function": {"arguments": fragment}}]})
+
+
+def _string_at(text: str, key: str) -> str | None:
+    """The JSON string value after `key` (e.g. '"delta":'), or None. A key cannot match inside a JSON string (there
+    its closing quote would be escaped), so the first match is the key itself."""
+    at = text.find(key)
+    if at < 0:
+        return None
+    start = at + len(key)
+    while start < len(text) and text[start] == " ":
+        start += 1
+    if start >= len(text) or text[start] != '"':
+        return None
+    try:
+        return scanstring(text, start + 1)[0]
+    except ValueError:
+        return None
 
 
 def _frame(event: str | None, data: bytes | str) -> bytes:
