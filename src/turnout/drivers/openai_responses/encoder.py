@@ -207,8 +207,11 @@ class ResponsesEncoder:
         self.response = skeleton(
             self.body, response_id=new_id("resp"), model=self.model, created_at=int(time.time()), store=self.store
         )
-        out.append(self._event("response.created", {"response": self.response}))
-        out.append(self._event("response.in_progress", {"response": self.response}))
+        encoded = json.dumps(self.response, separators=(",", ":"), ensure_ascii=False)  # once for both events
+        for kind in ("response.created", "response.in_progress"):
+            sequence, self._sequence = self._sequence, self._sequence + 1
+            data = f'{{"type":"{kind}","sequence_number":{sequence},"response":{encoded}}}'
+            out.append(_utf8(f"event: {kind}\ndata: {data}\n\n"))
 
     def _open_item(self, item: dict[str, Any], out: list[bytes]) -> int:
         index = self._next
