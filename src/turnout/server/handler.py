@@ -5,11 +5,11 @@ request runs as, else 401; with none, only loopback or `server.allowed_hosts` Ho
 `x-turnout-tag`, admission (`server.max_in_flight`, refused before the body is read so that overload stays cheap),
 the body (`turnout.server.body`: type, size cap, client timeout, JSON), the ingress's translation into the canonical
 request, dispatch through the Router as that client (its routes, rate limits and budget: 403, 429; non-streamed or
-streamed), the answer in the ingress's format with the
-`x-turnout-*` routing headers, and the bookkeeping (metrics, one access-log line with the ingress's `format`,
-`Connection: close` while draining). Every error text a client sees passes through the Sidecar's redactor
-(`turnout.redaction`: no upstream address, no secret). An ingress (`turnout.server.ingress`) only translates;
-nothing here depends on a wire format.
+streamed), the answer in the ingress's format with the `x-turnout-*` routing headers (`x-turnout-dropped` naming
+what a translating deployment left out of a request in another format: `NativeRequest.dropped`), and the
+bookkeeping (metrics, one access-log line with the ingress's `format`, `Connection: close` while draining). Every
+error text a client sees passes through the Sidecar's redactor (`turnout.redaction`: no upstream address, no
+secret). An ingress (`turnout.server.ingress`) only translates; nothing here depends on a wire format.
 
 The hot path is kept short: no middleware, one JSON decode of the client body, one JSON encode of the answer,
 headers built from plain strings. For streams the first chunk is awaited *before* the response is prepared, so every

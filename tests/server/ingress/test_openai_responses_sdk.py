@@ -354,3 +354,27 @@ async def test_errors_are_the_sdk_classes(responses_serve, primary, backup, keys
             assert (window.value.code, window.value.body["param"]) == ("context_length_exceeded", "input")
             with pytest.raises(openai.BadRequestError, match="Background"):
                 await client.responses.create(model="native", input="Hi", background=True)
+
+
+async def test_streamed_answers_are_kept_before_their_end_and_continue(responses_serve, primary, backup):
+    """A streamed answer is kept before response.completed reaches the client, from a Responses upstream (its own
+    Response) and from a translating one (the rendered Response): each is continued at once by the next request."""
+    primary.script("responses", primary.stream_response_text(["Paris", " is the capital."]))
+    async with responses_serve() as s, client_of(s) as client:
+        async with client.responses.stream(model="native", input="Capital of France?") as stream:
+            first = await stream.get_final_response()
+        backup.script("chat", backup.stream_text(["About ", "2.1 million."]))
+        async with client.responses.stream(
+            model="compat", input="Its population?", previous_response_id=first.id
+        ) as stream:
+            second = await stream.get_final_response()
+        backup.script("chat", backup.text("The Seine."))
+        third = await client.responses.create(model="compat", input="River?", previous_response_id=second.id)
+    assert (first.id, second.previous_response_id, third.output_text) == (first.id, first.id, "The Seine.")
+    assert [(m["role"], m["content"]) for m in backup.last.json["messages"]] == [
+        ("user", "Capital of France?"),
+        ("assistant", "Paris is the capital."),
+        ("user", "Its population?"),
+        ("assistant", "About 2.1 million."),
+        ("user", "River?"),
+    ]
