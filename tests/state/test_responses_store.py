@@ -27,10 +27,14 @@ class Clock:
         return self.now
 
 
-def record(rid: str, text: str, chain: tuple[str, ...] = (), said: str = "hi") -> StoredResponse:
-    response = {"id": rid, "object": "response", "output": [{"type": "message", "role": "assistant", "content": text}]}
+def record(
+    rid: str, text: str, chain: tuple[str, ...] = (), said: str = "hi", *, rendered: bool = False
+) -> StoredResponse:
+    item = {"id": f"msg_{rid}", "type": "message", "role": "assistant", "content": text}
+    response = {"id": rid, "object": "response", "output": [item]}
     inputs = [{"role": "user", "content": said}]
-    return StoredResponse(rid, json.dumps(response).encode(), json.dumps(inputs).encode(), chain, created=1.0)
+    encoded, data = json.dumps(response).encode(), json.dumps(inputs).encode()
+    return StoredResponse(rid, encoded, data, chain, created=1.0, rendered=rendered)
 
 
 @pytest.fixture
@@ -49,6 +53,15 @@ async def test_a_kept_response_reads_back_and_deletes(memory):
     assert await memory.delete("resp_a") is True
     assert await memory.delete("resp_a") is False
     assert await memory.get("resp_a") is None
+
+
+async def test_a_rendered_responses_items_go_back_without_their_ids(memory):
+    """turnout's own ids are left out when a rendered Response's items continue a conversation; an upstream's stay."""
+    await memory.put(record("mine", "x", rendered=True), 60)
+    await memory.put(record("theirs", "y"), 60)
+    mine, theirs = await memory.get("mine"), await memory.get("theirs")
+    assert mine.rendered and not theirs.rendered
+    assert "id" not in mine.items()[1] and theirs.items()[1]["id"] == "msg_theirs"
 
 
 async def test_a_conversation_is_its_chain_oldest_first(memory):
@@ -156,12 +169,13 @@ async def test_redis_keeps_responses_for_every_replica_with_the_ttl(redis_server
     """A response kept by one replica is read by another; its key is under the prefix's hash tag, expires with the
     ttl, and continuing its conversation extends the chain's expiry."""
     async with redis_router(redis_server.url) as a, redis_router(redis_server.url) as b:
-        await a.state.responses.put(record("resp_r1", "first"), 120)
+        await a.state.responses.put(record("resp_r1", "first", rendered=True), 120)
         await asyncio.sleep(0)
         redis_server.command("PEXPIRE", "{t16:}resp:resp_r1", 5000)
         await b.state.responses.put(record("resp_r2", "second", ("resp_r1",)), 120)
         head, items = await conversation(a.state.responses, "resp_r2")
         assert head.client == "" and [i.get("content") for i in items] == ["hi", "first", "hi", "second"]
+        assert "id" not in items[1] and items[3]["id"] == "msg_resp_r2" and not head.rendered
         assert 110_000 < redis_server.command("PTTL", "{t16:}resp:resp_r1") <= 120_000
         assert 110_000 < redis_server.command("PTTL", "{t16:}resp:resp_r2") <= 120_000
         assert await b.state.responses.delete("resp_r1") is True

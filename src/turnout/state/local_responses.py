@@ -3,7 +3,7 @@
 One table in the ledger file (`state.ledger`), beside the spend ledger's tables:
 
 ```
-responses(id PRIMARY KEY, chain, client, created, expires, size, response, input)   one row per kept response
+responses(id PRIMARY KEY, chain, client, created, expires, size, rendered, response, input)   one row per response
 ```
 
 Several processes may share the file (`turnout serve --workers N`): sqlite serialises the writers (a writer waits up
@@ -36,10 +36,11 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's write to finish
 PRUNE_EVERY = 16  # puts between two checks of the table's size
 _IN_BATCH = 500  # ids per `IN (...)` (sqlite's variable limit is 999 on old builds)
-_COLUMNS = "id, chain, client, created, expires, size, response, input"
+_COLUMNS = "id, chain, client, created, expires, size, rendered, response, input"
 _CREATE = (
     "CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, chain TEXT NOT NULL, client TEXT NOT NULL, "
-    "created REAL NOT NULL, expires REAL NOT NULL, size INTEGER NOT NULL, response BLOB NOT NULL, input BLOB NOT NULL)",
+    "created REAL NOT NULL, expires REAL NOT NULL, size INTEGER NOT NULL, rendered INTEGER NOT NULL, "
+    "response BLOB NOT NULL, input BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires)",
 )
 
@@ -157,8 +158,8 @@ class LocalResponses:
                 size = len(record.response) + len(record.input)
                 large = large or size > self.max_size // PRUNE_EVERY
                 row = (record.id, json.dumps(record.chain), record.client, record.created or now, expires, size)
-                db.execute(f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (*row, record.response, record.input))  # fmt: skip
+                db.execute(f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (*row, int(record.rendered), record.response, record.input))  # fmt: skip
                 for batch in _batches(record.chain):
                     marks = ", ".join("?" for _ in batch)
                     query = f"UPDATE responses SET expires = max(expires, ?) WHERE id IN ({marks})"
@@ -195,9 +196,11 @@ class LocalResponses:
         for batch in _batches(ids):
             marks = ", ".join("?" for _ in batch)
             query = f"SELECT {_COLUMNS} FROM responses WHERE id IN ({marks}) AND expires > ?"
-            for rid, chain, client, created, _expires, _size, response, data in db.execute(query, (*batch, now)):
+            for rid, chain, client, created, _expires, _size, rendered, response, data in db.execute(
+                query, (*batch, now)
+            ):
                 chained = tuple(json.loads(chain))
-                found[rid] = StoredResponse(rid, bytes(response), bytes(data), chained, client, created)
+                found[rid] = StoredResponse(rid, bytes(response), bytes(data), chained, client, created, bool(rendered))
         return found
 
     def _delete(self, response_id: str) -> bool:

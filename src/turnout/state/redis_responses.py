@@ -1,9 +1,10 @@
 """Stored responses in Redis, shared by every worker and replica on it (the `redis` backend).
 
 One hash per response, `{prefix}resp:<id>` (in the key prefix's hash tag, like every turnout key), with the fields
-r (the Response JSON), i (the input items JSON), c (the chain JSON), o (the client) and t (created, seconds), and the
-ttl as its expiry. `scripts/responses.lua` writes one and extends its chain's expiry in one atomic call; reads are
-one HMGET per record, pipelined on the backend's background connection and bounded by `STORE_TIMEOUT`.
+r (the Response JSON), i (the input items JSON), c (the chain JSON), o (the client), t (created, seconds) and g ("1"
+when turnout rendered the Response), and the ttl as its expiry. `scripts/responses.lua` writes one and extends its
+chain's expiry in one atomic call; reads are one HMGET per record, pipelined on the backend's background connection
+and bounded by `STORE_TIMEOUT`.
 
 Redis trouble never fails the request that produced a response: while the backend is degraded (or a call fails)
 responses are kept in this process's memory instead (`LocalResponses` in memory, bounded by max_size), and reads
@@ -24,7 +25,7 @@ from turnout.state.redis import Link, Script
 from turnout.state.responses import StoredResponse
 
 STORE_TIMEOUT = 2.0  # seconds a read or write of stored responses may take before Redis counts as unavailable
-_FIELDS = ("r", "i", "c", "o", "t")
+_FIELDS = ("r", "i", "c", "o", "t", "g")
 
 
 class RedisResponses:
@@ -53,7 +54,8 @@ class RedisResponses:
         link = self._link()
         if link is not None:
             keys = [self.backend.keys.response(record.id), *(self.backend.keys.response(r) for r in record.chain)]
-            fields = (record.response, record.input, json.dumps(record.chain), record.client, repr(record.created))
+            chain = json.dumps(record.chain)
+            fields = (record.response, record.input, chain, record.client, repr(record.created), int(record.rendered))
             try:
                 await asyncio.wait_for(link.script(self.script, keys, (int(ttl * 1000), *fields)), STORE_TIMEOUT)
                 return
@@ -111,7 +113,7 @@ def _text(value: Any) -> str:
 def _record(response_id: str, reply: Any) -> StoredResponse | None:
     if not isinstance(reply, list) or len(reply) != len(_FIELDS) or reply[0] is None:
         return None
-    response, data, chain, client, created = reply
+    response, data, chain, client, created, rendered = reply
     try:
         return StoredResponse(
             response_id,
@@ -120,6 +122,7 @@ def _record(response_id: str, reply: Any) -> StoredResponse | None:
             tuple(json.loads(chain)) if chain else (),
             _text(client) if client is not None else "",
             float(_text(created)) if created is not None else 0.0,
+            rendered is not None and _text(rendered) == "1",
         )
     except (ValueError, TypeError):
         return None  # a hash that is not one of ours: as good as absent

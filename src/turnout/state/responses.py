@@ -7,7 +7,9 @@ ResponseStore ── put(record, ttl)        keep one response with the input it
 ```
 
 A record holds the Response object, the input items of the request it answered (its own, not the history) and
-its `chain`: the ids of the responses it continues, oldest first. A conversation is rebuilt from the chain of its
+its `chain`: the ids of the responses it continues, oldest first. `rendered` marks a Response turnout wrote itself
+(a translating deployment served it): its item ids mean nothing to an upstream, so they are left out when its items
+go back into a later request. A conversation is rebuilt from the chain of its
 latest response (`conversation`): every record's input followed by its output, oldest first. So each response is
 stored once, however long the conversation grows, and reading one costs two round trips at most (its record, then
 its chain's). Putting a response that continues a chain refreshes the chain's expiry: a conversation lives as long
@@ -41,6 +43,7 @@ class StoredResponse:
     chain: tuple[str, ...] = ()  # the responses it continues, oldest first (the previous one last)
     client: str = ""
     created: float = 0.0
+    rendered: bool = False  # written by turnout (not an upstream's own Response)
 
     @property
     def previous(self) -> str | None:
@@ -50,6 +53,10 @@ class StoredResponse:
         """Its input items, then its output items: what a request that continues it sees before its own input."""
         inputs = json.loads(self.input)
         output = json.loads(self.response).get("output") or []
+        if self.rendered:  # ids turnout made up: an upstream would look them up, and find nothing
+            output = [
+                {k: v for k, v in item.items() if k != "id"} if isinstance(item, dict) else item for item in output
+            ]
         return [*inputs, *output]
 
 

@@ -347,3 +347,29 @@ async def test_the_access_log_and_metrics_name_the_ingress(responses_serve, back
         "/v1/responses",
     )
     assert 'turnout_requests_total{route="compat",status="200"} 1.0' in metrics
+
+
+async def test_a_continued_conversation_keeps_upstream_ids_and_drops_turnouts(responses_serve, primary, backup, http):
+    """Continuing on a Responses upstream: the items of an answer it gave itself keep their ids (it knows them); the
+    items of an answer turnout rendered go without theirs (made up: the upstream would look them up in vain)."""
+    backup.script("chat", backup.text("Rendered by turnout."))
+    primary.script("responses", primary.response_text("From OpenAI."), primary.response_text("Again."))
+    async with responses_serve() as s:
+        async with http.post(f"{s.url}/v1/responses", json={"model": "compat", "input": "A"}) as resp:
+            rendered = await resp.json()
+        request = {"model": "native", "input": "B", "previous_response_id": rendered["id"]}
+        async with http.post(f"{s.url}/v1/responses", json=request) as resp:
+            upstream_own = await resp.json()
+        request = {"model": "native", "input": "C", "previous_response_id": upstream_own["id"]}
+        async with http.post(f"{s.url}/v1/responses", json=request) as resp:
+            assert resp.status == 200
+    items = primary.last.json["input"]
+    assert [i.get("content") if "role" in i and i.get("type") != "message" else i["type"] for i in items] == [
+        "A",
+        "message",
+        "B",
+        "message",
+        "C",
+    ]
+    assert "id" not in items[1] and items[1]["content"][0]["text"] == "Rendered by turnout."
+    assert items[3]["id"] == upstream_own["output"][0]["id"] and primary.refused == []

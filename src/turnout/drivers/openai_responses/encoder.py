@@ -92,6 +92,7 @@ class ResponsesEncoder:
         self.started = False  # response.created written
         self.stopped = False  # a terminal event written: nothing more goes out
         self.final: Mapping[str, Any] | None = None  # the finished Response (for the store)
+        self.final_is_native = False  # `final` is the upstream's own (its terminal event was forwarded)
         self.response: dict[str, Any] | None = None
         self._sequence = 0  # the next sequence number
         self._output: dict[int, Any] = {}  # finished output items by index
@@ -174,6 +175,7 @@ class ResponsesEncoder:
         if chunk.finish_reason is not None or chunk.usage is not None:  # its frames ended with the terminal event
             self.stopped = True
             self.final = getattr(native.state, "response", None)
+            self.final_is_native = True
         return native.data
 
     def _adopt(self) -> None:

@@ -74,10 +74,10 @@ class OpenAIResponses:
         encoded = encode_body(rendered)
         if not storing:
             return encoded
-        return self._kept(body, rendered, encoded)
+        return self._kept(body, rendered, encoded, reply.native is None)
 
-    async def _kept(self, body: Mapping[str, Any], response: Mapping[str, Any], encoded: bytes) -> bytes:
-        await self.keeper.keep(body, response, encoded)
+    async def _kept(self, body: Mapping[str, Any], response: Mapping[str, Any], encoded: bytes, ours: bool) -> bytes:
+        await self.keeper.keep(body, response, rendered=ours, encoded=encoded)
         return encoded
 
     async def relay(
@@ -159,7 +159,7 @@ class _Relay:
         final = self.encoder.final
         if final is not None and self.keeper is not None:
             keeper, self.keeper = self.keeper, None
-            await keeper.keep(self.body, final)
+            await keeper.keep(self.body, final, rendered=not self.encoder.final_is_native)
 
     def _note(self, chunk: ChatChunk) -> None:
         if self.texts is not None and chunk.is_content:

@@ -65,8 +65,11 @@ class Keeper:
         """Is the answer to `body` kept?"""
         return body.get("store") is not False and self.settings.enabled
 
-    async def keep(self, body: Mapping[str, Any], response: Mapping[str, Any], encoded: bytes | None = None) -> None:
-        """Keep `response` (the Response object answering `body`); a failure is logged, never raised."""
+    async def keep(
+        self, body: Mapping[str, Any], response: Mapping[str, Any], *, rendered: bool, encoded: bytes | None = None
+    ) -> None:
+        """Keep `response` (the Response object answering `body`; `rendered` when turnout wrote it rather than the
+        upstream); a failure is logged, never raised."""
         response_id = response.get("id")
         if not isinstance(response_id, str) or not response_id:
             return
@@ -82,6 +85,7 @@ class Keeper:
             _json.dumps_escaped(own),
             tuple(continues.get("chain") or ()),
             created=time.time(),
+            rendered=rendered,
         )
         try:
             await self.store.put(record, self.settings.ttl)
