@@ -79,9 +79,9 @@ DROPPED_HEADER = "x-turnout-dropped"
 
 def _name_dropped(chat: ChatRequest, headers: dict[str, str]) -> None:
     """Name what a translated request left out by rule (`NativeRequest.dropped`: say, tools only OpenAI runs)."""
-    native = chat.native
-    if native is not None and native.dropped:
-        headers[DROPPED_HEADER] = ", ".join(native.dropped)
+    dropped = chat.native.dropped if chat.native is not None else ()
+    if dropped:
+        headers[DROPPED_HEADER] = ", ".join(dropped)
 
 
 async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
@@ -234,7 +234,7 @@ class IngressHandler:
             body = await body
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
         headers["Content-Type"] = "application/json"
-        if reply.native is None:
+        if chat.native is not None and reply.native is None:
             _name_dropped(chat, headers)
         sc.finished(
             request,
@@ -292,7 +292,7 @@ class IngressHandler:
             if not any(a.outcome == "success" for a in trail):  # the serving attempt is still in progress
                 headers["x-turnout-attempts"] = str(_tried(trail) + 1)
                 known += 1
-            if first.native is None:
+            if chat.native is not None and first.native is None:
                 _name_dropped(chat, headers)
             response.headers.update(headers)
             await response.prepare(request)
