@@ -43,9 +43,9 @@ from turnout.state.ledger import (
     resolve_day,
     totals_of,
 )
+from turnout.state.local_responses import LocalResponses
 from turnout.state.meter import SpendMeter
 from turnout.state.sqlite import LedgerFileError, SqliteLedger
-from turnout.state.local_responses import LocalResponses
 from turnout.state.window import SlidingWindow, share
 from turnout.types import Usage
 

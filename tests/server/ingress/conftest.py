@@ -141,6 +141,7 @@ server:
   watch: false
 @SERVER@
 @STATE@
+@CLIENTS@
 """
 
 
@@ -148,11 +149,13 @@ server:
 def responses_serve(
     tmp_path: Path, claude: AnthropicFake, primary: Any, backup: Any, keys: Any, server_kit: Any
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
-    """`async with responses_serve(server=..., state=..., extra_routes=...) as s:` runs the sidecar with routes that
-    start at a Responses upstream (`native`: pass-through), a chat-completions upstream (`compat`) or Anthropic
-    (`claude`), and mixes of them. The primary fake serves both /responses and /chat/completions."""
+    """`async with responses_serve(server=..., state=..., clients=..., extra_routes=...) as s:` runs the sidecar with
+    routes that start at a Responses upstream (`native`: pass-through), a chat-completions upstream (`compat`) or
+    Anthropic (`claude`), and mixes of them. The primary fake serves both /responses and /chat/completions."""
 
-    def start(*, extra_routes: str = "", server: str = "", state: str = "", **app_options: Any) -> Any:
+    def start(
+        *, extra_routes: str = "", server: str = "", state: str = "", clients: str = "", **app_options: Any
+    ) -> Any:
         text = (
             RESPONSES_ROUTES.replace("@CLAUDE@", claude.url)
             .replace("@PRIMARY@", primary.url)
@@ -163,6 +166,7 @@ def responses_serve(
             .replace("@EXTRA_ROUTES@", extra_routes)
             .replace("@SERVER@", server)
             .replace("@STATE@", state)
+            .replace("@CLIENTS@", clients)
         )
         path = tmp_path / "routes.yaml"
         path.write_text(text)

@@ -329,7 +329,7 @@ async def test_store_false_keeps_nothing_and_delete_forgets(responses_serve, pri
 async def test_errors_are_the_sdk_classes(responses_serve, primary, backup, keys):
     """Each failure reaches the SDK as the exception it raises for OpenAI's own: AuthenticationError, NotFoundError,
     BadRequestError (naming the field), RateLimitError (with retry-after), InternalServerError."""
-    async with responses_serve(server=f'  api_keys: ["{keys.client}"]\n') as s:
+    async with responses_serve(clients=keys.clients) as s:
         async with client_of(s, api_key="wrong") as client:
             with pytest.raises(openai.AuthenticationError):
                 await client.responses.create(model="native", input="Hi")
@@ -378,3 +378,28 @@ async def test_streamed_answers_are_kept_before_their_end_and_continue(responses
         ("assistant", "About 2.1 million."),
         ("user", "River?"),
     ]
+
+
+async def test_a_client_sees_only_the_responses_it_kept(responses_serve, primary, keys):
+    """A response belongs to the client whose key kept it: another client can neither continue, read nor delete it
+    (for it the id does not exist); its owner still can."""
+    teams = f'clients:\n  team-a: {{keys: ["{keys.client}"]}}\n  team-b: {{keys: ["another-key-0005"]}}\n'
+    primary.script("responses", primary.response_text("Team A's answer."), primary.response_text("Continued."))
+    async with (
+        responses_serve(clients=teams) as s,
+        client_of(s, api_key=keys.client) as a,
+        client_of(s, api_key="another-key-0005") as b,
+    ):
+        kept = await a.responses.create(model="native", input="Secret plan?")
+        with pytest.raises(openai.NotFoundError):
+            await b.responses.retrieve(kept.id)
+        with pytest.raises(openai.NotFoundError):
+            await b.responses.delete(kept.id)
+        with pytest.raises(openai.BadRequestError) as info:
+            await b.responses.create(model="native", input="And?", previous_response_id=kept.id)
+        assert info.value.code == "previous_response_not_found"
+        assert (await a.responses.retrieve(kept.id)).output_text == "Team A's answer."
+        again = await a.responses.create(model="native", input="And?", previous_response_id=kept.id)
+    assert again.output_text == "Continued." and len(primary.requests_to("responses")) == 2
+    line = json.loads(s.access_lines()[-1])
+    assert line["client"] == "team-a"

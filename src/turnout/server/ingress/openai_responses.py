@@ -12,7 +12,8 @@ on the shared path:
 - a non-streamed answer is a Response object; a stream is the Responses event sequence, each event with its
   `sequence_number`, ending with `response.completed` (or `.incomplete`), or after a failure past the first event
   with `response.failed` and an `error` event;
-- the answer is kept (unless `store: false` or `state.responses.enabled: false`) before the client sees its end;
+- the answer is kept (unless `store: false` or `state.responses.enabled: false`) before the client sees its end,
+  as the calling client's: a client continues, reads and deletes only the responses it kept itself;
 - errors use OpenAI's shape, as for chat completions.
 """
 
@@ -34,10 +35,11 @@ from turnout.errors import ProviderError, UpstreamConnectionError
 from turnout.server import errors
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
 from turnout.server.body import encode_body
+from turnout.server.callers import Caller
 from turnout.server.errors import Failure, Scrub
 from turnout.server.handler import IngressHandler, Shared
 from turnout.server.ingress import Trailer
-from turnout.server.ingress.responses_state import Keeper
+from turnout.server.ingress.responses_state import CLIENT, Keeper
 from turnout.server.sse import CoalescingWriter, RelayOutcome
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
 
@@ -190,11 +192,17 @@ class ResponsesHandler(IngressHandler):
         super().__init__(sidecar, OpenAIResponses(keeper))
         self.keeper = keeper
 
-    async def respond(self, request: web.Request, chat: ChatRequest, started: float) -> web.StreamResponse:
-        native = chat.native
-        if native is not None and native.body.get("previous_response_id") is not None:
-            continued = await self.keeper.continued(chat)
-            if isinstance(continued, Failure):
-                return self._refuse(request, continued, started, route=chat.model)
-            chat = continued
-        return await super().respond(request, chat, started)
+    async def respond(
+        self, request: web.Request, chat: ChatRequest, started: float, caller: Caller
+    ) -> web.StreamResponse:
+        token = CLIENT.set(caller.client or "")  # whose responses this request may continue and keeps (a task each)
+        try:
+            native = chat.native
+            if native is not None and native.body.get("previous_response_id") is not None:
+                continued = await self.keeper.continued(chat)
+                if isinstance(continued, Failure):
+                    return self._refuse(request, continued, started, route=chat.model, caller=caller)
+                chat = continued
+            return await super().respond(request, chat, started, caller)
+        finally:
+            CLIENT.reset(token)

@@ -11,6 +11,9 @@ gets the whole conversation, whichever served the earlier turns: a Responses ups
 longer `input`, any other as the canonical translation. The rebuilt body carries `turnout_continues` (turnout's own
 key, never sent upstream): the id the client sent, how many items came from the store, and the chain to record.
 
+A response belongs to the client that kept it (the declared client whose key made the request; "" without clients):
+only that client can continue it, read it or delete it; for any other it does not exist.
+
 Errors in OpenAI's shape: an unknown or expired id is `400 previous_response_not_found` (`404` for GET and DELETE);
 a store that cannot answer is `503 state_unavailable` (the SDK retries it); with `state.responses.enabled: false`,
 `previous_response_id` is a `400` that says responses are not kept.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +41,9 @@ from turnout.state.responses import MAX_CHAIN, ChainBroken, StoredResponse, conv
 from turnout.types import ChatRequest
 
 log = logging.getLogger("turnout.server")
+# The declared client the current request runs as ("" when anonymous): set by ResponsesHandler for the request's task,
+# so the ingress's answer and relay keep what they keep as that client's.
+CLIENT: ContextVar[str] = ContextVar("turnout_responses_client", default="")
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -84,6 +91,7 @@ class Keeper:
             encoded if encoded is not None else _json.dumps_escaped(response),
             _json.dumps_escaped(own),
             tuple(continues.get("chain") or ()),
+            client=CLIENT.get(),
             created=time.time(),
             rendered=rendered,
         )
@@ -107,7 +115,7 @@ class Keeper:
             return unavailable(exc)
         except ChainBroken as exc:
             return not_found(previous, f"Previous response with id '{clean_id(previous)}' cannot be continued: {exc}.")
-        if found is None:
+        if found is None or found[0].client != CLIENT.get():
             return not_found(previous)
         head, items = found
         chain = [*head.chain, head.id]
@@ -124,24 +132,24 @@ class Keeper:
     # -- GET and DELETE /v1/responses/{id} --------------------------------------------------------------------
 
     async def retrieve(self, request: web.Request) -> web.Response:
-        refused = self.sc.refusal(request)
-        if refused is not None:
-            return refused
+        client = self.sc.identify(request)
+        if isinstance(client, Failure):
+            return _answer(client)
         response_id = request.match_info["response_id"]
         if request.query.get("stream") in ("true", "1"):
             message = "Replaying a stored response as a stream is not supported by turnout; omit 'stream'."
             return _answer(errors.simple(400, message, code="unsupported_parameter", param="stream"))
-        record = await self._record(response_id)
+        record = await self._record(response_id, client or "")
         if isinstance(record, Failure):
             return _answer(record)
         return web.Response(body=record.response, headers=_JSON)
 
     async def delete(self, request: web.Request) -> web.Response:
-        refused = self.sc.refusal(request)
-        if refused is not None:
-            return refused
+        client = self.sc.identify(request)
+        if isinstance(client, Failure):
+            return _answer(client)
         response_id = request.match_info["response_id"]
-        record = await self._record(response_id)
+        record = await self._record(response_id, client or "")
         if isinstance(record, Failure):
             return _answer(record)
         try:
@@ -151,14 +159,15 @@ class Keeper:
         body = _json.dumps_escaped({"id": record.id, "object": "response.deleted", "deleted": True})
         return web.Response(body=body, headers=_JSON)
 
-    async def _record(self, response_id: str) -> StoredResponse | Failure:
+    async def _record(self, response_id: str, client: str) -> StoredResponse | Failure:
+        """The caller's own stored response, or the 404 (also for another client's: for it, it does not exist)."""
         if clean_id(response_id) != response_id or not self.settings.enabled:
             return _missing(response_id)
         try:
             record = await self.store.get(response_id)
         except StoreError as exc:
             return unavailable(exc)
-        return record if record is not None else _missing(response_id)
+        return record if record is not None and record.client == client else _missing(response_id)
 
 
 def _invalid_previous(value: Any) -> InvalidRequest:
