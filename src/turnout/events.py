@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from turnout.types import Attempt, Splice, Usage
+from turnout.types import Attempt, ChatChunk, ChatResponse, Splice, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +52,30 @@ class AttemptFailed(Event):
 
 @dataclass(frozen=True, slots=True)
 class AttemptSucceeded(Event):
+    """An attempt answered. `reply` is the deployment's own answer (a ChatResponse, or a stream's final chunk):
+    what an observer that wants the response model, id or finish reasons reads (left out of the repr)."""
+
     request_id: str
     route: str
     deployment: str
     duration: float
     time_to_first_token: float | None = None
+    usage: Usage | None = None  # this attempt's usage (a stream's own, not the rescued answer's total)
+    cost_usd: float | None = None
+    reply: ChatResponse | ChatChunk | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled(Event):
+    """The request waits `delay` seconds and tries `deployment` again (retry number `retry`, 1-based) after a
+    failure of `error_class`. Built only when an observer asks for it (see `Observer`)."""
+
+    request_id: str
+    route: str
+    deployment: str
+    error_class: str
+    delay: float
+    retry: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +211,7 @@ EVENT_TYPES: frozenset[type[Event]] = frozenset(
         AttemptFailed,
         AttemptSucceeded,
         FallbackTaken,
+        RetryScheduled,
         StreamContinued,
         BreakerOpened,
         BreakerHalfOpened,

@@ -226,6 +226,8 @@ async def _send(
     send_headers = {"Content-Type": "application/json"} if data is not None else {}
     if headers:
         send_headers.update(headers)
+    if ctx.headers:
+        send_headers.update(ctx.headers)
     try:
         return await ctx.session.request(
             method, url, headers=send_headers, data=data, params=params, timeout=request_timeout(ctx, stream=stream)

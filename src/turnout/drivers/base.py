@@ -57,7 +57,8 @@ class CallContext:
     (consecutive plain chunks of one read, after the first content and before the finish reason); a driver may
     ignore it and always yield single chunks. `egress` holds the sessions for URLs a client sent (image fetches;
     see `turnout.drivers._egress`), never the upstream session; None makes such a fetch use a session of its own.
-    An embeddings call gets an `EmbeddingContext`, which adds the model's length.
+    An embeddings call gets an `EmbeddingContext`, which adds the model's length; a chat attempt whose trace context
+    goes upstream (`telemetry.propagate_to`) a `TracedContext`, whose `headers` the `_http` helpers send.
     """
 
     session: aiohttp.ClientSession
@@ -72,6 +73,7 @@ class CallContext:
     guarded: bool = False
     batch: bool = False
     egress: Egress | None = None
+    headers: ClassVar[Mapping[str, str] | None] = None  # extra upstream headers: only a TracedContext has them
 
     def remaining(self) -> float | None:
         """Seconds left for this attempt: the tighter of the attempt timeout and the overall deadline."""
@@ -89,6 +91,14 @@ class EmbeddingContext(CallContext):
     a field it never reads would cost it.)"""
 
     dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TracedContext(CallContext):
+    """A `CallContext` whose attempt sends `headers` upstream (the trace context, `traceparent`/`tracestate`).
+    A subclass for the same reason as EmbeddingContext: the field would cost every untraced attempt."""
+
+    headers: Mapping[str, str] | None = None  # type: ignore[misc]
 
 
 def offers_embeddings(driver: Any) -> bool:

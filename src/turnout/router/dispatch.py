@@ -19,12 +19,13 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from turnout.drivers._egress import Egress
-from turnout.drivers.base import CallContext
+from turnout.drivers.base import CallContext, TracedContext
 from turnout.errors import (
     DEPLOYMENT_FAULTS,
     NOT_SENT_CODES,
@@ -46,6 +47,7 @@ from turnout.events import (
     FallbackTaken,
     RequestStarted,
     ResponseCompleted,
+    RetryScheduled,
     StreamContinued,
 )
 from turnout.redaction import NOTHING, Redactor
@@ -82,7 +84,7 @@ class Runtime:
 
     __slots__ = (
         "_by_type", "budgets", "client_gates", "clock", "egress", "health", "observers", "redactor", "rng", "sleep",
-        "state", "timeouts", "wanted",
+        "state", "timeouts", "upstream_headers", "wanted",
     )  # fmt: skip
 
     def __init__(
@@ -107,6 +109,9 @@ class Runtime:
         self.redactor = NOTHING  # the current config's secrets (the Router sets it on every swap)
         self.budgets = BudgetKeeper(state, self.emit, clock=clock)
         self.client_gates: ClientGates | None = None  # the Router sets it (rate limits of declared clients)
+        # (request id, deployment) -> extra headers for that attempt's upstream call (trace context), or None;
+        # set by tracing when it propagates to some upstream (`telemetry.propagate_to`), else never asked
+        self.upstream_headers: Callable[[str, Deployment], Mapping[str, str] | None] | None = None
 
     def observe(self, observers: Sequence[Callable[[Event], None]]) -> None:
         """Set the observers; an observer with `event_types` receives only those types."""
@@ -273,8 +278,15 @@ class Run(Admission):
 
     # -- one attempt -------------------------------------------------------------------------------------
     def context(self, d: Deployment, budget: float | None, *, batch: bool = False) -> CallContext:
+        """The attempt's call context; built after `begin`, so a traced attempt's span exists to go upstream."""
         policy = self.policy
-        return CallContext(
+        make: Callable[..., CallContext] = CallContext
+        extra = self.rt.upstream_headers
+        if extra is not None:
+            headers = extra(self.request_id, d)
+            if headers:
+                make = partial(TracedContext, headers=headers)
+        return make(
             session=self.session,
             model=d.upstream,
             deadline=self.deadline,
@@ -307,9 +319,11 @@ class Run(Admission):
         usage: Usage,
         ttft: float | None,
         estimated: bool = False,
+        reply: Any = None,
     ) -> float:
         """Record a successful attempt; returns its end time. `estimated`: the upstream reported no usage, and
-        `usage` is turnout's estimate (the attempt is priced from it, flagged)."""
+        `usage` is turnout's estimate (the attempt is priced from it, flagged). `reply`: the attempt's answer (a
+        stream's final chunk), for observers that want its model, id or finish reasons."""
         now = self.rt.clock()
         duration = now - started
         self.upstream_time += duration
@@ -321,7 +335,9 @@ class Run(Admission):
         cost = d.price.cost(usage) if d.price is not None else None
         self.trail.append(Attempt(d.key, started, duration, "success", usage=usage, cost_usd=cost, estimated=estimated))
         if self.rt.observers:
-            self.rt.emit(AttemptSucceeded(now, self.request_id, self.route.name, d.key, duration, ttft))
+            self.rt.emit(
+                AttemptSucceeded(now, self.request_id, self.route.name, d.key, duration, ttft, usage, cost, reply)
+            )
         self.unhold(d)
         self.charge(d, usage, cost, served=True, estimated=estimated)
         return now
@@ -416,9 +432,16 @@ class Run(Admission):
             error.attempts = tuple(self.trail)  # type: ignore[attr-defined]  # the trail, for the sidecar to report
             raise error
         if action == "retry":
-            delay = retry_delay(self.policy, error, n, self.deadline - self.rt.clock(), self.rt.rng)
+            rt = self.rt
+            delay = retry_delay(self.policy, error, n, self.deadline - rt.clock(), rt.rng)
             if delay is not None:
                 self.slept += delay
+                if RetryScheduled in rt.wanted:
+                    rt.emit(
+                        RetryScheduled(
+                            rt.clock(), self.request_id, self.route.name, d.key, error.error_class.value, delay, n + 1
+                        )
+                    )
                 return delay
         self.moved_on(d, error)
         return None
@@ -598,8 +621,8 @@ async def _attempts(run: Run, call: AttemptCall[R], finish: Finish[R, T]) -> T:
             if h.gate is not None and not await run.admit(d, h, ticket):
                 break
             budget = min(policy.attempt_timeout, run.remaining())
-            ctx = run.context(d, budget)
             started = run.begin(d, h)
+            ctx = run.context(d, budget)
             guard = monitor.guard(loop_time() + budget)  # the generic timeout, on top of the driver's own
             try:
                 response = await call(d, run.request, ctx)
@@ -631,7 +654,7 @@ async def _attempts(run: Run, call: AttemptCall[R], finish: Finish[R, T]) -> T:
 def _finish(
     run: Run, d: Deployment, h: DeploymentHealth, ticket: Ticket, started: float, response: ChatResponse
 ) -> ChatResponse:
-    run.succeeded(d, h, ticket, started, response.usage, None)
+    run.succeeded(d, h, ticket, started, response.usage, None, reply=response)
     cost = request_cost(run.trail)
     run.complete(d.key, usage=response.usage, cost=cost)
     # The constructor directly: dataclasses.replace() introspects the fields on every call.

@@ -112,7 +112,7 @@ def _finish(
         usage, estimated = Usage(request.estimated_prompt_tokens, 0), True
     elif usage.completion_tokens is None:
         usage = Usage(usage.prompt_tokens, 0)
-    run.succeeded(d, h, ticket, started, usage, None, estimated)
+    run.succeeded(d, h, ticket, started, usage, None, estimated, reply=response)
     cost = request_cost(run.trail)
     run.complete(d.key, usage=usage, cost=cost)
     return EmbeddingResponse(

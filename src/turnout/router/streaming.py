@@ -139,8 +139,8 @@ class ChatStream:
                     seam: Seam | None = answer.seam() if committed and answer is not None else None
                     request = run.request if seam is None else run.request.with_prefix(seam.prefix)
                     # A stream's length is bounded by the deadline, not attempt_timeout.
-                    ctx = run.context(d, None, batch=self._batch)
                     started = run.begin(d, h)
+                    ctx = run.context(d, None, batch=self._batch)
                     upstream = d.driver.stream(request, ctx)
                     guard = monitor.guard()
                     seen_content = False
@@ -281,7 +281,7 @@ class ChatStream:
         """Account the answer (summed over its attempts); returns the final chunk, carrying that total."""
         run = self._run
         usage = chunk.usage or Usage.UNKNOWN
-        run.succeeded(d, h, ticket, started, usage, self.time_to_first_token)
+        run.succeeded(d, h, ticket, started, usage, self.time_to_first_token, reply=chunk)
         if len(run.trail) > 1:
             usage = total_usage(run.trail)
             chunk = final_chunk(chunk, usage)
