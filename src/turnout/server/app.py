@@ -18,6 +18,9 @@ GET  /admin/config          what is served, as `turnout plan` data admin, never 
                                                                    digests)
 GET  /admin/spend           spend per client/route/deployment and  admin, never cross-site
                             each budget's standing (`turnout spend`)
+GET  /status                the live status page (HTML; `/` redirects) admin or a log-in session, never cross-site
+GET  /admin/status          the status page's JSON                 admin or a log-in session, never cross-site
+POST /status/login, /logout an admin key once -> session cookie    never cross-site (`turnout.server.status`)
 ```
 
 "auth" means a client key when the file declares clients (the request then runs as that client); with none, a
@@ -61,6 +64,7 @@ from turnout.server.ingress.responses_state import Keeper
 from turnout.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from turnout.server.metrics import Metrics
 from turnout.server.reload import Reloader, default_loader
+from turnout.server.status import STATUS_PATHS, StatusBoard
 from turnout.types import Attempt, Splice, Usage
 
 ALLOWED = {  # path -> the method it accepts (for 405 answers)
@@ -76,6 +80,7 @@ ALLOWED = {  # path -> the method it accepts (for 405 answers)
     "/healthz": "GET",
     "/readyz": "GET",
     "/metrics": "GET",
+    **STATUS_PATHS,
 }
 OWN_REFUSALS = frozenset({"budget_exhausted", "client_rate_limited"})  # turnout's own text: logged as is
 NO_ROUTE = "(none)"  # metrics label for requests that named no route: keeps label cardinality bounded
@@ -449,6 +454,7 @@ def create_app(
     app.router.add_post("/admin/reload", sidecar.admin_reload)
     app.router.add_get("/admin/config", sidecar.admin_config, allow_head=False)
     app.router.add_get("/admin/spend", AdminSpend(sidecar).__call__, allow_head=False)
+    StatusBoard(sidecar).register(app)  # GET / (redirect), /status, /admin/status; POST /status/login, /logout
     app.router.add_route("*", "/{tail:.*}", sidecar.fallback)
     app.on_startup.append(sidecar.on_startup)
     app.on_shutdown.append(sidecar.on_shutdown)

@@ -7,6 +7,7 @@ one did. Client keys are looked up by digest instead (`turnout.server.callers`),
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
@@ -30,6 +31,11 @@ class ApiKeys:
 
     def __repr__(self) -> str:
         return f"ApiKeys({len(self._keys)} keys)"
+
+    def macs(self, message: bytes) -> tuple[bytes, ...]:
+        """HMAC-SHA256 of `message` under each key: what a token derived from a key (never the key itself, e.g.
+        the status page's session cookie) is compared with."""
+        return tuple(hmac.new(key, message, hashlib.sha256).digest() for key in self._keys)
 
     def allows(self, headers: Mapping[str, str]) -> bool:
         """True when the request's bearer token or its `x-api-key` is one of the keys (never when there are none)."""

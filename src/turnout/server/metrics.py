@@ -51,6 +51,7 @@ class Metrics:
         """`store`: where the cells live (default: this process only). `directory`: render the combination of
         every store in it instead of this store alone (`--workers`; `store` is one of them)."""
         self.store = store = store if store is not None else CellStore()
+        self.directory = directory  # shared by every `--workers` worker (the status page's snapshots live there too)
         self.requests = CounterFamily(
             "turnout_requests", "HTTP requests answered, by route and status.", ["route", "status"], store
         )

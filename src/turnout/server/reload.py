@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ log = logging.getLogger("turnout.server")
 Loader = Callable[[str], Config]
 DEFAULT_TIMEOUT = 30.0
 MAX_STUCK_LOADS = 4
+HISTORY = 20  # reloads remembered for the status page (newest last)
 
 
 def default_loader(env: Mapping[str, str] | None) -> Loader:
@@ -86,6 +88,8 @@ class Reloader:
         self.failures = 0
         self.last_error: dict[str, Any] | None = None
         self.last_reload_at: float | None = None
+        # The latest reloads, ok or not: {"at", "trigger", "ok", "routes" (ok) | "problems" (failed, located)}.
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -123,6 +127,9 @@ class Reloader:
             self.reloads += 1
             self.last_error = None
             self.last_reload_at = time.time()
+            self.history.append(
+                {"at": self.last_reload_at, "trigger": trigger, "ok": True, "routes": len(config.routes)}
+            )
             self._on_config(config)
             self._on_result(True, 0)
             log.info("reloaded %s (%s): %d routes", self.path, trigger, len(config.routes))
@@ -176,6 +183,7 @@ class Reloader:
     def _failed(self, trigger: str, problems: list[str]) -> None:
         self.failures += 1
         self.last_error = {"at": time.time(), "trigger": trigger, "problems": problems}
+        self.history.append({**self.last_error, "ok": False})
         self._on_result(False, len(problems))
         log.error("reload of %s (%s) failed; still serving the previous config:", self.path, trigger)
         for problem in problems:
