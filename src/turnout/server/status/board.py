@@ -2,6 +2,7 @@
 
 ```
 GET  /               303 to /status
+GET  /status/favicon.svg  the page's icon (static)     the Host guard only
 GET  /status         the page (HTML)                  admin (Sidecar.admin_refusal) or a log-in session; with keys
                                                       and neither: the log-in form (401); cross-site: 403
 GET  /admin/status   the JSON the page refreshes from  admin or a log-in session; never cross-site
@@ -32,7 +33,14 @@ if TYPE_CHECKING:
     from turnout.server.app import Sidecar
 
 log = logging.getLogger("turnout.server")
-STATUS_PATHS = {"/": "GET", "/status": "GET", "/admin/status": "GET", "/status/login": "POST", "/status/logout": "POST"}
+STATUS_PATHS = {
+    "/": "GET",
+    "/status": "GET",
+    "/status/favicon.svg": "GET",
+    "/admin/status": "GET",
+    "/status/login": "POST",
+    "/status/logout": "POST",
+}
 MAX_FORM = 4096  # bytes of a log-in form read at most
 FORM = "application/x-www-form-urlencoded"
 JSON_HEADERS = {**page.COMMON_HEADERS, "Content-Type": "application/json"}
@@ -52,6 +60,7 @@ class StatusBoard:
     def register(self, app: web.Application) -> None:
         app.router.add_get("/", self.root)
         app.router.add_get("/status", self.page)
+        app.router.add_get("/status/favicon.svg", self.icon)
         app.router.add_get("/admin/status", self.data)
         app.router.add_post("/status/login", self.login)
         app.router.add_post("/status/logout", self.logout)
@@ -73,6 +82,13 @@ class StatusBoard:
     # -- endpoints ---------------------------------------------------------------------------------------
     async def root(self, request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/status")
+
+    async def icon(self, request: web.Request) -> web.Response:
+        """Static and holds nothing: served to any request the Host guard lets through."""
+        if not self.sc.settings.hosts.allows(request.headers.get("Host")):
+            fail = errors.host_not_allowed()
+            return web.Response(status=fail.status, body=fail.body(), headers=JSON_HEADERS)
+        return page.favicon()
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         if cross_site(request.headers):
