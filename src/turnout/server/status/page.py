@@ -19,7 +19,7 @@ from aiohttp import web
 LOGOUT_FORM = '<form method="post" action="/status/logout"><button type="submit">Log out</button></form>'
 COMMON_HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: the browser would then send `Origin: null` on log-in
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
