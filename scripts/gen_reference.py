@@ -122,6 +122,7 @@ def render(schema: dict[str, Any]) -> str:
         out += _section(f"`{section}.<name>`", described, entry, defs)
     out += _section("`server`", props["server"]["description"], props["server"], defs, "server.")
     out += _section("`state`", props["state"]["description"], props["state"], defs, "state.")
+    out += _section("`telemetry`", props["telemetry"]["description"], props["telemetry"], defs, "telemetry.")
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -337,6 +337,32 @@ class StateSpec:
         return (self.backend, self.url, self.key_prefix, self.ledger if self.backend == "local" else None)
 
 
+TelemetryExporter = Literal["otlp", "console", "global"]
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySpec:
+    """The `telemetry:` section: OpenTelemetry traces (`turnout.telemetry`). `None` means "as the OTEL_* environment
+    says" (and `enabled` None: the file has no telemetry section). Read at start, except `propagate_to`."""
+
+    enabled: bool | None = None
+    exporter: TelemetryExporter | None = None
+    endpoint: Secret | None = None  # a collector URL may carry a password
+    protocol: OtlpProtocol | None = None
+    headers: Mapping[str, Secret] = field(default_factory=lambda: _EMPTY)
+    service_name: str | None = None
+    sample_ratio: float | None = None
+    propagate_to: frozenset[str] = frozenset()  # provider names whose upstream calls carry the trace context
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What a reload cannot change on a running Router (the exporter is built once)."""
+        headers = tuple(sorted(self.headers.items()))
+        exporter = (self.exporter, self.endpoint, self.protocol, headers)
+        return (self.enabled, *exporter, self.service_name, self.sample_ratio)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A whole, valid routing file. `warnings` are located non-fatal findings (unused names, disabled providers)."""
@@ -352,6 +378,7 @@ class Config:
     server: ServerSpec = field(default_factory=ServerSpec)
     state: StateSpec = field(default_factory=StateSpec)
     clients: Mapping[str, ClientSpec] = field(default_factory=lambda: _EMPTY)
+    telemetry: TelemetrySpec = field(default_factory=TelemetrySpec)
     warnings: tuple[Problem, ...] = ()
 
     def breaker_for(self, model: ModelSpec) -> BreakerPolicy:

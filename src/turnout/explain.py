@@ -24,6 +24,7 @@ from turnout.config import (
     ProviderSpec,
     ServerSpec,
     StateSpec,
+    TelemetrySpec,
 )
 from turnout.router.compile import compile_graph
 from turnout.router.graph import CompiledRoute, DispatchGraph, PlannedMember
@@ -64,6 +65,7 @@ def explain(source: Config | DispatchGraph) -> dict[str, Any]:
         "clients": [client_data(c, graph) for c in config.clients.values()],
         "server": server_data(config.server),
         "state": state_data(config.state),
+        "telemetry": telemetry_data(config.telemetry),
         "warnings": [str(w) for w in config.warnings],
     }
 
@@ -223,6 +225,20 @@ def state_data(state: StateSpec) -> dict[str, Any]:
     }
 
 
+def telemetry_data(telemetry: TelemetrySpec) -> dict[str, Any]:
+    """The `telemetry:` section; None values are left to the OTEL_* environment; header values masked."""
+    return {
+        "enabled": telemetry.enabled,
+        "exporter": telemetry.exporter,
+        "endpoint": mask_url(telemetry.endpoint.reveal()) if telemetry.endpoint else None,
+        "protocol": telemetry.protocol,
+        "headers": {name: "***" for name in sorted(telemetry.headers)},
+        "service_name": telemetry.service_name,
+        "sample_ratio": telemetry.sample_ratio,
+        "propagate_to": sorted(telemetry.propagate_to),
+    }
+
+
 def _provider(provider: ProviderSpec) -> dict[str, Any]:
     return {
         "name": provider.name,
@@ -289,6 +305,8 @@ def render_text(data: Mapping[str, Any]) -> str:
         lines += _server_text(data["server"], bool(data.get("clients")))
     if "state" in data:
         lines += ["", _state_text(data["state"])]
+    if "telemetry" in data:
+        lines += ["", _telemetry_text(data["telemetry"])]
     if data["warnings"]:
         lines += ["", "warnings:", *(f"  {w}" for w in data["warnings"])]
     return "\n".join(lines) + "\n"
@@ -365,6 +383,26 @@ def _responses_text(state: Mapping[str, Any], *, local: bool) -> str:
     where = (state.get("ledger") or "memory") if local else "Redis"
     bound = f", at most {format_size(responses['max_size'])}" if local else ""
     return f"stored responses (Responses API) in {where}, kept {_d(responses['ttl'])}{bound}"
+
+
+def _telemetry_text(telemetry: Mapping[str, Any]) -> str:
+    if telemetry["enabled"] is None:
+        return "telemetry: no section; traces only if the environment asks (OTEL_TRACES_EXPORTER or an OTLP endpoint)"
+    if not telemetry["enabled"]:
+        return "telemetry: off (enabled: false)"
+    exporter = telemetry["exporter"] or "as OTEL_TRACES_EXPORTER says (else the application's provider, else otlp)"
+    parts = [f"telemetry: traces on; exporter {exporter}"]
+    if telemetry["endpoint"]:
+        parts[0] += f" to {telemetry['endpoint']} ({telemetry['protocol'] or 'http/protobuf'})"
+    if telemetry["headers"]:
+        parts.append("headers " + ", ".join(f"{name}=***" for name in telemetry["headers"]))
+    if telemetry["service_name"]:
+        parts.append(f"service {telemetry['service_name']}")
+    if telemetry["sample_ratio"] is not None:
+        parts.append(f"sampling {telemetry['sample_ratio']:.0%} of new traces")
+    upstreams = ", ".join(telemetry["propagate_to"]) or "none"
+    parts.append(f"trace context sent to the upstreams of: {upstreams}; prompts and completions only with log_content")
+    return "; ".join(parts)
 
 
 def _route_text(route: Mapping[str, Any]) -> list[str]:

@@ -61,9 +61,9 @@ class Redactor:
             if isinstance(value, Secret):
                 revealed = value.reveal()
                 secrets.add(revealed)
-                if "url" in name.lower() and "://" in revealed:  # a state store's url is a Secret as a whole
+                if _is_url_name(name) and "://" in revealed:  # a state store's url is a Secret as a whole
                     secrets.update(_url_parts(revealed)[0])
-            elif isinstance(value, str) and "url" in name.lower() and "://" in value:
+            elif isinstance(value, str) and _is_url_name(name) and "://" in value:
                 url_secrets, host = _url_parts(value)
                 secrets.update(url_secrets)
                 if host:
@@ -144,3 +144,9 @@ def _walk(value: Any, name: str = "", depth: int = 0) -> Iterator[tuple[str, Any
     elif isinstance(value, tuple | list | frozenset | set):
         for item in value:
             yield from _walk(item, name, depth + 1)
+
+
+def _is_url_name(name: str) -> bool:
+    """A config field that holds a URL (`base_url`, `state.url`, `telemetry.endpoint`)."""
+    lowered = name.lower()
+    return "url" in lowered or lowered.endswith("endpoint")

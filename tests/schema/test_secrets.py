@@ -192,3 +192,26 @@ def test_state_url_of_the_wrong_type_is_not_echoed():
     with pytest.raises(ConfigError) as info:
         load_text(STATE.replace('"{{ env.REDIS_URL }}"', f"[{REDIS_PASSWORD}]"), env={})
     assert REDIS_PASSWORD not in str(info.value)
+
+
+COLLECTOR_KEY = "otlp-SECRET-7777"
+TELEMETRY = """\
+version: 1
+providers: {echo: {driver: mock}}
+models: {echo: {provider: echo}}
+routes: {chat: {chain: [echo]}}
+telemetry:
+  endpoint: "https://ingest:{{ env.COLLECTOR_KEY }}@collector.example:4318"
+  headers: {x-api-key: "{{ env.COLLECTOR_KEY }}"}
+"""
+
+
+def test_telemetry_headers_and_endpoint_credentials_are_masked():
+    """The collector's header values and an endpoint password never show in explain, reprs or the Redactor's output."""
+    config = load_text(TELEMETRY, env={"COLLECTOR_KEY": COLLECTOR_KEY})
+    data = explain(config)
+    for text in (json.dumps(data), render_text(data), repr(config), str(config.telemetry)):
+        assert COLLECTOR_KEY not in text
+    assert data["telemetry"]["headers"] == {"x-api-key": "***"}
+    assert config.telemetry.headers["x-api-key"].reveal() == COLLECTOR_KEY
+    assert COLLECTOR_KEY not in Redactor.for_config(config).secrets(f"export failed: bad key {COLLECTOR_KEY}")

@@ -31,6 +31,7 @@ from turnout.config import (
     Secret,
     ServerSpec,
     StateSpec,
+    TelemetrySpec,
 )
 from turnout.errors import ErrorClass, Problem
 from turnout.schema.clients import digest_of
@@ -81,6 +82,7 @@ def build_config(
         server=_server(data.get("server") or {}),
         state=_state(data.get("state") or {}, base_dir),
         clients=_frozen({n: _client(n, s) for n, s in (data.get("clients") or {}).items()}),
+        telemetry=_telemetry(data.get("telemetry")),
         warnings=tuple(warnings),
     )
 
@@ -289,6 +291,23 @@ def _responses(spec: dict[str, Any]) -> ResponsesSpec:
         enabled=spec.get("enabled", base.enabled),
         ttl=_dur(spec, "ttl", base.ttl),
         max_size=parse_size(spec["max_size"]) if "max_size" in spec else base.max_size,
+    )
+
+
+def _telemetry(spec: dict[str, Any] | None) -> TelemetrySpec:
+    if spec is None:  # no section: the OTEL_* environment decides
+        return TelemetrySpec()
+    headers = {k: Secret(v) for k, v in (spec.get("headers") or {}).items() if isinstance(v, str) and v.strip()}
+    ratio = spec.get("sample_ratio")
+    return TelemetrySpec(
+        enabled=bool(spec.get("enabled", True)),
+        exporter=spec.get("exporter"),
+        endpoint=Secret(spec["endpoint"].strip()) if spec.get("endpoint") else None,
+        protocol=spec.get("protocol"),
+        headers=MappingProxyType(headers),
+        service_name=spec.get("service_name"),
+        sample_ratio=float(ratio) if ratio is not None else None,
+        propagate_to=frozenset(spec.get("propagate_to") or ()),
     )
 
 

@@ -94,6 +94,7 @@ class Checker:
         self._guarded(self._server)
         self._guarded(self._state)
         self._guarded(ClientChecks(self).run)
+        self._guarded(self._telemetry)
         self._guarded(self._unused)
         self._guarded(KindChecks(self).run)
         if self.registry is not None:
@@ -354,6 +355,31 @@ class Checker:
             self.r.error(("state", "responses", "max_size"), f"must be at least 1MB, got {size}")
         elif isinstance(size, int) and not isinstance(size, bool) and size < MIB:
             self.r.error(("state", "responses", "max_size"), f"must be at least 1MB (1048576 bytes), got {size}")
+
+    def _telemetry(self) -> None:
+        """Providers named in propagate_to exist; the endpoint is an http(s) URL; headers that rendered empty."""
+        telemetry = _dict(self.data.get("telemetry"))
+        for i, name in enumerate(_list(telemetry.get("propagate_to"))):
+            if isinstance(name, str) and name not in self.providers:
+                self.r.error(
+                    ("telemetry", "propagate_to", i),
+                    f"unknown provider '{name}'{did_you_mean(name, self.providers)}",
+                )
+        endpoint = telemetry.get("endpoint")
+        if isinstance(endpoint, str) and not is_template(endpoint):
+            parts = urlsplit(endpoint.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.r.error(
+                    ("telemetry", "endpoint"), "expected an http:// or https:// URL, e.g. http://otel-collector:4318"
+                )
+        headers = _dict(telemetry.get("headers"))
+        for name, value in headers.items():
+            if isinstance(value, str) and not value.strip():
+                self.r.warning(("telemetry", "headers", name), "rendered empty: this header is not sent")
+        if telemetry.get("exporter") in ("console", "global"):
+            for key in ("endpoint", "protocol", "headers"):
+                if key in telemetry:
+                    self.r.warning(("telemetry", key), f"ignored with exporter {telemetry['exporter']}", key=True)
 
     def _unused(self) -> None:
         used_targets = {

@@ -13,9 +13,9 @@ ASK = {"model": "limit", "messages": [{"role": "user", "content": "hi"}]}
 
 async def fresh(method: str, url: str, **kwargs) -> tuple[int, dict]:
     """One request on its own connection, so the kernel may hand it to either worker (SO_REUSEPORT)."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-        async with http.request(method, url, **kwargs) as resp:
-            return resp.status, await resp.json()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http, http.request(method, url, **kwargs) as resp:
+        return resp.status, await resp.json()
 
 
 def member(view: dict, route: str, key: str) -> dict:
