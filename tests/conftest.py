@@ -7,7 +7,8 @@ still missing the test is skipped with the reason, except under `CI=true`, where
 never pass by quietly skipping what it was meant to test. `TURNOUT_TEST_NO_INSTALL=1` turns installing off.
 
 Fixtures for Redis: `redis_server` (a started `turnout.testing.redis_server.RedisServer`, stopped afterwards)
-and `redis_factory` (start several, or with `persist=True`).
+and `redis_factory` (start several, or with `persist=True`). For tracing: `spans`, an OpenTelemetry SDK provider
+(pass it as `Router(..., tracer_provider=spans.provider)`) whose finished spans are kept in memory.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from turnout.testing.redis_server import RedisServer
 
@@ -120,3 +125,37 @@ def redis_factory(binaries: Callable[[str, str], str]) -> Iterator[Callable[...,
 def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
     """A started redis-server (no persistence) for one test."""
     return redis_factory()
+
+
+class Spans:
+    """The finished spans of one test, with helpers to walk the tree."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+
+    @property
+    def all(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def roots(self) -> list[ReadableSpan]:
+        ids = {s.context.span_id for s in self.all}
+        return [s for s in self.all if s.parent is None or s.parent.span_id not in ids]
+
+    def children(self, span: ReadableSpan) -> list[ReadableSpan]:
+        kids = [s for s in self.all if s.parent is not None and s.parent.span_id == span.context.span_id]
+        return sorted(kids, key=lambda s: s.start_time or 0)
+
+    def events(self, span: ReadableSpan, name: str) -> list[dict[str, Any]]:
+        return [dict(e.attributes or {}) for e in span.events if e.name == name]
+
+    def clear(self) -> None:
+        self.exporter.clear()
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    recorded = Spans()
+    yield recorded
+    recorded.provider.shutdown()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from turnout.types import Attempt, ChatChunk, ChatResponse, Splice, Usage
+from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, Splice, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +23,14 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RequestStarted(Event):
+    """Built only when an observer asks for it. `request` holds the client's content: left out of the repr."""
+
     request_id: str
     route: str
     stream: bool
     client: str = ""  # the declared client's name ("" anonymous)
     tag: str | None = None  # the caller's attribution tag (x-turnout-tag), sanitised
+    request: ChatRequest | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from os import PathLike
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -37,7 +37,11 @@ from turnout.router.graph import CompiledRoute, DispatchGraph, wrong_kind
 from turnout.router.health import HealthTable
 from turnout.router.streaming import ChatStream
 from turnout.state import Period, StateBackend, UsageKey, UsageTotals, open_state
+from turnout.telemetry import tracing_for
 from turnout.types import ChatRequest, ChatResponse
+
+if TYPE_CHECKING:
+    from turnout.telemetry.otel import Tracing
 
 CONNECTOR_LIMIT = 256  # concurrent upstream connections per Router (all hosts)
 CONNECTOR_LIMIT_PER_HOST = 64
@@ -65,10 +69,15 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         workers: int = 1,
+        tracer_provider: Any = None,
     ) -> None:
         """`workers`: how many processes on this host serve the same file (`turnout serve --workers N` passes N).
         With the local state backend each enforces `limit // workers` of every rpm/tpm limit, so together they
-        stay within it; with Redis they share the limits exactly and `workers` only sizes the fallback share."""
+        stay within it; with Redis they share the limits exactly and `workers` only sizes the fallback share.
+
+        `tracer_provider`: an OpenTelemetry TracerProvider to record spans with (turns tracing on unless the file
+        says `telemetry: {enabled: false}`); without it the file's `telemetry:` section and the OTEL_* environment
+        decide (`turnout.telemetry`). With tracing off nothing of OpenTelemetry is imported or called."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._registry = _registry(drivers)
@@ -86,6 +95,11 @@ class Router:
         )
         self._health = HealthTable(clock=clock, emit=self._breaker_event, state=self._state)
         self._rt = Runtime(clock=clock, sleep=sleep, rng=self._rng, health=self._health, state=self._state)
+        self._tracing = tracing_for(config, tracer_provider=tracer_provider)
+        if self._tracing is not None:
+            observers = [*observers, self._tracing]
+            self._tracing.use(config, self._graph)
+            self._rt.upstream_headers = self._tracing.upstream_headers if config.telemetry.propagate_to else None
         self._rt.observe(observers)
         self._health.sync(self._graph)
         self._client_gates = ClientGates(self._state)
@@ -131,7 +145,8 @@ class Router:
         await self._state.start()
 
     async def aclose(self) -> None:
-        """Close the HTTP session and the state backend (a final flush of usage counters, bounded)."""
+        """Close the HTTP session and the state backend (a final flush of usage counters, bounded), and flush the
+        spans of a tracer provider the Router built."""
         session, self._session = self._session, None
         try:
             await self._state.aclose()
@@ -139,6 +154,8 @@ class Router:
             if session is not None:
                 await session.close()
             await self._rt.egress.aclose()
+            if self._tracing is not None:
+                await self._tracing.aclose()
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         """The Router's session; a new one when there is none yet, it was closed, or it belongs to an event loop
@@ -175,6 +192,11 @@ class Router:
         return self._workers
 
     @property
+    def tracing(self) -> Tracing | None:
+        """The span recorder (an Observer) when tracing is on; the sidecar wraps its handlers with it."""
+        return self._tracing
+
+    @property
     def state(self) -> StateBackend:
         """The state backend (limits, shared breakers, usage ledger) this Router asks."""
         return self._state
@@ -191,11 +213,18 @@ class Router:
         breaker policy and limits are unchanged carries over.
         """
         graph = compile_graph(config, self._registry, rng=self._rng)
+        traced_before = self._graph.config.telemetry.enabled
         self._state.reconfigure(config.state)
         self._health.sync(graph)
         self._client_gates.sync(graph.clients)
         self._graph = graph
         self._rt.redactor = Redactor.for_config(config)
+        tracing = self._tracing
+        if tracing is not None:
+            tracing.use(config, graph)
+            self._rt.upstream_headers = tracing.upstream_headers if config.telemetry.propagate_to else None
+        elif config.telemetry.enabled and not traced_before:
+            log.warning("telemetry was enabled in the file: restart to start tracing")
         return graph
 
     def add_observer(self, observer: Observer) -> None:

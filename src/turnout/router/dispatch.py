@@ -192,7 +192,9 @@ class Run(Admission):
         self.slept = 0.0
         self.completed = False
         if RequestStarted in rt.wanted:
-            rt.emit(RequestStarted(self.started, request_id, route.name, request.stream, self.client_name, tag))
+            rt.emit(
+                RequestStarted(self.started, request_id, route.name, request.stream, self.client_name, tag, request)
+            )
 
     # -- choosing ----------------------------------------------------------------------------------------
     def candidates(self) -> Iterator[Deployment]:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -85,6 +85,7 @@ ALLOWED = {  # path -> the method it accepts (for 405 answers)
 OWN_REFUSALS = frozenset({"budget_exhausted", "client_rate_limited"})  # turnout's own text: logged as is
 NO_ROUTE = "(none)"  # metrics label for requests that named no route: keeps label cardinality bounded
 JSON_HEADERS = {"Content-Type": "application/json"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,12 +439,13 @@ def create_app(
     # aiohttp's cap is set to the same value for anything that would read a body the generic way.
     app = web.Application(client_max_size=sidecar.settings.max_request_bytes)
     app[SIDECAR_KEY] = sidecar
-    app.router.add_post("/v1/chat/completions", IngressHandler(sidecar, OpenAIChat()).__call__)
-    app.router.add_post("/v1/messages", IngressHandler(sidecar, AnthropicMessages()).__call__)
+    tracing = getattr(router, "tracing", None)  # a SERVER span per request when the Router traces
+    app.router.add_post("/v1/chat/completions", traced(IngressHandler(sidecar, OpenAIChat()).__call__, tracing))
+    app.router.add_post("/v1/messages", traced(IngressHandler(sidecar, AnthropicMessages()).__call__, tracing))
     app.router.add_post("/v1/messages/count_tokens", CountTokens(sidecar).__call__)
-    app.router.add_post("/v1/embeddings", EmbeddingsHandler(sidecar).__call__)
+    app.router.add_post("/v1/embeddings", traced(EmbeddingsHandler(sidecar).__call__, tracing))
     keeper = Keeper(sidecar)
-    app.router.add_post("/v1/responses", ResponsesHandler(sidecar, keeper).__call__)
+    app.router.add_post("/v1/responses", traced(ResponsesHandler(sidecar, keeper).__call__, tracing))
     app.router.add_get("/v1/responses/{response_id}", keeper.retrieve, allow_head=False)
     app.router.add_delete("/v1/responses/{response_id}", keeper.delete)
     app.router.add_get("/v1/models", sidecar.models, allow_head=False)
@@ -460,6 +462,12 @@ def create_app(
     app.on_shutdown.append(sidecar.on_shutdown)
     app.on_cleanup.append(sidecar.on_cleanup)
     return app
+
+
+def traced(handler: Handler, tracing: Any) -> Handler:
+    """`handler` inside a SERVER span per request when the Router traces (`turnout.telemetry`); else `handler`
+    itself, so with tracing off the request path is exactly what it was."""
+    return handler if tracing is None else tracing.server(handler)
 
 
 MIN_SHUTDOWN_TIMEOUT = 0.001  # aiohttp reads a shutdown timeout of 0 as "no limit"

@@ -135,6 +135,7 @@ def banner(path: str, config: Config, readiness: Mapping[str, Any], host: str, p
     if disabled:
         lines.append("  disabled providers:")
         lines += [f"    {name}: {reason}" for name, reason in disabled.items()]
+    lines.append(f"  status page: http://{host}:{port}/status; tracing: {readiness.get('tracing', 'off')}")
     clients = len(config.clients)
     auth = f"on ({clients} client{'s' if clients != 1 else ''})" if clients else "off (no clients declared)"
     admin = "admin keys" if config.server.admin_keys else ("closed" if clients else "loopback Hosts")
@@ -193,7 +194,8 @@ async def serve_process(
     if hasattr(signal, "pthread_sigmask"):  # a worker starts with them blocked: handled from now on
         signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     if on_ready is not None:
-        on_ready(bound, router.readiness())
+        tracing = router.tracing
+        on_ready(bound, {**router.readiness(), "tracing": tracing.description if tracing is not None else "off"})
     tune_gc()
     await stop.wait()
     await drain(runner, sidecar)
