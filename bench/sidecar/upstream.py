@@ -22,6 +22,8 @@ The OpenAI-style base URLs also serve the Responses API (the same answer as a Re
     http://127.0.0.1:PORT/json/v1/responses          -> a canned `response`
     http://127.0.0.1:PORT/sse/v1/responses           -> a canned Responses event stream ending with response.completed
 
+It also takes OTLP/HTTP span exports (`POST /v1/traces`, answered 200) for the tracing benchmark (`tracing.py`).
+
 Run it alone with `python bench/sidecar/upstream.py [--port N]` (Ctrl-C stops it).
 """
 
@@ -301,6 +303,10 @@ http {{
         location = /json/v1/responses {{
             default_type application/json;
             return 200 {_nginx_string(response_json())};
+        }}
+        location = /v1/traces {{
+            default_type application/x-protobuf;
+            return 200 '';
         }}
         location ~ ^/(json|sse)/v1/models$ {{
             default_type application/json;

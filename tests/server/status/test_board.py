@@ -216,6 +216,7 @@ async def test_a_key_given_once_becomes_a_session_cookie(serve_status, http):
         "garbage",
         "",
     ],
+    ids=["other-key", "tampered", "forged", "garbage", "empty"],  # stable ids: the tokens depend on the time
 )
 async def test_a_forged_or_foreign_session_is_refused(serve_status, http, token):
     """A cookie not signed with one of this sidecar's keys opens nothing."""
