@@ -9,8 +9,8 @@ events on the request span: turnout.retry (each wait), turnout.fallback, turnout
 turnout.breaker.opened / half_opened / closed (decided while serving it), turnout.skip (a deployment passed over)
 ```
 
-Attributes follow the OpenTelemetry GenAI semantic conventions (`gen_ai.operation.name`, `gen_ai.provider.name` and
-the older `gen_ai.system`, `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.response.id`,
+Attributes follow the OpenTelemetry GenAI semantic conventions (`gen_ai.operation.name`, `gen_ai.provider.name`,
+`gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.response.id`,
 `gen_ai.response.finish_reasons`, `gen_ai.usage.input_tokens` / `output_tokens`, `error.type`, `server.address` /
 `server.port`) plus turnout's own `turnout.*` (route, deployment, attempt number, fallback step, error class, the
 action taken after a failure, cost, continuation or restart of a cut stream). On the request span the request
@@ -79,7 +79,7 @@ class _Trace:
 
     __slots__ = (
         "attempt", "attempt_key", "continuing", "cut", "done", "failed", "failed_at", "mode", "output", "owned",
-        "reply", "request_id", "restarted", "restarting", "route", "span", "tries",
+        "recording", "reply", "request_id", "restarted", "restarting", "route", "span", "tries",
     )  # fmt: skip
 
     def __init__(self, request_id: str, route: str, span: Any, owned: bool, mode: str) -> None:
@@ -99,6 +99,7 @@ class _Trace:
         self.restarted = False  # some attempt did (mid_stream: restart)
         self.reply: Any = None  # the serving attempt's answer (response model, id, finish reasons)
         self.output: str | None = None
+        self.recording = True  # False: sampled out, nothing more is recorded for it
         self.done = False
 
 
@@ -164,10 +165,11 @@ class Tracing:
         if deployment.provider not in self.propagate_to:
             return None
         current = self._lookup(request_id)
-        if current is None or current.attempt is None:
+        if current is None:
             return None
-        carrier: dict[str, str] = {}
-        self._propagator.inject(carrier, context=trace.set_span_in_context(current.attempt))
+        carrier: dict[str, str] = {}  # a sampled-out request sends its own context: the upstream samples it out too
+        span = current.attempt if current.attempt is not None else current.span
+        self._propagator.inject(carrier, context=trace.set_span_in_context(span))
         return carrier
 
     async def aclose(self) -> None:
@@ -225,9 +227,10 @@ class Tracing:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
             else:
-                span.set_attribute("http.response.status_code", response.status)
-                if response.status >= 500:
-                    span.set_status(Status(StatusCode.ERROR, str(response.status)))
+                if span.is_recording():
+                    span.set_attribute("http.response.status_code", response.status)
+                    if response.status >= 500:
+                        span.set_status(Status(StatusCode.ERROR, str(response.status)))
                 return response
             finally:
                 otel_context.detach(attached)
@@ -248,25 +251,26 @@ class Tracing:
     def _started(self, e: RequestStarted) -> None:
         holder = _SERVER.get()
         name = f"chat {e.route}"
-        if holder is not None and holder.trace is None:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": e.route,
+            "turnout.route": e.route,
+            "turnout.request_id": e.request_id,
+            "turnout.stream": e.stream,
+        }
+        if e.request is not None:
+            _request_attributes(attributes, e.request.body, self.log_content)
+        adopted = holder is not None and holder.trace is None
+        if adopted:
             span, owned = holder.span, False
-            span.update_name(name)
+            if span.is_recording():
+                span.update_name(name)
+                span.set_attributes(attributes)
         else:
-            span, owned = self.tracer.start_span(name, kind=SpanKind.INTERNAL), True
-        span.set_attributes(
-            {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.model": e.route,
-                "turnout.route": e.route,
-                "turnout.request_id": e.request_id,
-                "turnout.stream": e.stream,
-            }
-        )
-        request = e.request
-        if request is not None:
-            _request_attributes(span, request.body, self.log_content)
+            span, owned = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes), True
         current = _Trace(e.request_id, e.route, span, owned, self._modes.get(e.route, "error"))
-        if holder is not None and holder.trace is None:
+        current.recording = span.is_recording()
+        if adopted:
             holder.trace = current
         _CURRENT.set(current)
         if len(self._open) >= MAX_OPEN:
@@ -275,34 +279,28 @@ class Tracing:
 
     def _attempt_started(self, e: AttemptStarted) -> None:
         current = self._lookup(e.request_id)
-        if current is None:
+        if current is None or not current.recording:  # sampled out: its attempts would not be recorded either
             return
         self._settle(current, "next")
         if current.attempt is not None:  # defensive: an attempt that never reported
             current.attempt.end()
         tries = current.tries[e.deployment] = current.tries.get(e.deployment, 0) + 1
-        name = self._names.get(e.deployment)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
-            "turnout.route": e.route,
             "turnout.deployment": e.deployment,
             "turnout.attempt": e.number,
-            "turnout.retry": tries - 1,
         }
+        if tries > 1:
+            attributes["turnout.retry"] = tries - 1
         step = self._steps.get(e.route, {}).get(e.deployment)
         if step is not None:
             attributes["turnout.fallback_step"] = step
+        name = self._names.get(e.deployment)
         upstream = e.deployment
         if name is not None:
             upstream = name.upstream
-            attributes.update(
-                {
-                    "gen_ai.provider.name": name.system,
-                    "gen_ai.system": name.system,
-                    "gen_ai.request.model": name.upstream,
-                    "turnout.provider": name.provider,
-                }
-            )
+            attributes["gen_ai.provider.name"] = name.system
+            attributes["gen_ai.request.model"] = name.upstream
             if name.address:
                 attributes["server.address"] = name.address
                 if name.port:
@@ -323,16 +321,18 @@ class Tracing:
         current = self._lookup(e.request_id)
         if current is None or current.attempt is None:
             return
-        span = current.attempt
-        _usage(span, e.usage)
+        attributes: dict[str, Any] = {}
+        _usage(attributes, e.usage)
         if e.cost_usd is not None:
-            span.set_attribute("turnout.cost_usd", e.cost_usd)
+            attributes["turnout.cost_usd"] = e.cost_usd
         if e.time_to_first_token is not None:
-            span.set_attribute("turnout.time_to_first_token", e.time_to_first_token)
-        _reply(span, e.reply)
+            attributes["turnout.time_to_first_token"] = e.time_to_first_token
+        _reply(attributes, e.reply)
         current.reply = e.reply
         if self.log_content and isinstance(e.reply, ChatResponse):
             current.output = e.reply.text
+        span = current.attempt
+        span.set_attributes(attributes)
         span.end()
         current.attempt = None
 
@@ -340,14 +340,15 @@ class Tracing:
         current = self._lookup(e.request_id)
         if current is None or current.attempt is None:
             return
-        span = current.attempt
-        span.set_attributes({"error.type": e.error_class, "turnout.error_class": e.error_class})
+        attributes: dict[str, Any] = {"error.type": e.error_class, "turnout.error_class": e.error_class}
         if e.status is not None:
-            span.set_attribute("http.response.status_code", e.status)
+            attributes["http.response.status_code"] = e.status
         if e.after_first_token:
-            span.set_attribute("turnout.after_first_token", True)
+            attributes["turnout.after_first_token"] = True
         if self.log_content and e.message:
-            span.set_attribute("turnout.error.message", e.message)
+            attributes["turnout.error.message"] = e.message
+        span = current.attempt
+        span.set_attributes(attributes)
         span.set_status(Status(StatusCode.ERROR, e.error_class))
         current.failed, current.failed_at, current.attempt = span, time.time_ns(), None
         current.cut = e.after_first_token
@@ -355,7 +356,7 @@ class Tracing:
 
     def _retry(self, e: RetryScheduled) -> None:
         current = self._lookup(e.request_id)
-        if current is None:
+        if current is None or not current.recording:
             return
         current.span.add_event(
             "turnout.retry",
@@ -372,7 +373,7 @@ class Tracing:
 
     def _fallback(self, e: FallbackTaken) -> None:
         current = self._lookup(e.request_id)
-        if current is None:
+        if current is None or not current.recording:
             return
         current.span.add_event(
             "turnout.fallback", {"turnout.deployment": e.from_deployment, "error.type": e.error_class}
@@ -385,7 +386,7 @@ class Tracing:
 
     def _continued(self, e: StreamContinued) -> None:
         current = self._lookup(e.request_id)
-        if current is None:
+        if current is None or not current.recording:
             return
         attributes = {"turnout.continued_from": e.continued_from, "turnout.chars_kept": e.chars_kept}
         if current.attempt is not None:
@@ -395,7 +396,7 @@ class Tracing:
     def _breaker(self, e: BreakerOpened | BreakerHalfOpened | BreakerClosed) -> None:
         """A breaker decision made while serving the current request (another replica's news has an origin)."""
         current = _CURRENT.get()
-        if current is None or current.done or e.origin is not None:
+        if current is None or current.done or not current.recording or e.origin is not None:
             return
         attributes: dict[str, Any] = {"turnout.deployment": e.deployment}
         if e.open_for is not None:
@@ -406,6 +407,16 @@ class Tracing:
         current = self._lookup(e.request_id)
         if current is None:
             return
+        current.done = True
+        if self._open.get(e.request_id) is current:
+            del self._open[e.request_id]
+        if current.recording:
+            self._record_end(current, e)
+        if current.owned:
+            current.span.end()
+
+    def _record_end(self, current: _Trace, e: ResponseCompleted) -> None:
+        """The request span's outcome: what served it, usage, cost, attempts, skips, the error if any."""
         cancelled = e.error_class == "cancelled"
         self._settle(current, "cancelled" if cancelled else "fail")
         if current.attempt is not None:  # the caller went away mid-attempt
@@ -417,7 +428,6 @@ class Tracing:
         attributes: dict[str, Any] = {
             "turnout.attempts": len(tried),
             "turnout.fallbacks": len({a.deployment for a in tried}) - (1 if tried else 0),
-            "turnout.latency": e.latency,
         }
         if e.router_overhead is not None:
             attributes["turnout.router_overhead"] = e.router_overhead
@@ -430,31 +440,23 @@ class Tracing:
             name = self._names.get(e.served_by)
             if name is not None:
                 attributes["gen_ai.provider.name"] = name.system
-                attributes["gen_ai.system"] = name.system
+            _reply(attributes, current.reply)
+        _usage(attributes, e.usage)
         if e.splices:
             attributes["turnout.stream.continued"] = True
             attributes["turnout.stream.continued_from"] = [s.continued_from for s in e.splices]
         if current.restarted:
             attributes["turnout.stream.restarted"] = True
-        span.set_attributes(attributes)
-        _usage(span, e.usage)
-        if e.served_by:
-            _reply(span, current.reply)
-        self._skips(span, e)
         if cancelled:
-            span.set_attribute("turnout.cancelled", True)
+            attributes["turnout.cancelled"] = True
         elif e.error_class is not None:
-            span.set_attributes({"error.type": e.error_class, "turnout.error_class": e.error_class})
+            attributes["error.type"] = attributes["turnout.error_class"] = e.error_class
             span.set_status(Status(StatusCode.ERROR, e.error_class))
         if self.log_content and current.output is not None:
-            span.set_attribute(
-                "gen_ai.output.messages", _clip(json.dumps([{"role": "assistant", "content": current.output}]))
-            )
-        current.done = True
-        if current.owned:
-            span.end()
-        if self._open.get(e.request_id) is current:
-            del self._open[e.request_id]
+            output = json.dumps([{"role": "assistant", "content": current.output}])
+            attributes["gen_ai.output.messages"] = _clip(output)
+        span.set_attributes(attributes)
+        self._skips(span, e)
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _settle(self, current: _Trace, action: str) -> None:
@@ -492,38 +494,38 @@ class Tracing:
             del self._open[current.request_id]
 
 
-def _usage(span: Any, usage: Usage | None) -> None:
+def _usage(into: dict[str, Any], usage: Usage | None) -> None:
     if usage is None:
         return
     if usage.prompt_tokens is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        into["gen_ai.usage.input_tokens"] = usage.prompt_tokens
     if usage.completion_tokens is not None:
-        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        into["gen_ai.usage.output_tokens"] = usage.completion_tokens
     if usage.cached_tokens:
-        span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens)
+        into["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
 
 
-def _reply(span: Any, reply: ChatResponse | ChatChunk | None) -> None:
+def _reply(into: dict[str, Any], reply: ChatResponse | ChatChunk | None) -> None:
     """gen_ai.response.model / id / finish_reasons from an answer or a stream's final chunk."""
     if isinstance(reply, ChatResponse):
         if reply.model:
-            span.set_attribute("gen_ai.response.model", reply.model)
+            into["gen_ai.response.model"] = reply.model
         if reply.id:
-            span.set_attribute("gen_ai.response.id", reply.id)
+            into["gen_ai.response.id"] = reply.id
         reasons = [str(c.get("finish_reason")) for c in reply.choices if c.get("finish_reason")]
         if reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", reasons)
+            into["gen_ai.response.finish_reasons"] = reasons
     elif isinstance(reply, ChatChunk):
         data = reply.data
         if isinstance(data.get("model"), str) and data["model"]:
-            span.set_attribute("gen_ai.response.model", data["model"])
+            into["gen_ai.response.model"] = data["model"]
         if isinstance(data.get("id"), str) and data["id"]:
-            span.set_attribute("gen_ai.response.id", data["id"])
+            into["gen_ai.response.id"] = data["id"]
         if reply.finish_reason:
-            span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason])
+            into["gen_ai.response.finish_reasons"] = [reply.finish_reason]
 
 
-def _request_attributes(span: Any, body: Mapping[str, Any], with_content: bool) -> None:
+def _request_attributes(into: dict[str, Any], body: Mapping[str, Any], with_content: bool) -> None:
     """The request's sampling settings (gen_ai.request.*) and, with log_content, its messages."""
     for key, attribute in (
         ("max_tokens", "gen_ai.request.max_tokens"),
@@ -534,9 +536,9 @@ def _request_attributes(span: Any, body: Mapping[str, Any], with_content: bool) 
     ):
         value = body.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            span.set_attribute(attribute, value)
+            into[attribute] = value
     if with_content:
-        span.set_attribute("gen_ai.input.messages", _clip(json.dumps(body.get("messages"), default=str)))
+        into["gen_ai.input.messages"] = _clip(json.dumps(body.get("messages"), default=str))
 
 
 def _clip(text: str) -> str:
