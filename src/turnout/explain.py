@@ -9,6 +9,7 @@ route. `render_text()` turns it into a readable report. Secrets are never includ
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -402,6 +403,8 @@ def _telemetry_text(telemetry: Mapping[str, Any]) -> str:
         parts.append(f"sampling {telemetry['sample_ratio']:.0%} of new traces")
     upstreams = ", ".join(telemetry["propagate_to"]) or "none"
     parts.append(f"trace context sent to the upstreams of: {upstreams}; prompts and completions only with log_content")
+    if importlib.util.find_spec("opentelemetry") is None or importlib.util.find_spec("opentelemetry.sdk") is None:
+        parts.append("OpenTelemetry is not installed here (pip install 'turnout[otel]'): tracing would stay off")
     return "; ".join(parts)
 
 

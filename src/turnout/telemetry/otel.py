@@ -204,7 +204,6 @@ class Tracing:
                 "http.request.method": request.method,
                 "url.path": request.path,
                 "url.scheme": request.scheme,
-                "http.route": request.path,
                 "server.address": host or request.host,
             }
             if port.isdigit():
