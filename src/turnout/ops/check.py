@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from turnout.config import StateSpec
+from turnout.config import StateSpec, TelemetrySpec
 from turnout.drivers.base import CredentialCheck
 from turnout.ops.common import DEFAULT_FILE, EXIT_INVALID, EXIT_OK, Style, load_routing_file, plural, print_json, table
 
@@ -50,7 +50,8 @@ async def check(config: Any) -> list[CredentialCheck]:
     """Every provider's CredentialCheck, in the file's order (disabled ones say why)."""
     from turnout.router.client import Router
 
-    local = dataclasses.replace(config, state=StateSpec())  # checking credentials needs no shared state
+    # checking credentials needs no shared state, and traces nothing
+    local = dataclasses.replace(config, state=StateSpec(), telemetry=TelemetrySpec(enabled=False))
     async with Router(local) as router:
         results = {r.provider: r for r in await router.check_credentials()}
     return [results[name] for name in config.providers if name in results]

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from turnout.config import Config, Policy, Secret, StateSpec
+from turnout.config import Config, Policy, Secret, StateSpec, TelemetrySpec
 from turnout.ops.drill.scenarios import Scenario, healthy
 from turnout.testing import AnthropicFake, FormatFake, GeminiFake, OllamaFake, OpenAIFake
 
@@ -63,9 +63,10 @@ class Stage:
                 headers=MappingProxyType({}),
                 disabled_reason=None,
             )
-        # Local state always: a drill must never touch the shared Redis of the file (its limits, breaker news and
-        # usage belong to production), and it runs on virtual time.
-        self.config = dataclasses.replace(self.original, providers=MappingProxyType(providers), state=StateSpec())
+        # Local state and no tracing, always: a drill must never touch the shared Redis of the file (its limits,
+        # breaker news and usage belong to production), and its virtual-time spans belong in no collector.
+        quiet = {"state": StateSpec(), "telemetry": TelemetrySpec(enabled=False)}
+        self.config = dataclasses.replace(self.original, providers=MappingProxyType(providers), **quiet)
         return self.config
 
     async def close(self) -> None:
