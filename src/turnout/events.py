@@ -11,9 +11,12 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from turnout.types import Attempt, ChatChunk, ChatRequest, ChatResponse, Splice, Usage
+
+if TYPE_CHECKING:
+    from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +33,7 @@ class RequestStarted(Event):
     stream: bool
     client: str = ""  # the declared client's name ("" anonymous)
     tag: str | None = None  # the caller's attribution tag (x-turnout-tag), sanitised
-    request: ChatRequest | None = field(default=None, repr=False, compare=False)
+    request: ChatRequest | EmbeddingRequest | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,8 @@ class AttemptFailed(Event):
 
 @dataclass(frozen=True, slots=True)
 class AttemptSucceeded(Event):
-    """An attempt answered. `reply` is the deployment's own answer (a ChatResponse, or a stream's final chunk):
+    """An attempt answered. `reply` is the deployment's own answer (a ChatResponse, a stream's final chunk, an
+    EmbeddingResponse):
     what an observer that wants the response model, id or finish reasons reads (left out of the repr)."""
 
     request_id: str
@@ -65,7 +69,7 @@ class AttemptSucceeded(Event):
     time_to_first_token: float | None = None
     usage: Usage | None = None  # this attempt's usage (a stream's own, not the rescued answer's total)
     cost_usd: float | None = None
-    reply: ChatResponse | ChatChunk | None = field(default=None, repr=False, compare=False)
+    reply: ChatResponse | ChatChunk | EmbeddingResponse | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

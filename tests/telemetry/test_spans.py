@@ -209,3 +209,23 @@ async def test_a_request_the_route_refuses_to_fail_over_says_fail(spans):
     [attempt] = spans.children(request)
     assert attempt.attributes["turnout.action"] == "fail" and attempt.attributes["error.type"] == "bad_request"
     assert request.attributes["error.type"] == "bad_request"
+
+
+EMBEDDINGS = """\
+version: 1
+providers: {vectors: {driver: mock}}
+models: {vec: {provider: vectors, name: vec-1, kind: embeddings, dimensions: 8, price: {input: 0.02}}}
+routes: {embed: {kind: embeddings, chain: [vec]}}
+"""
+
+
+async def test_an_embeddings_request_is_an_embeddings_span(spans):
+    """An embeddings route's spans are named and marked as the embeddings operation, with the vectors' length."""
+    async with Router.from_yaml(EMBEDDINGS, tracer_provider=spans.provider) as router:
+        reply = await router.embed(model="embed", input=["one", "two"])
+    [request] = spans.roots()
+    [attempt] = spans.children(request)
+    assert (request.name, attempt.name) == ("embeddings embed", "embeddings vec-1")
+    assert request.attributes["gen_ai.operation.name"] == attempt.attributes["gen_ai.operation.name"] == "embeddings"
+    assert attempt.attributes["gen_ai.embeddings.dimension.count"] == 8
+    assert request.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens

@@ -42,6 +42,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from turnout.config import Config
+from turnout.embeddings import EmbeddingResponse, dimensions_of
 from turnout.events import (
     AttemptFailed,
     AttemptStarted,
@@ -130,6 +131,7 @@ class Tracing:
         self._names: Mapping[str, DeploymentName] = {}
         self._steps: Mapping[str, Mapping[str, int]] = {}
         self._modes: Mapping[str, str] = {}
+        self._operations: Mapping[str, str] = {}
         self.propagate_to: frozenset[str] = frozenset()
         self.log_content = False
         self.spec = config.telemetry
@@ -154,6 +156,7 @@ class Tracing:
         self._names = deployment_names(config)
         self._steps = route_steps(graph)
         self._modes = {name: route.policy.mid_stream for name, route in graph.routes.items()}
+        self._operations = {name: getattr(route, "kind", "chat") for name, route in graph.routes.items()}
         self.propagate_to = config.telemetry.propagate_to
         self.log_content = config.server.log_content
         if config.telemetry.identity != self.spec.identity:
@@ -249,16 +252,18 @@ class Tracing:
 
     def _started(self, e: RequestStarted) -> None:
         holder = _SERVER.get()
-        name = f"chat {e.route}"
+        operation = self._operations.get(e.route, "chat")  # chat | embeddings (the semantic conventions' names)
+        name = f"{operation} {e.route}"
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.request.model": e.route,
             "turnout.route": e.route,
             "turnout.request_id": e.request_id,
             "turnout.stream": e.stream,
         }
-        if e.request is not None:
-            _request_attributes(attributes, e.request.body, self.log_content)
+        body = getattr(e.request, "body", None)
+        if body is not None:
+            _request_attributes(attributes, body, self.log_content)
         adopted = holder is not None and holder.trace is None
         if adopted:
             span, owned = holder.span, False
@@ -284,8 +289,9 @@ class Tracing:
         if current.attempt is not None:  # defensive: an attempt that never reported
             current.attempt.end()
         tries = current.tries[e.deployment] = current.tries.get(e.deployment, 0) + 1
+        operation = self._operations.get(e.route, "chat")
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "turnout.deployment": e.deployment,
             "turnout.attempt": e.number,
         }
@@ -312,7 +318,7 @@ class Tracing:
         current.continuing = current.restarting = False
         context = trace.set_span_in_context(current.span)
         current.attempt = self.tracer.start_span(
-            f"chat {upstream}", context=context, kind=SpanKind.CLIENT, attributes=attributes
+            f"{operation} {upstream}", context=context, kind=SpanKind.CLIENT, attributes=attributes
         )
         current.attempt_key = e.deployment
 
@@ -504,8 +510,8 @@ def _usage(into: dict[str, Any], usage: Usage | None) -> None:
         into["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
 
 
-def _reply(into: dict[str, Any], reply: ChatResponse | ChatChunk | None) -> None:
-    """gen_ai.response.model / id / finish_reasons from an answer or a stream's final chunk."""
+def _reply(into: dict[str, Any], reply: Any) -> None:
+    """gen_ai.response.model / id / finish_reasons from an answer, a stream's final chunk or embeddings."""
     if isinstance(reply, ChatResponse):
         if reply.model:
             into["gen_ai.response.model"] = reply.model
@@ -522,6 +528,11 @@ def _reply(into: dict[str, Any], reply: ChatResponse | ChatChunk | None) -> None
             into["gen_ai.response.id"] = data["id"]
         if reply.finish_reason:
             into["gen_ai.response.finish_reasons"] = [reply.finish_reason]
+    elif isinstance(reply, EmbeddingResponse):
+        if reply.model:
+            into["gen_ai.response.model"] = reply.model
+        if reply.vectors:
+            into["gen_ai.embeddings.dimension.count"] = dimensions_of(reply.vectors[0])
 
 
 def _request_attributes(into: dict[str, Any], body: Mapping[str, Any], with_content: bool) -> None:

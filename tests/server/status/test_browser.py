@@ -102,10 +102,11 @@ async def breaker_opens_on_screen(t: Tab, http: Any, url: str, body: dict[str, A
     )
 
 
-async def test_the_repo_routes_page_shows_a_breaker_opening(browser, server_kit, http):
+async def test_the_repo_routes_page_shows_a_breaker_opening(browser, server_kit, http, monkeypatch):
     """On the repo's routes.yaml (no keys set): disabled providers say why, traffic shows in the figures, and a
     breaker opened by a scripted 401 shows as open with its countdown, on the page's own refresh."""
-    async with server_kit.serving(REPO / "routes.yaml", watch=False) as s:
+    monkeypatch.chdir(REPO)  # the page names the file as `turnout serve routes.yaml` would
+    async with server_kit.serving(Path("routes.yaml"), watch=False) as s:
         hello = [{"role": "user", "content": "Hello, turnout!"}]
         for route in ("echo", "echo", "smart", "tools", "echo"):
             await post(http, s.url, {"model": route, "messages": hello})

@@ -118,6 +118,8 @@ def _route(
         steps.append({"name": step.name, "kind": step.kind, "strategy": step.strategy, "deployments": members})
     return {
         "name": route.name,
+        "kind": route.kind,
+        "aliases": list(route.aliases),
         "description": route.description,
         "mid_stream": route.policy.mid_stream,
         "usable": usable,
