@@ -186,3 +186,27 @@ async def test_the_files_endpoint_and_headers_win(tmp_path, monkeypatch):
     assert {service for service, _, _ in found.spans()} == {"router-lib"}
     assert found.headers[0]["x-collector-key"] == "collector-SECRET-1"
     assert found.headers[0]["x-tenant"] == "blue"
+
+
+async def test_messages_and_embeddings_requests_get_server_spans_too(spans, tmp_path, http):
+    """Every ingress that reaches the Router is traced: an Anthropic Messages request and an embeddings request
+    each get their SERVER span with the attempt under it."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        "version: 1\nproviders: {m: {driver: mock}}\n"
+        "models:\n  echo: {provider: m, name: echo-1}\n"
+        "  vec: {provider: m, name: vec-1, kind: embeddings, dimensions: 4}\n"
+        "routes: {chat: {chain: [echo]}, embed: {kind: embeddings, chain: [vec]}}\nserver: {watch: false}\n"
+    )
+    messages = {"model": "chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    async with sidecar(path, spans.provider) as url:
+        async with http.post(url + "/v1/messages", json=messages) as resp:
+            assert resp.status == 200
+        async with http.post(url + "/v1/embeddings", json={"model": "embed", "input": "hi"}) as resp:
+            assert resp.status == 200
+    servers = sorted((s for s in spans.all if s.kind is SpanKind.SERVER), key=lambda s: s.start_time)
+    assert [(s.name, s.attributes["url.path"]) for s in servers] == [
+        ("chat chat", "/v1/messages"),
+        ("embeddings embed", "/v1/embeddings"),
+    ]
+    assert [len(spans.children(s)) for s in servers] == [1, 1]
