@@ -261,6 +261,10 @@ class Tracing:
             "turnout.request_id": e.request_id,
             "turnout.stream": e.stream,
         }
+        if e.client:
+            attributes["turnout.client"] = e.client
+        if e.tag:
+            attributes["turnout.tag"] = e.tag
         body = getattr(e.request, "body", None)
         if body is not None:
             _request_attributes(attributes, body, self.log_content)

@@ -62,7 +62,7 @@ def fault(status: int = 500) -> dict[str, Any]:
 
 @pytest.fixture
 def serve_status(tmp_path: Path, server_kit: Any) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
-    """`async with serve_status(server="  api_keys: [...]\\n") as s:` serves `status_routes`."""
+    """`async with serve_status(server="  admin_keys: [...]\\n") as s:` serves `status_routes`."""
 
     def start(server: str = "", **options: Any) -> Any:
         path = tmp_path / "routes.yaml"

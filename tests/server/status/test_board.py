@@ -10,7 +10,7 @@ import pytest
 from turnout.server.status import session
 
 KEY = "admin-key-SECRET-0042"
-WITH_KEY = f'  api_keys: ["{KEY}"]\n'
+WITH_KEY = f'  admin_keys: ["{KEY}"]\n'
 BEARER = {"Authorization": f"Bearer {KEY}"}
 
 

@@ -142,7 +142,7 @@ async def test_a_script_in_a_route_description_is_never_run(browser, serve_statu
 async def test_logging_in_with_a_key_then_out(browser, serve_status, http, status_kit):
     """With admin keys the page asks for one; after logging in it shows the routes and their breaker opening;
     logging out brings the form back."""
-    async with serve_status(f'  api_keys: ["{KEY}"]\n') as s:
+    async with serve_status(f'  admin_keys: ["{KEY}"]\n') as s:
         t = await tab(browser, s.url + "/status")
         page = t.page
         await page.fill("#key", "not-the-key")
