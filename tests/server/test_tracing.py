@@ -188,9 +188,9 @@ async def test_the_files_endpoint_and_headers_win(tmp_path, monkeypatch):
     assert found.headers[0]["x-tenant"] == "blue"
 
 
-async def test_messages_and_embeddings_requests_get_server_spans_too(spans, tmp_path, http):
-    """Every ingress that reaches the Router is traced: an Anthropic Messages request and an embeddings request
-    each get their SERVER span with the attempt under it."""
+async def test_messages_embeddings_and_responses_requests_get_server_spans_too(spans, tmp_path, http):
+    """Every ingress that reaches the Router is traced: an Anthropic Messages request, an embeddings request and a
+    Responses request each get their SERVER span with the attempt under it."""
     path = tmp_path / "routes.yaml"
     path.write_text(
         "version: 1\nproviders: {m: {driver: mock}}\n"
@@ -204,9 +204,12 @@ async def test_messages_and_embeddings_requests_get_server_spans_too(spans, tmp_
             assert resp.status == 200
         async with http.post(url + "/v1/embeddings", json={"model": "embed", "input": "hi"}) as resp:
             assert resp.status == 200
+        async with http.post(url + "/v1/responses", json={"model": "chat", "input": "hi"}) as resp:
+            assert resp.status == 200
     servers = sorted((s for s in spans.all if s.kind is SpanKind.SERVER), key=lambda s: s.start_time)
     assert [(s.name, s.attributes["url.path"]) for s in servers] == [
         ("chat chat", "/v1/messages"),
         ("embeddings embed", "/v1/embeddings"),
+        ("chat chat", "/v1/responses"),
     ]
-    assert [len(spans.children(s)) for s in servers] == [1, 1]
+    assert [len(spans.children(s)) for s in servers] == [1, 1, 1]
