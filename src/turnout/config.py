@@ -18,13 +18,16 @@ from turnout.errors import ErrorClass, Problem
 
 Action = Literal["retry", "next", "fail"]
 Strategy = Literal["priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost"]
-Capability = Literal["tools", "vision", "json", "prefill", "streaming"]
+Capability = Literal["tools", "vision", "json", "prefill", "streaming", "reasoning"]
 MidStreamPolicy = Literal["error", "continue", "restart"]
 Kind = Literal["chat", "embeddings"]  # what a model does and what a route serves
 Jitter = Literal["full", "equal", "none"]
 
 STRATEGIES: tuple[str, ...] = ("priority", "round_robin", "weighted", "least_busy", "lowest_latency", "lowest_cost")
-CAPABILITIES: tuple[str, ...] = ("tools", "vision", "json", "prefill", "streaming")
+CAPABILITIES: tuple[str, ...] = ("tools", "vision", "json", "prefill", "streaming", "reasoning")
+# Never assumed for a model whose `supports` is not declared, whatever its driver offers: reasoning parameters sent
+# to a model that does not reason are refused with a 400, which fails a request that would have worked without them.
+OPT_IN_CAPABILITIES: frozenset[str] = frozenset({"reasoning"})
 KINDS: tuple[str, ...] = ("chat", "embeddings")
 BUILTIN_DRIVERS: tuple[str, ...] = ("openai", "azure", "anthropic", "gemini", "ollama", "mock")
 DEFAULT_RESTART_BUFFER = 256 * 1024  # bytes of answer `mid_stream: restart` holds back (~64k tokens of text)
@@ -238,7 +241,7 @@ class ModelSpec:
     min_dimensions: int | None = None
     context_window: int | None = None
     max_output_tokens: int | None = None
-    supports: frozenset[str] | None = None  # None = not declared (assume capable)
+    supports: frozenset[str] | None = None  # None = not declared (assume capable, OPT_IN_CAPABILITIES aside)
     price: Price | None = None
     limits: Limits = field(default_factory=Limits)
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
@@ -248,6 +251,13 @@ class ModelSpec:
     def declares(self, capability: str) -> bool | None:
         """True/False when declared, None when the file says nothing about capabilities."""
         return None if self.supports is None else capability in self.supports
+
+    def has(self, capability: str) -> bool:
+        """Whether the file lets the model count on `capability`: declared, or assumed when nothing is declared
+        (never for OPT_IN_CAPABILITIES)."""
+        if self.supports is None:
+            return capability not in OPT_IN_CAPABILITIES
+        return capability in self.supports
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,7 @@ def _deployment(config: Config, model: ModelSpec, member: PlannedMember, route: 
         lacking = sorted(route.requires - deployment.capabilities)
     else:  # a disabled provider has no driver: judge by what the file declares
         capabilities = sorted(model.supports) if model.supports is not None else None
-        lacking = [c for c in sorted(route.requires) if model.declares(c) is False]
+        lacking = [c for c in sorted(route.requires) if not model.has(c)]
     # Why it never serves this route: a capability it lacks, or another reason the compiler gave (an unpriced
     # member of a route with a budget); a disabled provider is shown as such, not as a skip.
     skip = f"lacks {', '.join(lacking)}" if lacking else (member.excluded if deployment is not None else None)
@@ -504,7 +504,8 @@ def _capability_facts(d: Mapping[str, Any]) -> list[str]:
     if d["supports"] is not None:
         facts = [f"supports {', '.join(d['supports'])}"]
     elif d["capabilities"] is not None:
-        facts = [f"supports: not declared (driver offers {', '.join(d['capabilities'])})"]
+        offered = ", ".join(d["capabilities"])
+        facts = [f"supports: not declared (driver offers {offered}; reasoning only when declared)"]
     else:
         facts = ["supports: not declared"]
     if d["prefill"] and "prefill" in (d["capabilities"] or ()):

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 from turnout import _json
 from turnout.errors import InvalidRequest
+from turnout.reasoning import CHAT, Reasoning, from_chat, without_reasoning
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _IMAGE_TOKEN_ESTIMATE = 800  # a mid-size image at detail=auto; only used to rule out too-small windows
@@ -156,7 +157,8 @@ class ChatRequest:
     `body` is the exact JSON object the client sent; drivers for OpenAI-compatible upstreams forward it with
     only `model` (and stream options) replaced. `assistant_prefix` is set when a cut stream is continued on
     another deployment: the partial answer that the continuation must extend. `native` is the client's own body
-    when it spoke another wire format (then `body` is its canonical translation).
+    when it spoke another wire format (then `body` is its canonical translation). `reasoning` is what the client
+    asked of the model's reasoning, in any format (`turnout.reasoning`), None when it asked nothing.
     """
 
     body: Mapping[str, Any]
@@ -170,6 +172,7 @@ class ChatRequest:
     max_output_tokens: int | None = None
     assistant_prefix: str | None = None
     native: NativeRequest | None = None
+    reasoning: Reasoning | None = None
 
     @property
     def messages(self) -> Sequence[Mapping[str, Any]]:
@@ -182,15 +185,29 @@ class ChatRequest:
     def with_prefix(self, prefix: str) -> ChatRequest:
         return replace(self, assistant_prefix=prefix)
 
+    def without_reasoning(self, *, strip: bool = False) -> ChatRequest:
+        """This request with no reasoning to translate; with `strip`, also without the client's own reasoning fields
+        (in `body`, or in the native body), for a model that must not receive them at all."""
+        if not strip or self.reasoning is None:
+            return replace(self, reasoning=None)
+        source = self.reasoning.source
+        native = self.native
+        if native is None:
+            return replace(self, reasoning=None, body=without_reasoning(CHAT, self.body))
+        return replace(self, reasoning=None, native=replace(native, body=without_reasoning(source, native.body)))
+
     @classmethod
     def create(cls, *, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatRequest:
         """Build from keyword arguments, as `router.chat(model=..., messages=..., **openai_params)`."""
         return cls.from_openai({"model": model, "messages": list(messages), **params})
 
     @classmethod
-    def from_openai(cls, body: Any, *, native: NativeRequest | None = None) -> ChatRequest:
+    def from_openai(
+        cls, body: Any, *, native: NativeRequest | None = None, reasoning: Reasoning | None = None
+    ) -> ChatRequest:
         """Validate an OpenAI chat body and derive routing fields (`native`: the client's own body, when `body` is
-        its translation).
+        its translation, and `reasoning` what that body asked of the model's reasoning; a chat body's own is read
+        from its `reasoning_effort` or `thinking`).
 
         Raises InvalidRequest naming the offending field (`param`), so the sidecar can answer 400 in OpenAI's
         shape and nothing malformed is ever sent upstream.
@@ -226,6 +243,8 @@ class ChatRequest:
         if response_format is not None and not is_mapping(response_format):
             raise InvalidRequest("'response_format' must be an object.", param="response_format")
         needs_json = bool(response_format) and response_format.get("type") in ("json_object", "json_schema")
+        if native is None and ("reasoning_effort" in body or "thinking" in body):
+            reasoning = from_chat(body)
         return cls(
             body=body,
             model=model,
@@ -237,6 +256,7 @@ class ChatRequest:
             estimated_prompt_tokens=chars // _CHARS_PER_TOKEN + 4 * len(messages) + images * _IMAGE_TOKEN_ESTIMATE,
             max_output_tokens=max_out,
             native=native,
+            reasoning=reasoning,
         )
 
 
@@ -334,9 +354,10 @@ class ChatResponse:
     """A complete (non-streamed) answer in canonical, OpenAI-shaped form.
 
     `model` is the upstream model that served it (as OpenAI reports it). The routing fields (`route`,
-    `served_by`, `attempts`, `cost_usd`) are filled in by the router; `cost_usd` is None when unknown. `native` is
-    the upstream's own answer when it served a request in its own format (`ChatRequest.native`): the ingress of that
-    format returns it as is.
+    `served_by`, `attempts`, `cost_usd`, `dropped`) are filled in by the router; `cost_usd` is None when unknown.
+    `native` is the upstream's own answer when it served a request in its own format (`ChatRequest.native`): the
+    ingress of that format returns it as is. `dropped` names what of the request the serving deployment did not
+    receive (its reasoning, when the model does not declare it: `turnout.router.reasoning`).
     """
 
     id: str
@@ -350,6 +371,7 @@ class ChatResponse:
     attempts: tuple[Attempt, ...] = ()
     cost_usd: float | None = None
     native: Mapping[str, Any] | None = None
+    dropped: tuple[str, ...] = ()
 
     @property
     def message(self) -> Mapping[str, Any]:

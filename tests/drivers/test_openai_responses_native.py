@@ -13,7 +13,7 @@ import pytest
 from turnout import Router
 from turnout.config import ProviderSpec, Secret
 from turnout.drivers.base import CallContext
-from turnout.drivers.openai import RESPONSES, AzureOpenAIDriver, OpenAIDriver
+from turnout.drivers.openai import CHAT_ONLY, RESPONSES, AzureOpenAIDriver, OpenAIDriver
 from turnout.drivers.openai_responses.request import responses_request
 from turnout.errors import ErrorClass, ProviderError
 from turnout.testing import Framing, OpenAIFake, cut_body
@@ -77,7 +77,7 @@ routes:
 """
     )
     deployments = {d.model: d.native_formats for step in router.graph.routes["r"].steps for d in step.deployments}
-    assert deployments == {"plain": frozenset(), "modern": RESPONSES}
+    assert deployments == {"plain": CHAT_ONLY, "modern": RESPONSES}
 
 
 async def test_a_native_request_goes_to_responses_as_written(fake, session):
@@ -180,4 +180,4 @@ async def test_azure_serves_responses_on_its_own_urls(fake, session, options, pa
     await azure.send(request(), CallContext(session=session, model="my-deployment", attempt_timeout=10.0))
     assert (fake.last.path, dict(fake.last.query), fake.last.header("api-key")) == (path, query, "az")
     no = AzureOpenAIDriver(ProviderSpec(name="az", driver="azure", base_url=fake.url, options={"v1": True}))
-    assert no.native_formats_for({}) == frozenset()
+    assert no.native_formats_for({}) == CHAT_ONLY

@@ -47,7 +47,7 @@ from turnout.drivers._http import (
 )
 from turnout.drivers._images import IMAGE_OPTIONS_SCHEMA, ImageFetcher
 from turnout.drivers.base import CallContext, CredentialCheck, EmbeddingContext, ModelInfo
-from turnout.drivers.gemini_request import build_request, remote_image_urls
+from turnout.drivers.gemini_request import build_request, remote_image_urls, thinking_conflict
 from turnout.drivers.gemini_response import error_from_status, parse_response
 from turnout.drivers.gemini_stream import GeminiStream
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
@@ -83,7 +83,7 @@ class GeminiDriver:
             },
         }
     )
-    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming"})
+    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming", "reasoning"})
     embedding_token_input: ClassVar[bool] = False
 
     def __init__(self, spec: ProviderSpec) -> None:
@@ -119,6 +119,11 @@ class GeminiDriver:
             signature_fallback=self._signature_fallback,
         )
         return dumps(body)
+
+    @staticmethod
+    def reasoning_conflict(request: ChatRequest, model_options: Mapping[str, Any]) -> str | None:
+        """Why this request's reasoning cannot be sent (see `gemini_request`); None when it can."""
+        return thinking_conflict(request)
 
     def _errors(self, model: str) -> Callable[[int, bytes, Mapping[str, str]], ProviderError]:
         """The error parser for `open_request`: google.rpc.Status bodies first, the generic mapping else."""

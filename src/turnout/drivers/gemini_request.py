@@ -16,6 +16,12 @@ What changes shape on the way (wire-formats.md sections 4 and 10):
   and are inlined from the `images` map it passes in. `detail` is dropped.
 - `response_format` json_object/json_schema -> `responseMimeType` (+ `responseJsonSchema`); `n` ->
   `candidateCount`. `assistant_prefix` (prefill) is not supported and is refused.
+- Reasoning (`ChatRequest.reasoning`, sent only to a model that declares it) -> `generationConfig.thinkingConfig`:
+  `thinkingBudget` fitted by `turnout.reasoning` (at most 24,576, which every Gemini 2.5 model accepts; Gemini 3
+  still takes a budget), or -1 (dynamic: the model decides) when the client named neither a level nor a budget;
+  `includeThoughts: true` when the client asked for a summary of the reasoning (the Responses API's
+  `reasoning.summary`). Reasoning turned off sends nothing (the model's default: a budget of 0 is refused by
+  models that always think), as does an output limit with too little room to think in (`thinking_conflict`).
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from turnout.drivers._translate import Failer, merge_turns, split_data_url, tool_arguments
+from turnout.reasoning import thinking_budget
 from turnout.types import ChatRequest
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"
+MAX_THINKING_BUDGET = 24576  # the most every Gemini 2.5 model accepts (Flash's ceiling; Pro's is 32,768)
+DYNAMIC_THINKING = -1
 
 Part = dict[str, Any]
 Turn = tuple[str, list[Part]]
@@ -276,4 +285,34 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
         schema = spec.get("schema") if isinstance(spec, Mapping) else None
         if isinstance(schema, Mapping):
             config["responseJsonSchema"] = dict(schema)
+    thinking = _thinking_config(request) if request.reasoning is not None else None
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     return config
+
+
+def _thinking_config(request: ChatRequest) -> dict[str, Any] | None:
+    reasoning = request.reasoning
+    if reasoning is None or reasoning.off:
+        return None
+    if reasoning.default_depth:
+        budget: int | None = DYNAMIC_THINKING
+    else:
+        budget = thinking_budget(reasoning, request.max_output_tokens, ceiling=MAX_THINKING_BUDGET)
+        if budget is None:
+            return None
+    config: dict[str, Any] = {"thinkingBudget": budget}
+    if reasoning.summary is not None:
+        config["includeThoughts"] = True
+    return config
+
+
+def thinking_conflict(request: ChatRequest) -> str | None:
+    """Why the request's reasoning cannot be sent to Gemini (its output limit leaves too little room to think in),
+    or None."""
+    reasoning = request.reasoning
+    if reasoning is None or reasoning.off or reasoning.default_depth:
+        return None
+    if thinking_budget(reasoning, request.max_output_tokens, ceiling=MAX_THINKING_BUDGET) is None:
+        return "max_tokens too small to think in"
+    return None

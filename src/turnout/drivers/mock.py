@@ -255,6 +255,9 @@ class MockDriver:
     name: ClassVar[str] = "mock"
     options_schema: ClassVar[Mapping[str, Any]] = OPTIONS_SCHEMA
     capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "prefill", "streaming"})
+    capability_hints: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"reasoning": "the mock does not reason (a reasoning request sent to it is answered without)"}
+    )
     embedding_token_input: ClassVar[bool] = True
 
     def __init__(self, spec: ProviderSpec) -> None:

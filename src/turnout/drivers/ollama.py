@@ -55,7 +55,7 @@ class OllamaDriver:
             },
         }
     )
-    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming"})
+    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "streaming", "reasoning"})
     embedding_token_input: ClassVar[bool] = False
 
     def __init__(self, spec: ProviderSpec) -> None:

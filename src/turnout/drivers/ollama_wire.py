@@ -4,7 +4,8 @@ Translation (wire-formats.md section 5 and 10): content parts -> one string plus
 URLs are fetched through the shared session and inlined); assistant tool-call arguments JSON string <-> object;
 tool messages carry `tool_name`, looked up from the earlier assistant tool call with the same id; max tokens ->
 `options.num_predict`; `stop`, `temperature`, `top_p`, `seed`, penalties -> `options`; `response_format` -> `format`
-("json" or the JSON schema). Ollama gives no tool-call ids, so they are synthesised (`call_<index>_<hash>`,
+("json" or the JSON schema); reasoning (sent only to a model that declares it) -> `think` (`think_for`), else the
+provider's `think` option. Ollama gives no tool-call ids, so they are synthesised (`call_<index>_<hash>`,
 stable for the same call); `done_reason: stop` becomes `tool_calls` when the answer called tools. Usage comes from
 the `done: true` counters: a missing `prompt_eval_count` means 0 (a fully cached prompt), a missing `eval_count`
 means usage unknown.
@@ -24,6 +25,7 @@ from turnout.drivers._http import error_class_for, loads, strip_directives
 from turnout.drivers._images import ImageFetcher
 from turnout.drivers.base import CallContext
 from turnout.errors import BadRequest, ProtocolError, provider_error
+from turnout.reasoning import Reasoning
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, Usage, chunk_data, usage_chunk_data
 
 _OPTION_PARAMS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -146,10 +148,23 @@ async def build_body(
             body["format"] = (response_format.get("json_schema") or {}).get("schema") or "json"
     if options:
         body["options"] = options
-    for key in ("keep_alive", "think"):
-        if key in defaults:
-            body[key] = defaults[key]
+    if "keep_alive" in defaults:
+        body["keep_alive"] = defaults["keep_alive"]
+    think = defaults.get("think") if request.reasoning is None else think_for(request.reasoning, defaults.get("think"))
+    if think is not None:
+        body["think"] = think
     return body
+
+
+def think_for(reasoning: Reasoning, configured: Any) -> bool | str:
+    """`think` for a reasoning request: false when turned off; the request's level (low, medium, high) when the
+    provider's own `think` is a level (the model takes levels, as gpt-oss does), else true (every thinking model
+    takes a boolean)."""
+    if reasoning.off:
+        return False
+    if isinstance(configured, str):
+        return configured if reasoning.default_depth else reasoning.level
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- response

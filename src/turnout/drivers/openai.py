@@ -45,10 +45,13 @@ from turnout.drivers.openai_prefill import DIALECTS, HINT, OPTION_SCHEMA, dialec
 from turnout.drivers.openai_wire import StreamState, build_body, parse_usage, response_from
 from turnout.embeddings import EmbeddingRequest, EmbeddingResponse, Vector
 from turnout.errors import BadRequest, ProtocolError, ProviderError
+from turnout.reasoning import CHAT
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch
 
-RESPONSES = frozenset({openai_responses.NATIVE_FORMAT})
-_NO_FORMATS: frozenset[str] = frozenset()
+# The client formats sent as the client wrote them: an OpenAI chat body always (only `model` replaced), a Responses
+# body where the upstream serves that API.
+CHAT_ONLY = frozenset({CHAT})
+RESPONSES = frozenset({CHAT, openai_responses.NATIVE_FORMAT})
 
 # Re-exported for callers that parse OpenAI bodies themselves.
 __all__ = ["DEFAULT_BASE_URL", "AzureOpenAIDriver", "OpenAIDriver", "build_body", "parse_usage", "response_from"]
@@ -100,7 +103,7 @@ class OpenAIDriver:
         }
     )
     capability_hints: ClassVar[Mapping[str, str]] = MappingProxyType({"prefill": HINT})
-    BASE_CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"tools", "vision", "json", "streaming"})
+    BASE_CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"tools", "vision", "json", "streaming", "reasoning"})
     capabilities: frozenset[str] = BASE_CAPABILITIES  # per instance: plus prefill when the provider names a dialect
     embedding_token_input: ClassVar[bool] = True
 
@@ -111,7 +114,7 @@ class OpenAIDriver:
         self.capabilities = self.capabilities_for(spec.options, {})
         responses = spec.options.get("responses")
         self._responses = self._serves_responses_by_default() if responses is None else bool(responses)
-        self.native_formats = RESPONSES if self._responses else _NO_FORMATS
+        self.native_formats = RESPONSES if self._responses else CHAT_ONLY
 
     def _serves_responses_by_default(self) -> bool:
         """OpenAI itself serves the Responses API; another server only when the file says so."""
@@ -122,7 +125,7 @@ class OpenAIDriver:
         serves that API."""
         declared = model_options.get("responses")
         serves = self._responses if declared is None else bool(declared)
-        return RESPONSES if serves else _NO_FORMATS
+        return RESPONSES if serves else CHAT_ONLY
 
     def _native(self, request: ChatRequest, ctx: CallContext) -> bool:
         """Send this request to `/responses` as the client wrote it? (A chat request pays one attribute test.)"""

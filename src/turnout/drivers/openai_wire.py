@@ -22,6 +22,7 @@ from turnout.drivers._http import dumps, error_class_for, error_details, loads, 
 from turnout.drivers.base import CallContext
 from turnout.drivers.openai_prefill import with_prefix
 from turnout.errors import ProtocolError, ProviderError, provider_error
+from turnout.reasoning import Reasoning, openai_effort
 from turnout.types import ChatChunk, ChatRequest, ChatResponse, ChunkBatch, Usage, chunk_data, is_mapping
 
 _RESPONSE_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
@@ -190,6 +191,8 @@ def build_body(request: ChatRequest, ctx: CallContext, *, stream: bool, prefill:
     request's `assistant_prefix` (a continuation) in the upstream's `prefill` dialect (`openai_prefill`)."""
     body = strip_directives(request.body)
     body["model"] = ctx.model
+    if request.reasoning is not None and "reasoning_effort" not in body:
+        _add_reasoning(body, request.reasoning)
     if request.assistant_prefix is not None and prefill is not None:
         with_prefix(body, request.assistant_prefix, prefill)
     param = ctx.model_options.get("max_tokens_param")
@@ -204,6 +207,16 @@ def build_body(request: ChatRequest, ctx: CallContext, *, stream: bool, prefill:
         body.pop("stream", None)
         body.pop("stream_options", None)
     return body
+
+
+def _add_reasoning(body: dict[str, Any], reasoning: Reasoning) -> None:
+    """`reasoning_effort` for a request that did not say it in OpenAI's words (a translation, or Anthropic's
+    `thinking` object in a chat body, which OpenAI does not take and is left out). A client's own `reasoning_effort`
+    is never touched."""
+    body.pop("thinking", None)
+    effort = openai_effort(reasoning)
+    if effort is not None:
+        body["reasoning_effort"] = effort
 
 
 def batch_of(raws: list[bytes]) -> ChatChunk | ChunkBatch:

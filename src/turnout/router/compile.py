@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from turnout.config import CAPABILITIES, Config, ModelSpec, ProviderSpec, RouteSpec
+from turnout.config import CAPABILITIES, OPT_IN_CAPABILITIES, Config, ModelSpec, ProviderSpec, RouteSpec
 from turnout.drivers._http import validate_options
 from turnout.drivers.base import Driver, honoured, offers_embeddings, unhonoured
 from turnout.drivers.registry import DriverRegistry, UnknownDriver
@@ -28,7 +28,7 @@ from turnout.router.pricing import TokenPrice
 from turnout.router.select import make_strategy
 from turnout.state.meter import deployment_scope, route_scope
 
-_ALL_CAPABILITIES = frozenset(CAPABILITIES)
+_ASSUMED_CAPABILITIES = frozenset(CAPABILITIES) - OPT_IN_CAPABILITIES  # a model that declares nothing
 
 
 def compile_graph(
@@ -162,11 +162,12 @@ def _model_fits(config: Config, model: ModelSpec, driver: Driver, problems: list
 def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
     provider = config.providers[model.provider]
     if model.kind == "embeddings":
-        capabilities: frozenset[str] | None = frozenset()  # chat capabilities: an embeddings model has none
+        capabilities: frozenset[str] = frozenset()  # chat capabilities: an embeddings model has none
     elif model.supports is not None:
         capabilities = model.supports
-    else:
-        capabilities = honoured(driver, provider.options, model.options)
+    else:  # declared nothing: what the driver offers, the opt-in capabilities aside
+        offered = honoured(driver, provider.options, model.options)
+        capabilities = offered - OPT_IN_CAPABILITIES if offered is not None else _ASSUMED_CAPABILITIES
     key = f"{model.provider}/{model.key}"
     budget = None
     if model.budget is not None and model.price is not None:
@@ -177,7 +178,8 @@ def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
         model=model.key,
         upstream=model.upstream,
         driver=driver,
-        capabilities=frozenset(capabilities) if capabilities is not None else _ALL_CAPABILITIES,
+        capabilities=frozenset(capabilities),
+        supports_declared=model.supports is not None,
         breaker=config.breaker_for(model),
         limits=model.limits,
         price=TokenPrice.from_spec(model.price) if model.price is not None else None,

@@ -52,6 +52,7 @@ from turnout.events import (
 )
 from turnout.redaction import NOTHING, Redactor
 from turnout.router.admission import Admission
+from turnout.router import reasoning
 from turnout.router.breaker import Ticket
 from turnout.router.budgets import BudgetKeeper
 from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay
@@ -140,6 +141,7 @@ class Run(Admission):
     __slots__ = (
         "completed",
         "deadline",
+        "dropped",
         "entries",
         "errors",
         "grant",
@@ -185,6 +187,7 @@ class Run(Admission):
         self.splices: list[Splice] = []
         self.errors: list[ProviderError] = []
         self.grant = 0  # the current attempt's admission id from its deployment's gate (0: none)
+        self.dropped: tuple[str, ...] = ()  # what the current attempt's deployment does not receive (reasoning)
         self.min_window: int | None = None
         self.need_prefill = False
         self.number = 0
@@ -302,6 +305,17 @@ class Run(Admission):
             batch=batch,
             egress=self.rt.egress,
         )
+
+    def fitted(self, d: Deployment, request: ChatRequest) -> ChatRequest:
+        """`request` as `d` receives it, for a request that asks for reasoning (`turnout.router.reasoning`); what it
+        leaves out is kept in `dropped` for the answer's `x-turnout-dropped`."""
+        fitted, why = reasoning.fit(request, d)
+        self.dropped = (why,) if why is not None else ()
+        return fitted
+
+    def send_fitted(self, d: Deployment, request: ChatRequest, ctx: CallContext) -> Awaitable[ChatResponse]:
+        """One non-streamed attempt of a request that asks for reasoning (`dispatch_chat`)."""
+        return d.driver.send(self.fitted(d, request), ctx)
 
     def begin(self, d: Deployment, h: DeploymentHealth) -> float:
         """Count the attempt as started (in flight, event); returns its start time."""
@@ -583,8 +597,11 @@ def attempt_timeout(d: Deployment, budget: float) -> UpstreamTimeout:
 
 
 def dispatch_chat(run: Run) -> Awaitable[ChatResponse]:
-    """Serve a non-streamed chat request (the coroutine of `dispatch`, so no extra await layer)."""
-    return dispatch(run, _send, _finish)
+    """Serve a non-streamed chat request (the coroutine of `dispatch`, so no extra await layer). A request that asks
+    for reasoning is fitted to each deployment first; any other pays nothing for it."""
+    if run.request.reasoning is None:
+        return dispatch(run, _send, _finish)
+    return dispatch(run, run.send_fitted, _finish)
 
 
 def _send(d: Deployment, request: ChatRequest, ctx: CallContext) -> Awaitable[ChatResponse]:
@@ -672,4 +689,5 @@ def _finish(
         attempts=tuple(run.trail),
         cost_usd=cost,
         native=response.native,
+        dropped=run.dropped,
     )

@@ -47,8 +47,9 @@ class ChatStream:
 
     Readable at any time: `route`, `served_by` (set at the commit point), `attempts` (the trail so far),
     `splices` (where a cut stream was continued), `usage` and `cost_usd` (final once the stream ended: summed over
-    every attempt that was billed) and `time_to_first_token` (seconds; under `mid_stream: restart` the whole
-    answer's latency). `aclose()` cancels the upstream call at once.
+    every attempt that was billed), `time_to_first_token` (seconds; under `mid_stream: restart` the whole
+    answer's latency) and `dropped` (what of the request the serving deployment did not receive, as
+    `ChatResponse.dropped`). `aclose()` cancels the upstream call at once.
     """
 
     def __init__(self, run: Run) -> None:
@@ -68,6 +69,10 @@ class ChatStream:
     @property
     def splices(self) -> tuple[Splice, ...]:
         return tuple(self._run.splices)
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        return self._run.dropped
 
     def __aiter__(self) -> AsyncIterator[ChatChunk]:
         if self._gen is None:
@@ -138,6 +143,8 @@ class ChatStream:
                         break
                     seam: Seam | None = answer.seam() if committed and answer is not None else None
                     request = run.request if seam is None else run.request.with_prefix(seam.prefix)
+                    if request.reasoning is not None:
+                        request = run.fitted(d, request)
                     # A stream's length is bounded by the deadline, not attempt_timeout.
                     started = run.begin(d, h)
                     ctx = run.context(d, None, batch=self._batch)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
+from turnout.config import OPT_IN_CAPABILITIES
 from turnout.drivers.base import honoured, offers_embeddings, unhonoured
 from turnout.schema.problems import Path, did_you_mean
 
@@ -88,8 +89,8 @@ class DriverChecks:
         if schema is not None and not self._options(model_options, schema, (*path, "options")):
             return declared
         offers = honoured(cls, options, model_options)
-        if not isinstance(supports, list):
-            return offers
+        if not isinstance(supports, list):  # nothing declared: what the driver offers, never an opt-in capability
+            return offers - OPT_IN_CAPABILITIES if offers is not None else None
         if provider not in self._bad_options:
             for index, message in unhonoured(cls, [str(c) for c in supports], options, model_options):
                 self.c.r.error((*path, "supports", index), message)

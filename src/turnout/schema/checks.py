@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from turnout.config import STATE_URL_SCHEMES
+from turnout.config import OPT_IN_CAPABILITIES, STATE_URL_SCHEMES
 from turnout.schema.capabilities import DriverChecks
 from turnout.schema.clients import ClientChecks
 from turnout.schema.kinds import KindChecks
@@ -429,8 +429,12 @@ def _member(member: Any, path: Path) -> tuple[str | None, Path]:
 
 
 def _supports(model: Any, capability: str) -> bool:
+    """Whether a model can be counted on for `capability`: declared, or assumed when `supports` is not declared
+    (an opt-in capability never is)."""
     supports = _dict(model).get("supports")
-    return not isinstance(supports, list) or capability in supports
+    if not isinstance(supports, list):
+        return capability not in OPT_IN_CAPABILITIES
+    return capability in supports
 
 
 def _is_int(value: Any) -> bool:

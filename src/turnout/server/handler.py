@@ -6,7 +6,8 @@ request runs as, else 401; with none, only loopback or `server.allowed_hosts` Ho
 the body (`turnout.server.body`: type, size cap, client timeout, JSON), the ingress's translation into the canonical
 request, dispatch through the Router as that client (its routes, rate limits and budget: 403, 429; non-streamed or
 streamed), the answer in the ingress's format with the `x-turnout-*` routing headers (`x-turnout-dropped` naming
-what a translating deployment left out of a request in another format: `NativeRequest.dropped`), and the
+what the serving deployment did not receive: what a translation leaves out of a request in another format,
+`NativeRequest.dropped`, and reasoning a model does not declare, `ChatResponse.dropped`), and the
 bookkeeping (metrics, one access-log line with the ingress's `format`, `Connection: close` while draining). Every
 error text a client sees passes through the Sidecar's redactor (`turnout.redaction`: no upstream address, no
 secret). An ingress (`turnout.server.ingress`) only translates; nothing here depends on a wire format.
@@ -77,9 +78,12 @@ def routing_headers(
 DROPPED_HEADER = "x-turnout-dropped"
 
 
-def _name_dropped(chat: ChatRequest, headers: dict[str, str]) -> None:
-    """Name what a translated request left out by rule (`NativeRequest.dropped`: say, tools only OpenAI runs)."""
-    dropped = chat.native.dropped if chat.native is not None else ()
+def _name_dropped(chat: ChatRequest, translated: bool, served: tuple[str, ...], headers: dict[str, str]) -> None:
+    """Name what the serving deployment did not receive: what a `translated` request leaves out by rule
+    (`NativeRequest.dropped`: say, tools only OpenAI runs) and what the router kept from that deployment (`served`:
+    reasoning a model does not declare, `turnout.router.reasoning`)."""
+    native = chat.native
+    dropped = native.dropped + served if translated and native is not None else served
     if dropped:
         headers[DROPPED_HEADER] = ", ".join(dropped)
 
@@ -234,8 +238,8 @@ class IngressHandler:
             body = await body
         headers = routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)
         headers["Content-Type"] = "application/json"
-        if chat.native is not None and reply.native is None:
-            _name_dropped(chat, headers)
+        if chat.native is not None or reply.dropped:
+            _name_dropped(chat, reply.native is None, reply.dropped, headers)
         sc.finished(
             request,
             200,
@@ -292,8 +296,8 @@ class IngressHandler:
             if not any(a.outcome == "success" for a in trail):  # the serving attempt is still in progress
                 headers["x-turnout-attempts"] = str(_tried(trail) + 1)
                 known += 1
-            if chat.native is not None and first.native is None:
-                _name_dropped(chat, headers)
+            if chat.native is not None or stream.dropped:
+                _name_dropped(chat, first.native is None, stream.dropped, headers)
             response.headers.update(headers)
             await response.prepare(request)
             status = 200

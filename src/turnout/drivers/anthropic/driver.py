@@ -8,7 +8,8 @@ Provider options: `anthropic_version` (default 2023-06-01), `anthropic_beta` (st
 as `anthropic-beta`), `auth` (`x-api-key`, the default, or `bearer` for gateways that want `Authorization`),
 `default_max_tokens` (Anthropic requires `max_tokens`; used when the request has none). A model's
 `options.default_max_tokens` or `options.max_output_tokens` in the routing file take precedence over the
-provider's default.
+provider's default; its `options.thinking` (`budget`, the default, or `adaptive`) names how it is asked to reason
+(`thinking.py`), for a model that declares `reasoning`.
 
 A request that came in as a Messages request (`ChatRequest.native`, from the sidecar's `/v1/messages`) is sent as
 the client wrote it, with only `model` (and `stream`) replaced, and the client's `anthropic-beta` flags added to the
@@ -41,6 +42,8 @@ from turnout.drivers._http import error_details as plain_error_details
 from turnout.drivers.anthropic.request import NATIVE_FORMAT, build_request, native_body
 from turnout.drivers.anthropic.response import classify, error_details, parse_response
 from turnout.drivers.anthropic.stream import AnthropicStream
+from turnout.drivers.anthropic.thinking import MODES as THINKING_MODES
+from turnout.drivers.anthropic.thinking import thinking_conflict
 from turnout.drivers.base import CallContext, CredentialCheck, ModelInfo
 from turnout.errors import ErrorClass, ProviderError, provider_error
 from turnout.types import ChatChunk, ChatRequest, ChatResponse
@@ -84,7 +87,31 @@ class AnthropicDriver:
             },
         }
     )
-    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "prefill", "streaming"})
+    model_options_schema: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "default_max_tokens": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "max_tokens when the request sets none (overrides the provider's)",
+                },
+                "max_output_tokens": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "the same as default_max_tokens (an older name)",
+                },
+                "thinking": {
+                    "enum": list(THINKING_MODES),
+                    "description": "how a reasoning request is sent: budget (thinking with budget_tokens, the "
+                    "default) or adaptive (thinking type adaptive with output_config.effort: models that refuse "
+                    "a budget)",
+                },
+            },
+        }
+    )
+    capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "prefill", "streaming", "reasoning"})
     native_formats: ClassVar[frozenset[str]] = frozenset({NATIVE_FORMAT})
 
     def __init__(self, spec: ProviderSpec) -> None:
@@ -120,9 +147,15 @@ class AnthropicDriver:
         if _is_native(request):
             return dumps(native_body(request, model=ctx.model, stream=stream))
         body = build_request(
-            request, model=ctx.model, provider=self.spec.name, default_max_tokens=self._max_tokens(ctx), stream=stream
-        )
+            request, model=ctx.model, provider=self.spec.name, default_max_tokens=self._max_tokens(ctx),
+            stream=stream, model_options=ctx.model_options,
+        )  # fmt: skip
         return dumps(body)
+
+    @staticmethod
+    def reasoning_conflict(request: ChatRequest, model_options: Mapping[str, Any]) -> str | None:
+        """Why this model cannot think in this translated request (see `thinking.py`); None when it can."""
+        return thinking_conflict(request, model_options)
 
     def _headers_for(self, request: ChatRequest) -> Mapping[str, str]:
         """The provider's headers, plus the `anthropic-beta` flags of a native client (provider's first, no repeats)."""

@@ -21,8 +21,10 @@ sends as is (so an Anthropic deployment loses nothing). The translation is for e
 | `stop_sequences`, `temperature`, `top_p`    | `stop` (the first 4, OpenAI's limit), `temperature`, `top_p`   |
 | `metadata.user_id`                          | `user`                                                         |
 | `output_config.format` (json_schema)        | `response_format` json_schema                                  |
-| `thinking`, `top_k`, `service_tier`,        | dropped: no OpenAI chat equivalent that every model accepts    |
-| `context_management`, `container`, ...      | (`reasoning_effort` is refused by non-reasoning models)        |
+| `thinking`, `output_config.effort`          | `ChatRequest.reasoning` (`turnout.reasoning`): sent only to    |
+|                                             | models that declare `reasoning`, in their dialect              |
+| `top_k`, `service_tier`,                    | dropped: no OpenAI chat equivalent that every model accepts    |
+| `context_management`, `container`, ...      |                                                                |
 
 Content blocks with no canonical form at all (a PDF document, server tool calls and their results, container
 uploads, blocks added to the API later) make the request `untranslatable` (`NativeRequest.untranslatable` names
@@ -42,6 +44,7 @@ from typing import Any
 
 from turnout.drivers.anthropic.request import NATIVE_FORMAT
 from turnout.errors import InvalidRequest
+from turnout.reasoning import MESSAGES, OFF, Reasoning
 from turnout.types import ChatRequest, NativeRequest, is_mapping
 
 ROLES = ("user", "assistant", "system")
@@ -77,7 +80,7 @@ def messages_request(
     native = NativeRequest(
         NATIVE_FORMAT, body, _forwarded(headers), untranslatable=", ".join(dict.fromkeys(untranslatable))
     )
-    return ChatRequest.from_openai(canonical, native=native)
+    return ChatRequest.from_openai(canonical, native=native, reasoning=_reasoning(body))
 
 
 def _forwarded(headers: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -377,6 +380,36 @@ def _function(tool: Any, where: str) -> dict[str, Any] | None:
     if tool.get("strict") is True:
         function["strict"] = True
     return {"type": "function", "function": function}
+
+
+def _reasoning(body: Mapping[str, Any]) -> Reasoning | None:
+    """`thinking` and `output_config.effort` as the canonical reasoning request (see `turnout.reasoning`); a
+    thinking type added to the API later is not translated."""
+    thinking = body.get("thinking")
+    config = body.get("output_config")
+    effort = config.get("effort") if is_mapping(config) else None
+    if effort is not None and not isinstance(effort, str):
+        raise InvalidRequest(
+            "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'.",
+            param="output_config.effort",
+        )
+    if thinking is None:
+        return Reasoning(effort=effort, source=MESSAGES) if effort is not None else None
+    if not is_mapping(thinking) or not isinstance(thinking.get("type"), str):
+        raise InvalidRequest("thinking.type: Field required (enabled, adaptive or disabled).", param="thinking.type")
+    kind = thinking["type"]
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int):
+            raise InvalidRequest(
+                "thinking.enabled.budget_tokens: Field required (an integer).", param="thinking.budget_tokens"
+            )
+        return Reasoning(effort=effort, budget_tokens=budget, source=MESSAGES)
+    if kind == "adaptive":
+        return Reasoning(effort=effort, source=MESSAGES)
+    if kind in ("disabled", "between_tools"):
+        return Reasoning(effort=OFF, source=MESSAGES)
+    return None
 
 
 def _output_format(body: Mapping[str, Any], out: dict[str, Any]) -> None:

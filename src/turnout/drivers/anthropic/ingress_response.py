@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from turnout.drivers.anthropic.request import clean_tool_id, thinking_blocks
+from turnout.drivers.anthropic.request import clean_tool_id
+from turnout.drivers.anthropic.thinking import thinking_blocks
 from turnout.drivers.anthropic.response import STOP_REASONS
 from turnout.types import ChatResponse, Usage
 

@@ -30,7 +30,7 @@ from turnout.drivers.anthropic.ingress_response import (
     tool_use_id,
     wire_usage,
 )
-from turnout.drivers.anthropic.request import thinking_blocks
+from turnout.drivers.anthropic.thinking import thinking_blocks
 from turnout.types import ChatChunk, Usage
 
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'

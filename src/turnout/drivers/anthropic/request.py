@@ -10,8 +10,10 @@ What changes shape on the way (wire-formats.md sections 3 and 10):
   whitespace-only stop sequences (which Anthropic rejects with a 400) are dropped.
 - `response_format: json_object` has no Anthropic equivalent: it becomes a system instruction (lossy);
   `json_schema` becomes `output_config.format`.
-- Extended thinking (`thinking`, Anthropic-native, passed through): an assistant message's `thinking_blocks`
-  (returned by this driver, the convention LiteLLM also uses) are sent back first in its turn, signatures intact.
+- Extended thinking: the request's reasoning (`ChatRequest.reasoning`: `reasoning_effort`, or Anthropic's own
+  `thinking` object in the chat body) becomes `thinking` (`thinking.py`: the budget, the sampling limits, when
+  Anthropic cannot think); an assistant message's `thinking_blocks` (returned by this driver, the convention LiteLLM
+  also uses) are sent back first in its turn, signatures intact.
 - `request.assistant_prefix` becomes a final assistant message (prefill). Anthropic rejects a final assistant
   turn ending in whitespace, so trailing whitespace of the prefix is dropped.
 - Parameters without an Anthropic equivalent (penalties, logprobs, seed, logit_bias) are dropped; `n > 1` is
@@ -30,9 +32,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from turnout.drivers._translate import Failer, merge_turns, split_data_url, tool_arguments
+from turnout.drivers.anthropic.thinking import add_thinking, thinking_blocks
+from turnout.reasoning import MESSAGES
 from turnout.types import ChatRequest
 
-NATIVE_FORMAT = "anthropic.messages"  # `NativeRequest.format` of a request that came in as a Messages request
+NATIVE_FORMAT = MESSAGES  # `NativeRequest.format` of a request that came in as a Messages request
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose before or after it, no code fences."
@@ -51,9 +55,16 @@ def _is_result(block: Block) -> bool:
 
 
 def build_request(
-    request: ChatRequest, *, model: str, provider: str, default_max_tokens: int, stream: bool
+    request: ChatRequest,
+    *,
+    model: str,
+    provider: str,
+    default_max_tokens: int,
+    stream: bool,
+    model_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Messages API body for `request`, addressed to upstream `model`."""
+    """The Messages API body for `request`, addressed to upstream `model` (`model_options`: the model's options in
+    the routing file, which name its thinking dialect)."""
     fail = Failer(provider, model)
     body = request.body
     n = body.get("n")
@@ -79,6 +90,8 @@ def build_request(
     output_format = _output_format(response_format)
     if output_format is not None:
         out["output_config"] = {"format": output_format}
+    if request.reasoning is not None:
+        add_thinking(out, request, model_options or {}, default_max_tokens)
     if stream:
         out["stream"] = True
     return out
@@ -198,24 +211,6 @@ def _assistant_blocks(message: Mapping[str, Any], where: str, fail: Failer) -> l
     return blocks
 
 
-def thinking_blocks(value: Any) -> list[Block]:
-    """An assistant message's `thinking_blocks` (as this driver returned them) -> the blocks to send back.
-
-    With extended thinking and tools, Anthropic requires the previous turn's thinking blocks, signature intact,
-    before its tool_use blocks; anything malformed is dropped rather than sent.
-    """
-    blocks: list[Block] = []
-    for block in value if isinstance(value, list) else ():
-        if not isinstance(block, Mapping):
-            continue
-        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
-            if isinstance(block.get("signature"), str):
-                blocks.append({"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]})
-        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
-            blocks.append({"type": "redacted_thinking", "data": block["data"]})
-    return blocks
-
-
 def _tool_use(call: Mapping[str, Any], where: str, fail: Failer) -> Block:
     function = call["function"]
     name = function.get("name")
@@ -317,8 +312,6 @@ def _add_sampling(out: dict[str, Any], body: Mapping[str, Any]) -> None:
         out["stop_sequences"] = sequences
     if isinstance(body.get("user"), str) and body["user"]:
         out["metadata"] = {"user_id": body["user"]}
-    if isinstance(body.get("thinking"), Mapping):  # Anthropic-native extended thinking, passed through
-        out["thinking"] = dict(body["thinking"])
 
 
 def _output_format(response_format: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -14,7 +14,9 @@ items, encrypted content, built-in tools). The translation is for every other up
 | `temperature`, `top_p`                      | `temperature`, `top_p`                                        |
 | `text.format` json_schema / json_object     | `response_format`                                             |
 | `safety_identifier` (or `user`)             | `user`                                                        |
-| `reasoning`, `include`, `store`, `metadata`,| dropped: no OpenAI chat equivalent every model accepts (and   |
+| `reasoning` (`effort`, `summary`)           | `ChatRequest.reasoning` (`turnout.reasoning`): sent only to   |
+|                                             | models that declare `reasoning`, in their dialect             |
+| `include`, `store`, `metadata`,             | dropped: no OpenAI chat equivalent every model accepts (and   |
 | `prompt_cache_key`, `text.verbosity`,       | the sidecar itself keeps stored responses, see               |
 | `truncation`, `service_tier`, `top_logprobs`| `turnout.server.ingress.openai_responses`)                    |
 | `client_metadata`, `stream_options`, ...    |                                                               |
@@ -36,6 +38,7 @@ from turnout.drivers.openai_responses.items import Notes, input_messages
 from turnout.drivers.openai_responses.tools import invalid, tool_choice, tool_table
 from turnout.drivers.openai_responses.wire import NATIVE_FORMAT
 from turnout.errors import InvalidRequest
+from turnout.reasoning import RESPONSES, Reasoning
 from turnout.types import ChatRequest, NativeRequest, is_mapping
 
 PLACEHOLDER = {"role": "user", "content": ""}  # the canonical body of a request only a Responses upstream can serve
@@ -71,7 +74,7 @@ def responses_request(body: Any, headers: Mapping[str, str] | None = None) -> Ch
     native = NativeRequest(
         NATIVE_FORMAT, body, untranslatable=untranslatable, dropped=tuple(dict.fromkeys(notes.dropped))
     )
-    return ChatRequest.from_openai(canonical, native=native)
+    return ChatRequest.from_openai(canonical, native=native, reasoning=_reasoning(body))
 
 
 def with_history(body: Mapping[str, Any], history: Sequence[Any]) -> dict[str, Any]:
@@ -135,6 +138,24 @@ def _parameters(body: Mapping[str, Any], out: dict[str, Any]) -> None:
     fmt = text.get("format") if text else None
     if is_mapping(fmt) and fmt.get("type") in _JSON_FORMATS:
         out["response_format"] = _response_format(fmt)
+
+
+def _reasoning(body: Mapping[str, Any]) -> Reasoning | None:
+    """`reasoning` as the canonical reasoning request (see `turnout.reasoning`); `{}` asks for nothing."""
+    reasoning = body.get("reasoning")
+    if reasoning is None:
+        return None
+    if not is_mapping(reasoning):
+        raise invalid("reasoning", "an object", reasoning)
+    effort = reasoning.get("effort")
+    if effort is not None and not isinstance(effort, str):
+        raise invalid("reasoning.effort", "one of none, minimal, low, medium, high, xhigh or max", effort)
+    summary = reasoning.get("summary", reasoning.get("generate_summary"))
+    if summary is not None and not isinstance(summary, str):
+        raise invalid("reasoning.summary", "one of auto, concise or detailed", summary)
+    if effort is None and summary is None:
+        return None
+    return Reasoning(effort=effort, summary=summary, source=RESPONSES)
 
 
 def _response_format(fmt: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,9 +22,10 @@ from typing import Any
 
 from turnout.drivers._classify import error_class_for
 from turnout.errors import ProviderError, provider_error
+from turnout.reasoning import RESPONSES
 from turnout.types import Usage, is_mapping
 
-NATIVE_FORMAT = "openai.responses"  # `NativeRequest.format` of a request that came in as a Responses request
+NATIVE_FORMAT = RESPONSES  # `NativeRequest.format` of a request that came in as a Responses request
 
 FINISH_BY_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
 INCOMPLETE_BY_FINISH = {"length": "max_output_tokens", "content_filter": "content_filter"}
