@@ -60,6 +60,7 @@ def problems(body: Any) -> list[str]:
     _messages(body.get("messages"), found)
     _tools(body.get("tools"), body.get("tool_choice"), found)
     _sampling(body, found)
+    _thinking(body, found)
     return found
 
 
@@ -248,6 +249,37 @@ def _sampling(body: Mapping[str, Any], found: list[str]) -> None:
     metadata = body.get("metadata")
     if metadata is not None and (not isinstance(metadata, Mapping) or set(metadata) - {"user_id"}):
         found.append("metadata: Input should be an object with only 'user_id'")
+
+
+def _thinking(body: Mapping[str, Any], found: list[str]) -> None:
+    """Extended thinking's own rules (a budget of at least 1,024 under max_tokens; while thinking, no temperature
+    but 1, no top_k, top_p from 0.95, no forced tool use), in the API's wording."""
     thinking = body.get("thinking")
-    if thinking is not None and (not isinstance(thinking, Mapping) or not isinstance(thinking.get("type"), str)):
+    if thinking is None:
+        return
+    if not isinstance(thinking, Mapping) or not isinstance(thinking.get("type"), str):
         found.append("thinking.type: Field required")
+        return
+    kind = thinking["type"]
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int):
+            found.append("thinking.enabled.budget_tokens: Field required")
+            return
+        if budget < 1024:
+            found.append("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+        max_tokens = body.get("max_tokens")
+        if isinstance(max_tokens, int) and budget >= max_tokens:
+            found.append("`max_tokens` must be greater than `thinking.budget_tokens`")
+    if kind not in ("enabled", "adaptive"):
+        return
+    if body.get("temperature") not in (None, 1, 1.0):
+        found.append("`temperature` may only be set to 1 when thinking is enabled")
+    if body.get("top_k") is not None:
+        found.append("`top_k` is not supported when thinking is enabled")
+    top_p = body.get("top_p")
+    if isinstance(top_p, int | float) and not isinstance(top_p, bool) and top_p < 0.95:
+        found.append("`top_p` must be greater than or equal to 0.95 when thinking is enabled")
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") in ("any", "tool"):
+        found.append("Thinking may not be enabled when tool_choice forces tool use.")
