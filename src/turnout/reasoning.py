@@ -3,18 +3,18 @@
 Clients ask for reasoning in their own format's words. Every ingress turns them into one `Reasoning` value on the
 canonical request (`ChatRequest.reasoning`, None when the client asked for nothing):
 
-| client format      | field                                                     | canonical                             |
-|--------------------|-----------------------------------------------------------|---------------------------------------|
-| OpenAI chat        | `reasoning_effort` (none, minimal, low, medium, high,     | that effort                           |
-|                    | xhigh, max)                                               |                                       |
-| OpenAI chat        | `thinking: {type: enabled, budget_tokens}` (Anthropic's   | that budget                           |
-|                    | object, as some OpenAI-format clients send it)            |                                       |
-| Anthropic Messages | `thinking: {type: enabled, budget_tokens}`                | that budget (and `output_config.      |
-|                    |                                                           | effort` when set)                     |
-| Anthropic Messages | `thinking: {type: adaptive}`, `output_config.effort`      | that effort, or on at the model's own |
-|                    |                                                           | depth when no effort is set           |
-| Anthropic Messages | `thinking: {type: disabled}` (or `between_tools`)         | off (effort "none")                   |
-| Responses          | `reasoning: {effort, summary}`                            | that effort; `summary` kept           |
+| client format      | field                                                        | canonical                      |
+|--------------------|--------------------------------------------------------------|--------------------------------|
+| OpenAI chat        | `reasoning_effort` (none, minimal, low, medium, high, xhigh, | that effort                    |
+|                    | max)                                                         |                                |
+| OpenAI chat        | `thinking: {type: enabled, budget_tokens}` (Anthropic's      | that budget                    |
+|                    | object, as some OpenAI-format clients send it)               |                                |
+| Anthropic Messages | `thinking: {type: enabled, budget_tokens}`                   | that budget (and `output_      |
+|                    |                                                              | config.effort` when set)       |
+| Anthropic Messages | `thinking: {type: adaptive}`, `output_config.effort`         | that effort, or on at the      |
+|                    |                                                              | model's own depth without one  |
+| Anthropic Messages | `thinking: {type: disabled}` (or `between_tools`)            | off (effort "none")            |
+| Responses          | `reasoning: {effort, summary}`                               | that effort; `summary` kept    |
 
 Where it goes is decided per deployment (`turnout.router.reasoning`): a model that declares `reasoning` in its
 `supports` receives it in its upstream's dialect; any other never receives a translation of it.

@@ -256,7 +256,7 @@ class MockDriver:
     options_schema: ClassVar[Mapping[str, Any]] = OPTIONS_SCHEMA
     capabilities: frozenset[str] = frozenset({"tools", "vision", "json", "prefill", "streaming"})
     capability_hints: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {"reasoning": "the mock does not reason (a reasoning request sent to it is answered without)"}
+        {"reasoning": "the mock does not reason: leave reasoning out (a reasoning request on it is answered without)"}
     )
     embedding_token_input: ClassVar[bool] = True
 

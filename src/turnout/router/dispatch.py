@@ -51,8 +51,8 @@ from turnout.events import (
     StreamContinued,
 )
 from turnout.redaction import NOTHING, Redactor
-from turnout.router.admission import Admission
 from turnout.router import reasoning
+from turnout.router.admission import Admission
 from turnout.router.breaker import Ticket
 from turnout.router.budgets import BudgetKeeper
 from turnout.router.policy import TRIPS_BREAKER, action_for, most_meaningful, retry_delay

@@ -271,9 +271,7 @@ class Checker:
             lacking = {m: caps for m, caps in lacking.items() if caps}
             where = ("routes", route, "chain", i)
             if target in self.models and lacking:
-                self.r.error(
-                    where, f"model '{target}' does not support {', '.join(lacking[target])}, which the route requires"
-                )
+                self.r.error(where, _lacks(target, self.models.get(target), lacking[target]))
             elif members and len(lacking) == len(members):
                 self.r.error(
                     where, f"no member of pool '{target}' supports {', '.join(needs)}, which the route requires"
@@ -426,6 +424,15 @@ def _member(member: Any, path: Path) -> tuple[str | None, Path]:
         return member, path
     model = _dict(member).get("model")
     return (model, (*path, "model")) if isinstance(model, str) else (None, path)
+
+
+def _lacks(name: str, model: Any, lacking: list[str]) -> str:
+    """Why a chained model cannot serve a route that requires `lacking`; an opt-in capability a model without
+    `supports` lacks is one it would have by declaring it."""
+    message = f"model '{name}' does not support {', '.join(lacking)}, which the route requires"
+    if not isinstance(_dict(model).get("supports"), list):
+        message += f" (a model has {', '.join(lacking)} only when its supports lists it)"
+    return message
 
 
 def _supports(model: Any, capability: str) -> bool:

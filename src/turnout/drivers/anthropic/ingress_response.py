@@ -24,8 +24,8 @@ from types import MappingProxyType
 from typing import Any
 
 from turnout.drivers.anthropic.request import clean_tool_id
-from turnout.drivers.anthropic.thinking import thinking_blocks
 from turnout.drivers.anthropic.response import STOP_REASONS
+from turnout.drivers.anthropic.thinking import thinking_blocks
 from turnout.types import ChatResponse, Usage
 
 
