@@ -6,7 +6,6 @@ import pytest
 
 from turnout.errors import InvalidRequest
 from turnout.reasoning import CHAT, MESSAGES, RESPONSES, Reasoning, from_chat, level_of, openai_effort, thinking_budget
-from turnout.reasoning import without_reasoning as strip
 from turnout.types import ChatRequest
 
 
@@ -86,13 +85,3 @@ def test_a_malformed_reasoning_effort_is_a_400_naming_it():
     with pytest.raises(InvalidRequest) as caught:
         ChatRequest.from_openai({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": 3})
     assert caught.value.param == "reasoning_effort"
-
-
-def test_stripping_keeps_everything_but_the_reasoning_fields():
-    """For a model that must not reason: the fields go, output_config.format and other includes stay."""
-    messages_body = {"model": "m", "thinking": {"type": "adaptive"}, "output_config": {"effort": "low", "format": 1}}
-    assert strip(MESSAGES, messages_body) == {"model": "m", "output_config": {"format": 1}}
-    assert strip(MESSAGES, {"output_config": {"effort": "low"}}) == {}
-    responses_body = {"reasoning": {"effort": "low"}, "include": ["reasoning.encrypted_content", "x"], "input": "q"}
-    assert strip(RESPONSES, responses_body) == {"include": ["x"], "input": "q"}
-    assert strip(CHAT, {"reasoning_effort": "low", "thinking": {}, "n": 1}) == {"n": 1}

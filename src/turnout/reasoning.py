@@ -157,31 +157,3 @@ def from_chat(body: Mapping[str, Any]) -> Reasoning | None:
     elif effort is None:
         return None
     return Reasoning(effort=effort, budget_tokens=budget, source=CHAT)
-
-
-# -- what each format calls it: removed for a model that must not receive it --------------------------------------
-
-_FIELDS: Mapping[str, tuple[str, ...]] = {
-    CHAT: ("reasoning_effort", "thinking"),
-    MESSAGES: ("thinking",),
-    RESPONSES: ("reasoning",),
-}
-
-
-def without_reasoning(source: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The client's `body` (in format `source`) without what asks for reasoning: the fields above, Anthropic's
-    `output_config.effort` (its `format` stays), and the Responses API's `include` of encrypted reasoning (which
-    only a reasoning model can return)."""
-    fields = _FIELDS.get(source, ())
-    out = {key: value for key, value in body.items() if key not in fields}
-    config = out.get("output_config")
-    if source == MESSAGES and isinstance(config, Mapping) and "effort" in config:
-        rest = {key: value for key, value in config.items() if key != "effort"}
-        if rest:
-            out["output_config"] = rest
-        else:
-            del out["output_config"]
-    include = out.get("include")
-    if source == RESPONSES and isinstance(include, list) and "reasoning.encrypted_content" in include:
-        out["include"] = [item for item in include if item != "reasoning.encrypted_content"]
-    return out

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 from turnout import _json
 from turnout.errors import InvalidRequest
-from turnout.reasoning import CHAT, Reasoning, from_chat, without_reasoning
+from turnout.reasoning import Reasoning, from_chat
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _IMAGE_TOKEN_ESTIMATE = 800  # a mid-size image at detail=auto; only used to rule out too-small windows
@@ -185,16 +185,9 @@ class ChatRequest:
     def with_prefix(self, prefix: str) -> ChatRequest:
         return replace(self, assistant_prefix=prefix)
 
-    def without_reasoning(self, *, strip: bool = False) -> ChatRequest:
-        """This request with no reasoning to translate; with `strip`, also without the client's own reasoning fields
-        (in `body`, or in the native body), for a model that must not receive them at all."""
-        if not strip or self.reasoning is None:
-            return replace(self, reasoning=None)
-        source = self.reasoning.source
-        native = self.native
-        if native is None:
-            return replace(self, reasoning=None, body=without_reasoning(CHAT, self.body))
-        return replace(self, reasoning=None, native=replace(native, body=without_reasoning(source, native.body)))
+    def without_reasoning(self) -> ChatRequest:
+        """This request with no reasoning to translate (the client's own body is left as it is)."""
+        return replace(self, reasoning=None)
 
     @classmethod
     def create(cls, *, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatRequest:

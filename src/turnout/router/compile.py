@@ -179,7 +179,6 @@ def _deployment(config: Config, model: ModelSpec, driver: Driver) -> Deployment:
         upstream=model.upstream,
         driver=driver,
         capabilities=frozenset(capabilities),
-        supports_declared=model.supports is not None,
         breaker=config.breaker_for(model),
         limits=model.limits,
         price=TokenPrice.from_spec(model.price) if model.price is not None else None,

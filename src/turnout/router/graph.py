@@ -30,8 +30,6 @@ class Deployment:
     """One model on one provider, ready to call. `key` is "provider/model-key" (the model's name in the file).
 
     `native_formats`: the client wire formats its driver sends as they are (`ChatRequest.native`), from the driver.
-    `supports_declared`: the model's `supports` is declared in the file (then a capability it leaves out, reasoning
-    above all, is one the model must never be sent: `turnout.router.reasoning`).
     An embeddings deployment (`kind="embeddings"`) returns `dimensions`-long vectors, or from `min_dimensions` up
     to that on request; `token_input` says whether its driver takes token-id arrays.
     """
@@ -43,7 +41,6 @@ class Deployment:
     driver: Driver
     capabilities: frozenset[str]
     breaker: BreakerPolicy
-    supports_declared: bool = False
     limits: Limits = field(default_factory=Limits)
     price: TokenPrice | None = None
     context_window: int | None = None

@@ -3,19 +3,20 @@
 A deployment receives the client's reasoning in one of two ways: as the client wrote it, when the deployment takes
 the client's own body (a Messages request on an Anthropic deployment, a Responses request on a Responses upstream,
 an OpenAI chat body on an OpenAI-compatible upstream), or translated into its upstream's dialect by its driver. The
-model's `supports` decides which:
+model's `supports` decides only the second:
 
 | the model's `supports`        | the client's own field, own body | a translation | named in `x-turnout-dropped`    |
 |-------------------------------|----------------------------------|---------------|---------------------------------|
 | lists `reasoning`             | sent as written                  | sent          | only what the driver cannot fit |
-| not declared                  | sent as written (as ever)        | never         | when it would need translating  |
-| declared, without `reasoning` | removed                          | never         | always                          |
+| does not list it (or absent)  | sent as written                  | never         | when it would need translating  |
 
-Why a model that declares nothing is never sent a translation: reasoning parameters make a model that does not reason
-answer 400, which fails the request (bad_request is not routed around) instead of answering it without reasoning;
-a client's own field on its own format's upstream keeps working as it always has. A driver may also decline to send
-reasoning for one request (`reasoning_conflict`, e.g. Anthropic cannot think when the client forces a tool call): the
-request is then sent without it, and that is named too. Nothing here ever refuses a request.
+Why a model that does not list `reasoning` is never sent a translation: reasoning parameters make a model that does
+not reason answer 400, which fails the request (bad_request is not routed around) instead of answering it without
+reasoning. Why its client's own field still goes as written: files written before `reasoning` existed list every
+other capability, and Claude Code's `thinking` or a Codex agent's `reasoning` on their own upstream must keep
+working. A driver may also decline to send reasoning for one request (`reasoning_conflict`, e.g. Anthropic cannot
+think when the client forces a tool call): the request is then sent without it, and that is named too. Nothing here
+ever refuses a request.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from turnout.types import ChatRequest
 if TYPE_CHECKING:
     from turnout.router.graph import Deployment
 
-UNDECLARED = "reasoning (the model does not declare it)"
-EXCLUDED = "reasoning (not in the model's supports)"
+UNDECLARED = "reasoning (the model does not declare it)"  # its `supports` does not list reasoning
 
 
 def fit(request: ChatRequest, d: Deployment) -> tuple[ChatRequest, str | None]:
@@ -45,6 +45,4 @@ def fit(request: ChatRequest, d: Deployment) -> tuple[ChatRequest, str | None]:
         if why is None:
             return request, None
         return request.without_reasoning(), f"reasoning ({why})"
-    if d.supports_declared:
-        return request.without_reasoning(strip=True), EXCLUDED
     return request.without_reasoning(), None if own else UNDECLARED

@@ -35,6 +35,8 @@ models:
   a-think: {{provider: claude, name: claude-upstream, supports: {REASONS}}}
   a-adaptive: {{provider: claude, name: claude-upstream, supports: {REASONS}, options: {{thinking: adaptive}}}}
   a-plain: {{provider: claude, name: claude-upstream}}
+  a-listed: {{provider: claude, name: claude-upstream, supports: [tools, vision, json, prefill, streaming]}}
+  r-listed: {{provider: resp, name: gpt-resp, supports: [tools, vision, json, streaming]}}
   g-think: {{provider: gem, name: gemini-test, supports: {REASONS}}}
   o-think: {{provider: oll, name: llama-test, supports: {REASONS}}}
   c-think: {{provider: compat, name: gpt-compat, supports: {REASONS}}}
@@ -45,6 +47,8 @@ routes:
   a-think: {{chain: [a-think]}}
   a-adaptive: {{chain: [a-adaptive]}}
   a-plain: {{chain: [a-plain]}}
+  a-listed: {{chain: [a-listed]}}
+  r-listed: {{chain: [r-listed]}}
   g-think: {{chain: [g-think]}}
   o-think: {{chain: [o-think]}}
   c-think: {{chain: [c-think]}}
@@ -121,7 +125,6 @@ def responses(route: str, **fields: Any) -> dict[str, Any]:
 
 
 THINK_8000 = {"type": "enabled", "budget_tokens": 8000}
-LEFT_OUT = "reasoning (not in the model's supports)"
 UNDECLARED = "reasoning (the model does not declare it)"
 
 
@@ -147,11 +150,12 @@ async def test_messages_thinking_reaches_every_dialect(serve, up, http, route, f
     assert "thinking" not in up.sent(route) or route.startswith("a-")
 
 
-async def test_messages_to_anthropic_is_passed_through_whether_declared_or_not(serve, up, http):
-    """A Messages request keeps thinking and output_config.effort as written on an Anthropic deployment."""
+async def test_messages_to_anthropic_is_passed_through_whatever_its_supports(serve, up, http):
+    """A Messages request keeps thinking and output_config.effort as written on an Anthropic deployment, also one
+    whose supports list (written before reasoning existed) does not name reasoning."""
     body = messages("a-think", thinking=THINK_8000, output_config={"effort": "high"}, temperature=1)
     async with serve() as s:
-        for route in ("a-think", "a-plain"):
+        for route in ("a-think", "a-plain", "a-listed"):
             status, dropped, _ = await post(s, http, "messages", {**body, "model": route})
             assert (status, dropped) == (200, None)
             assert up.claude.last.json == {**body, "model": "claude-upstream"}
@@ -197,24 +201,35 @@ async def test_responses_reasoning_reaches_every_dialect(serve, up, http, route,
 
 
 async def test_responses_to_a_responses_upstream_keeps_reasoning_as_written(serve, up, http):
-    """A Responses request on a Responses upstream keeps `reasoning` and `include` byte for byte."""
+    """A Responses request on a Responses upstream keeps `reasoning` and `include` byte for byte, whatever its
+    supports."""
     body = responses(
         "r-think", reasoning={"effort": "minimal", "summary": "detailed"}, include=["reasoning.encrypted_content"]
     )
     async with serve() as s:
-        status, dropped, _ = await post(s, http, "responses", body)
-    assert (status, dropped) == (200, None)
-    assert up.resp.last.path.endswith("/responses")
-    assert up.resp.last.json == {**body, "model": "gpt-resp"}
+        for route in ("r-think", "r-listed"):
+            status, dropped, _ = await post(s, http, "responses", {**body, "model": route})
+            assert (status, dropped) == (200, None)
+            assert up.resp.last.path.endswith("/responses")
+            assert up.resp.last.json == {**body, "model": "gpt-resp"}
+
+
+async def test_an_openai_chat_clients_own_field_goes_as_written_to_an_openai_compatible_model(serve, up, http):
+    """reasoning_effort in a chat body reaches an OpenAI-compatible model as written, whatever its supports."""
+    async with serve() as s:
+        for route in ("c-plain", "c-undeclared"):
+            status, dropped, _ = await post(s, http, "chat", chat(route, reasoning_effort="minimal"))
+            assert (status, dropped) == (200, None)
+            assert up.compat.last.json["reasoning_effort"] == "minimal"
 
 
 @pytest.mark.parametrize(
     ("ingress", "body", "route", "named"),
     [
-        ("chat", chat("c-plain", reasoning_effort="high"), "c-plain", LEFT_OUT),
-        ("messages", messages("c-plain", thinking=THINK_8000), "c-plain", LEFT_OUT),
+        ("chat", chat("a-listed", reasoning_effort="high"), "a-listed", UNDECLARED),
+        ("messages", messages("c-plain", thinking=THINK_8000), "c-plain", UNDECLARED),
         ("messages", messages("c-undeclared", thinking=THINK_8000), "c-undeclared", UNDECLARED),
-        ("responses", responses("c-plain", reasoning={"effort": "high"}), "c-plain", LEFT_OUT),
+        ("responses", responses("c-plain", reasoning={"effort": "high"}), "c-plain", UNDECLARED),
     ],
 )
 async def test_a_model_without_reasoning_gets_none_and_the_header_says_so(serve, up, http, ingress, body, route, named):
@@ -230,9 +245,9 @@ async def test_a_streamed_answer_names_the_dropped_reasoning_too(serve, up, http
     """The header is on a streamed answer as well (set before the first event)."""
     up.compat.script("chat", up.compat.stream_text(["Ray", "leigh."]))
     async with serve() as s:
-        status, dropped, raw = await post(s, http, "chat", chat("c-plain", reasoning_effort="low", stream=True))
-    assert (status, dropped) == (200, LEFT_OUT)
-    assert b"[DONE]" in raw and "reasoning_effort" not in up.compat.last.json
+        status, dropped, raw = await post(s, http, "messages", messages("c-plain", thinking=THINK_8000, stream=True))
+    assert (status, dropped) == (200, UNDECLARED)
+    assert b"message_stop" in raw and "reasoning_effort" not in up.compat.last.json
 
 
 async def test_the_header_follows_the_deployment_that_served(serve, up, http):
