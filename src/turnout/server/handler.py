@@ -220,16 +220,7 @@ class IngressHandler:
         try:
             reply = await sc.router.chat(chat, request_id=request_id, client=caller.client, tag=caller.tag)
         except asyncio.CancelledError:
-            sc.finished(
-                request,
-                CLIENT_CLOSED,
-                route=chat.model,
-                started=started,
-                error=self._cut_reason(),
-                ingress=self.format,
-                client=caller.client,
-                tag=caller.tag,
-            )
+            self._client_gone(request, chat.model, started, caller)
             raise
         except Exception as exc:
             return self._failed(request, chat.model, exc, started, caller)
@@ -240,7 +231,25 @@ class IngressHandler:
         headers["Content-Type"] = "application/json"
         if chat.native is not None or reply.dropped:
             _name_dropped(chat, reply.native is None, reply.dropped, headers)
-        sc.finished(
+        self._served(request, reply, started, caller, self._logged(chat, reply.text))
+        return web.Response(body=body, headers=headers)
+
+    def _client_gone(self, request: web.Request, model: str, started: float, caller: Caller) -> None:
+        """Log a request whose client left (or the drain cut) before the answer, as 499."""
+        self.sc.finished(
+            request,
+            CLIENT_CLOSED,
+            route=model,
+            started=started,
+            error=self._cut_reason(),
+            ingress=self.format,
+            client=caller.client,
+            tag=caller.tag,
+        )
+
+    def _served(self, request: web.Request, reply: Any, started: float, caller: Caller, content: Any) -> None:
+        """Log a complete non-streamed answer (a ChatResponse or an EmbeddingResponse) as 200."""
+        self.sc.finished(
             request,
             200,
             route=reply.route,
@@ -249,12 +258,11 @@ class IngressHandler:
             attempts=reply.attempts,
             usage=reply.usage,
             cost=reply.cost_usd,
-            content=self._logged(chat, reply.text),
+            content=content,
             ingress=self.format,
             client=caller.client,
             tag=caller.tag,
         )
-        return web.Response(body=body, headers=headers)
 
     async def _stream(
         self, request: web.Request, chat: ChatRequest, started: float, caller: Caller

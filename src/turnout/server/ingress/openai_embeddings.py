@@ -21,7 +21,7 @@ from turnout.embeddings import EmbeddingRequest, EmbeddingResponse
 from turnout.server.auth import UNAUTHORIZED_MESSAGE
 from turnout.server.body import encode_body
 from turnout.server.callers import Caller
-from turnout.server.handler import CLIENT_CLOSED, IngressHandler, Shared, routing_headers
+from turnout.server.handler import IngressHandler, Shared, routing_headers
 from turnout.server.ingress.openai_chat import OpenAIChat
 
 _JSON = {"Content-Type": "application/json"}
@@ -56,35 +56,13 @@ class EmbeddingsHandler(IngressHandler):
         try:
             reply = await sc.router.embed(embed, request_id=request_id, client=caller.client, tag=caller.tag)
         except asyncio.CancelledError:
-            sc.finished(
-                request,
-                CLIENT_CLOSED,
-                route=embed.model,
-                started=started,
-                error=self._cut_reason(),
-                ingress=self.format,
-                client=caller.client,
-                tag=caller.tag,
-            )
+            self._client_gone(request, embed.model, started, caller)
             raise
         except Exception as exc:
             return self._failed(request, embed.model, exc, started, caller)
         body = self.ingress.answer(reply)  # type: ignore[call-arg]
         headers = {**_JSON, **routing_headers(reply.route, reply.served_by, reply.attempts, reply.cost_usd)}
-        sc.finished(
-            request,
-            200,
-            route=reply.route,
-            started=started,
-            served_by=reply.served_by,
-            attempts=reply.attempts,
-            usage=reply.usage,
-            cost=reply.cost_usd,
-            content=_content(embed, reply) if sc.settings.log_content else None,
-            ingress=self.format,
-            client=caller.client,
-            tag=caller.tag,
-        )
+        self._served(request, reply, started, caller, _content(embed, reply) if sc.settings.log_content else None)
         return web.Response(body=body, headers=headers)
 
 
