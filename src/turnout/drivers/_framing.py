@@ -16,6 +16,16 @@ class SSEEvent(NamedTuple):
     data: bytes
 
 
+def sse_frame(event: str | None, data: bytes | str) -> bytes:
+    """One parsed event framed again as it was received (each line of a multi-line `data` its own `data:` line):
+    the inverse of `SSEParser`, for native frames relayed to a client of the same API."""
+    payload = data.encode() if isinstance(data, str) else data
+    if b"\n" in payload:
+        payload = payload.replace(b"\n", b"\ndata: ")
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + payload + b"\n\n"
+
+
 def _chunks(stream: Any) -> AsyncIterable[bytes]:
     """Raw byte pieces from an aiohttp StreamReader (as they arrive) or from any async iterable of bytes."""
     iter_any = getattr(stream, "iter_any", None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from turnout.drivers._framing import sse_frame
 from turnout.drivers._http import loads
 from turnout.drivers._stream import ChunkTranslator
 from turnout.drivers.anthropic.response import finish_reason, stream_error, usage_from
@@ -59,7 +60,7 @@ class AnthropicStream(ChunkTranslator):
             return self._feed(event, data)
         if self.done:
             return []
-        self._frames.append(_frame(event, data))
+        self._frames.append(sse_frame(event, data))
         return self._feed(event, data)
 
     def _feed(self, event: str | None, data: bytes | str) -> list[ChatChunk]:
@@ -188,12 +189,3 @@ class AnthropicStream(ChunkTranslator):
 
     def _arguments(self, index: int, fragment: str) -> ChatChunk:
         return self._content({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
-
-
-def _frame(event: str | None, data: bytes | str) -> bytes:
-    """One event re-framed as received (each line of a multi-line `data` its own `data:` line)."""
-    payload = data.encode() if isinstance(data, str) else data
-    if b"\n" in payload:
-        payload = payload.replace(b"\n", b"\ndata: ")
-    head = b"event: " + event.encode() + b"\n" if event else b""
-    return head + b"data: " + payload + b"\n\n"

@@ -29,6 +29,7 @@ import json
 from json.decoder import scanstring
 from typing import Any
 
+from turnout.drivers._framing import sse_frame
 from turnout.drivers._http import loads
 from turnout.drivers._stream import ChunkTranslator
 from turnout.drivers.openai_responses.tools import NAMESPACE_SEPARATOR
@@ -90,7 +91,7 @@ class ResponsesStream(ChunkTranslator):
         """One SSE event -> the chunks it produces (often none)."""
         if self.position.done:
             return []
-        self._frames.append(_frame(event, data))
+        self._frames.append(sse_frame(event, data))
         if not data.strip():
             return []
         if event is not None and self.position.response is not None:
@@ -288,12 +289,3 @@ def _string_at(text: str, key: str) -> str | None:
         return scanstring(text, start + 1)[0]
     except ValueError:
         return None
-
-
-def _frame(event: str | None, data: bytes | str) -> bytes:
-    """One event re-framed as received (each line of a multi-line `data` its own `data:` line)."""
-    payload = data.encode() if isinstance(data, str) else data
-    if b"\n" in payload:
-        payload = payload.replace(b"\n", b"\ndata: ")
-    head = b"event: " + event.encode() + b"\n" if event else b""
-    return head + b"data: " + payload + b"\n\n"
