@@ -256,3 +256,22 @@ def test_banner_warns_when_exposed_without_auth():
     assert "warning" not in banner("routes.yaml", allowed, readiness, "0.0.0.0", 8080, 1)
     keyed = Config(clients={"app": ClientSpec("app", (ClientKey.of_plaintext("k-123456"),))})
     assert "warning" not in banner("routes.yaml", keyed, readiness, "0.0.0.0", 8080, 1)
+
+
+def test_banner_names_every_client_endpoint_the_app_serves():
+    """The startup banner lists each POST /v1/... ingress the sidecar registers (a new ingress cannot be left out)."""
+    from turnout import Router
+    from turnout.config import Config
+    from turnout.server.app import create_app
+    from turnout.server.run import banner
+
+    app = create_app(Router(Config()), access_log=None)
+    ingresses = {
+        r.resource.canonical
+        for r in app.router.routes()
+        if r.method == "POST" and r.resource is not None and r.resource.canonical.startswith("/v1/")
+    }
+    ingresses.discard("/v1/messages/count_tokens")  # a helper of /v1/messages, not an ingress of its own
+    assert ingresses >= {"/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings"}
+    printed = banner("routes.yaml", Config(), {"routes": {}}, "127.0.0.1", 8080, 1).split("endpoints: ")[-1].split()
+    assert ingresses <= set(printed)

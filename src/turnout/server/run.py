@@ -140,8 +140,8 @@ def banner(path: str, config: Config, readiness: Mapping[str, Any], host: str, p
     auth = f"on ({clients} client{'s' if clients != 1 else ''})" if clients else "off (no clients declared)"
     admin = "admin keys" if config.server.admin_keys else ("closed" if clients else "loopback Hosts")
     lines.append(
-        f"  client auth: {auth}; admin endpoints: {admin}; endpoints: /v1/chat/completions /v1/messages /v1/models "
-        "/healthz /readyz /metrics"
+        f"  client auth: {auth}; admin endpoints: {admin}; endpoints: /v1/chat/completions /v1/messages "
+        "/v1/responses /v1/embeddings /v1/models /healthz /readyz /metrics"
     )
     if not clients and not config.server.allowed_hosts and not is_loopback_host(host):
         lines.append(
