@@ -2,9 +2,9 @@
 
 Each test loads the page from a running sidecar, opens a deployment's breaker with mock faults, and waits for the
 page to show it on its own refresh (no reload), with no console error (a CSP violation is one). Screenshots are
-saved in `test-artifacts/` (or `$TURNOUT_TEST_ARTIFACTS`); with `TURNOUT_UPDATE_SCREENSHOTS=1` the first test also
-rewrites the README's `docs/images/status-page.png`. Chromium is installed through apt when missing (tests/conftest.py);
-under CI=true a missing browser fails the run.
+saved in `$TURNOUT_TEST_ARTIFACTS` when set (else in the session's temp dir: a test run leaves nothing in the repo);
+with `TURNOUT_UPDATE_SCREENSHOTS=1` the first test also rewrites the README's `docs/images/status-page.png`.
+Chromium is installed through apt when missing (tests/conftest.py); under CI=true a missing browser fails the run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright
 
 REPO = Path(__file__).resolve().parents[3]
-ARTIFACTS = Path(os.environ.get("TURNOUT_TEST_ARTIFACTS") or REPO / "test-artifacts")
 README_IMAGE = REPO / "docs" / "images" / "status-page.png"
 # As root, in a container without network: no sandbox, no GPU, and nothing that phones home (the closed network
 # would refuse it and the console would show the errors).
@@ -37,18 +36,26 @@ WAIT_MS = 15_000  # the page refreshes every 2 s; generous for a loaded machine
 KEY = "admin-key-SECRET-0042"
 
 
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: $TURNOUT_TEST_ARTIFACTS (kept, e.g. for CI to upload), else a temp dir."""
+    chosen = os.environ.get("TURNOUT_TEST_ARTIFACTS")
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+
+
 class Tab:
     """One page with everything it logged: console errors and uncaught exceptions must stay empty."""
 
-    def __init__(self, page: Page) -> None:
+    def __init__(self, page: Page, artifacts: Path) -> None:
         self.page = page
+        self.artifacts = artifacts
         self.errors: list[str] = []
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
 
     async def shot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{name}.png"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts / f"{name}.png"
         await self.page.screenshot(path=str(path), full_page=True)
         return path
 
@@ -70,9 +77,9 @@ async def browser(binaries: Callable[[str, str], str], tmp_path: Path) -> AsyncI
             await context.close()
 
 
-async def tab(browser: BrowserContext, url: str) -> Tab:
+async def tab(browser: BrowserContext, url: str, artifacts: Path) -> Tab:
     page = browser.pages[0] if browser.pages else await browser.new_page()
-    opened = Tab(page)
+    opened = Tab(page, artifacts)
     await page.goto(url)
     return opened
 
@@ -102,15 +109,20 @@ async def breaker_opens_on_screen(t: Tab, http: Any, url: str, body: dict[str, A
     )
 
 
-async def test_the_repo_routes_page_shows_a_breaker_opening(browser, server_kit, http, monkeypatch):
+async def test_the_repo_routes_page_shows_a_breaker_opening(
+    browser, server_kit, http, monkeypatch, tmp_path, artifacts
+):
     """On the repo's routes.yaml (no keys set): disabled providers say why, traffic shows in the figures, and a
     breaker opened by a scripted 401 shows as open with its countdown, on the page's own refresh."""
-    monkeypatch.chdir(REPO)  # the page names the file as `turnout serve routes.yaml` would
+    # A copy, served from a temp dir where its spend ledger is written; the page names the file as
+    # `turnout serve routes.yaml` would.
+    (tmp_path / "routes.yaml").write_bytes((REPO / "routes.yaml").read_bytes())
+    monkeypatch.chdir(tmp_path)
     async with server_kit.serving(Path("routes.yaml"), watch=False) as s:
         hello = [{"role": "user", "content": "Hello, turnout!"}]
         for route in ("echo", "echo", "smart", "tools", "echo"):
             await post(http, s.url, {"model": route, "messages": hello})
-        t = await tab(browser, s.url + "/")  # the root redirects to the page
+        t = await tab(browser, s.url + "/", artifacts)  # the root redirects to the page
         assert t.page.url.endswith("/status")
         fault = {"model": "drill", "messages": hello, "turnout_mock": {"faults": [{"kind": "status", "status": 401}]}}
         await breaker_opens_on_screen(t, http, s.url, fault, {})
@@ -126,10 +138,10 @@ async def test_the_repo_routes_page_shows_a_breaker_opening(browser, server_kit,
         shutil.copyfile(path, README_IMAGE)
 
 
-async def test_a_script_in_a_route_description_is_never_run(browser, serve_status, http, status_kit):
+async def test_a_script_in_a_route_description_is_never_run(browser, serve_status, http, status_kit, artifacts):
     """A description holding <script> and an onerror image is shown as text; neither runs, nothing is injected."""
     async with serve_status() as s:
-        t = await tab(browser, s.url + "/status")
+        t = await tab(browser, s.url + "/status", artifacts)
         await breaker_opens_on_screen(t, http, s.url, status_kit.fault(401), {})
         description = await t.page.wait_for_selector('section[data-route="shady"] .desc', timeout=WAIT_MS)
         assert await description.text_content() == status_kit.hostile
@@ -139,11 +151,11 @@ async def test_a_script_in_a_route_description_is_never_run(browser, serve_statu
     assert t.errors == []
 
 
-async def test_logging_in_with_a_key_then_out(browser, serve_status, http, status_kit):
+async def test_logging_in_with_a_key_then_out(browser, serve_status, http, status_kit, artifacts):
     """With admin keys the page asks for one; after logging in it shows the routes and their breaker opening;
     logging out brings the form back."""
     async with serve_status(f'  admin_keys: ["{KEY}"]\n') as s:
-        t = await tab(browser, s.url + "/status")
+        t = await tab(browser, s.url + "/status", artifacts)
         page = t.page
         await page.fill("#key", "not-the-key")
         await page.click("button[type=submit]")
