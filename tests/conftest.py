@@ -14,9 +14,11 @@ and `redis_factory` (start several, or with `persist=True`). For tracing: `spans
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,13 @@ from turnout.testing.redis_server import RedisServer
 
 pytest_plugins = ["pytester"]  # tests/test_provisioning.py runs this file's provisioning in a scratch session
 INSTALL_TIMEOUT = 600  # seconds for one apt-get run
+
+# Hypothesis keeps its example database (failures it replays next run) and caches in ./.hypothesis by default: in
+# the checkout. A run leaves nothing there: they go to a directory of this checkout's own under the system temp dir
+# (kept between runs, so a found failure is still replayed first), unless HYPOTHESIS_STORAGE_DIRECTORY says where.
+_CHECKOUT = hashlib.sha256(str(Path(__file__).resolve().parent).encode()).hexdigest()[:12]
+_HYPOTHESIS_HOME = Path(tempfile.gettempdir()) / f"turnout-hypothesis-{_CHECKOUT}"
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(_HYPOTHESIS_HOME))
 
 
 @dataclass(frozen=True)
