@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,10 +23,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "turnout-driver-exa
 def installed_driver_class() -> type[Driver]:
     """Install the example package if it is not importable yet, then resolve it by name via the entry point."""
     if importlib.util.find_spec("turnout_driver_example") is None:
-        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(EXAMPLE)]
-        # Offline first (needs setuptools>=68 and wheel here); else let pip fetch the build backend.
-        if subprocess.run([*pip, "--no-build-isolation"], capture_output=True, timeout=300).returncode != 0:
-            subprocess.run(pip, check=True, capture_output=True, timeout=300)
+        with tempfile.TemporaryDirectory() as scratch:  # a copy: the build leaves build/ and egg-info beside it
+            source = shutil.copytree(EXAMPLE, Path(scratch) / EXAMPLE.name)
+            pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(source)]
+            # Offline first (needs setuptools>=68 and wheel here); else let pip fetch the build backend.
+            if subprocess.run([*pip, "--no-build-isolation"], capture_output=True, timeout=300).returncode != 0:
+                subprocess.run(pip, check=True, capture_output=True, timeout=300)
         importlib.invalidate_caches()
     return DriverRegistry().resolve("example")
 
