@@ -218,7 +218,7 @@ async def test_hang_respects_the_attempt_budget(stream: bool) -> None:
             await mock().send(faulty({"kind": "hang"}), ctx(attempt_timeout=0.05))
         error = info.value
     assert isinstance(error, UpstreamTimeout)
-    assert 0.04 <= time.monotonic() - started < 1.0
+    assert 0.04 <= time.monotonic() - started < 2.0  # a hang never ends by itself (margin for a loaded CI)
 
 
 async def test_cut_after_chunks() -> None:

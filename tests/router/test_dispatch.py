@@ -256,7 +256,7 @@ async def test_deadline_is_never_exceeded(fakes, build):
         with pytest.raises(AllUpstreamsFailed) as info:
             await router.chat(model="r", messages=HI)
         elapsed = time.monotonic() - started
-    assert 0.25 <= elapsed < 0.6
+    assert 0.25 <= elapsed < 3.0  # far under one 10 s attempt timeout: the deadline cut it (margin for a loaded CI)
     assert info.value.error_class is ErrorClass.TIMEOUT
 
 

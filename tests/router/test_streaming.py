@@ -203,7 +203,7 @@ async def test_hanging_first_token_respects_the_deadline(fakes, build):
         with pytest.raises(AllUpstreamsFailed) as info:
             async for _ in router.stream(model="r", messages=HI):
                 pass
-    assert time.monotonic() - started < 0.7
+    assert time.monotonic() - started < 3.0  # far under one 10 s first-token timeout (margin for a loaded CI)
     assert info.value.error_class is ErrorClass.TIMEOUT
 
 

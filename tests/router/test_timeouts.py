@@ -63,7 +63,7 @@ async def test_attempt_timeout_is_enforced_even_if_the_driver_ignores_it():
         reply = await router.chat(model="r", messages=HI)
     assert reply.served_by == "fine/f"
     assert reply.attempts[0].error_class == "timeout"
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5  # the driver never returns: only the 100 ms attempt timeout ends it
 
 
 async def test_stall_timeout_is_enforced_even_if_the_driver_ignores_it():
@@ -120,7 +120,7 @@ def test_timeouts_still_fire_when_the_router_moves_to_a_new_event_loop():
     reply = asyncio.run(ask())
     assert reply.served_by == "fine/f"
     assert reply.attempts[0].error_class == "timeout"
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5  # the driver never returns: only the 100 ms attempt timeout ends it
 
 
 async def test_monitor_cancels_only_overdue_waits_with_one_timer():
