@@ -34,7 +34,7 @@ from turnout.server import errors
 from turnout.server.body import read_json
 from turnout.server.callers import ANONYMOUS, Caller
 from turnout.server.ingress import Ingress
-from turnout.server.sse import SSE_HEADERS, SSEResponse
+from turnout.server.sse import SSE_HEADERS, ClientStalled, SSEResponse
 from turnout.server.trail import trail_comment
 from turnout.types import Attempt, ChatRequest, Usage
 
@@ -279,6 +279,9 @@ class IngressHandler:
         status = CLIENT_CLOSED
         outcome = None
         response = SSEResponse(status=200, headers=SSE_HEADERS)
+        response.stall_timeout = sc.settings.client_timeout  # a client that reads nothing for this long is cut
+        response.transport = request.transport
+        stalled: str | None = None
         try:
             # The failure is mapped inside its except block: a local holding the exception would keep this frame
             # (and the request body) alive in a reference cycle through its traceback until the next full GC.
@@ -323,13 +326,18 @@ class IngressHandler:
         except asyncio.CancelledError:
             status = CLIENT_CLOSED
             raise
+        except ClientStalled as exc:  # the client stopped reading: drop the connection, whatever it still holds
+            status, stalled = CLIENT_CLOSED, str(exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
         except ConnectionError:  # the client went away while we were writing: nothing more to send
             status = CLIENT_CLOSED
             return response
         finally:
             await stream.aclose()
             if status == 200 or status == CLIENT_CLOSED:
-                self._stream_done(request, chat, stream, started, status, outcome, caller)
+                self._stream_done(request, chat, stream, started, status, outcome, caller, stalled)
 
     def _cut_reason(self) -> str:
         if self.sc.draining:
@@ -345,6 +353,7 @@ class IngressHandler:
         status: int,
         outcome: Any,
         caller: Caller,
+        stalled: str | None = None,
     ) -> None:
         content = None
         if outcome is not None and outcome.text is not None:
@@ -352,7 +361,7 @@ class IngressHandler:
         error_class = outcome.error_class if outcome is not None else None
         error = outcome.error_message if outcome is not None and outcome.error_class else None
         if status == CLIENT_CLOSED:
-            error = self._cut_reason()
+            error = stalled or self._cut_reason()
         self.sc.finished(
             request,
             status,

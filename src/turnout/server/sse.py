@@ -11,7 +11,9 @@ rescue trail comment, `turnout.server.trail`) goes out just before either ending
 
 Backpressure: at most `RELAY_BUFFER` bytes wait for a slow client (plus the one write in flight). Past that the
 relay waits for the client to drain before it reads the next upstream chunk, which also stops the upstream read,
-so the upstream's TCP window closes and a client that never reads holds a bounded amount of memory. A client that
+so the upstream's TCP window closes and a client that never reads holds a bounded amount of memory. It does not
+hold the stream for ever either: a write that finds no room for `server.client_timeout` (the response's
+`stall_timeout`) ends the stream as `ClientStalled`, the connection is dropped and the upstream closed. A client that
 goes away leaves no reference cycle behind: the writer keeps only a flag, never the exception (whose traceback
 would point back at the writer and its buffer).
 """
@@ -87,10 +89,16 @@ class SSEResponse(web.StreamResponse):
     """
 
     _send_headers_immediately = False
+    stall_timeout: float | None = None  # seconds a write may wait for a client that reads nothing (None: no limit)
+    transport: asyncio.Transport | None = None  # the client's connection (set with stall_timeout)
 
 
 class ClientGone(ConnectionResetError):
     """The client went away while events were being written to it (a fresh instance each time it is raised)."""
+
+
+class ClientStalled(ClientGone):
+    """The client stopped reading: a write found no room for the response's `stall_timeout` seconds."""
 
 
 class CoalescingWriter:
@@ -108,10 +116,11 @@ class CoalescingWriter:
     on (see the module docstring). A fast client never gets there, so the hot path pays one addition per event.
     """
 
-    __slots__ = ("_buffer", "_gone", "_loop", "_pending", "_response", "_scheduled", "_task")
+    __slots__ = ("_buffer", "_gone", "_loop", "_pending", "_response", "_scheduled", "_stall", "_task")
 
     def __init__(self, response: web.StreamResponse) -> None:
         self._response = response
+        self._stall: float | None = getattr(response, "stall_timeout", None)
         self._loop = asyncio.get_running_loop()
         self._buffer: list[bytes] = []
         self._pending = 0  # bytes in `_buffer`
@@ -136,9 +145,26 @@ class CoalescingWriter:
             task = self._task
             if task is None or task.done():
                 task = self._task = self._loop.create_task(self._write())
-            await task
+            await self._until_written(task)
         if self._gone:
             raise ClientGone("the client went away")
+
+    async def _until_written(self, task: asyncio.Task[None]) -> None:
+        """Wait for a write, at most `stall_timeout` seconds: a client that takes nothing for that long is cut."""
+        if self._stall is None:
+            await task
+            return
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self._stall)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self._gone = True
+            self._buffer.clear()
+            self._pending = 0
+            raise ClientStalled(f"the client read nothing for {self._stall:g} s (server.client_timeout)")
 
     def _kick(self) -> None:
         """The relay is waiting on the upstream: write what was buffered (a task, as a write may wait)."""
@@ -157,7 +183,10 @@ class CoalescingWriter:
                 buffer.clear()
                 self._pending = 0
                 await self._response.write(data)
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            # aiohttp's failed drain future keeps this exception: its traceback must not keep this frame (and
+            # through it the writer, its buffer and the response) in a cycle that only a full collection frees.
+            exc.__traceback__ = None
             self._gone = True
             buffer.clear()
             self._pending = 0
@@ -165,14 +194,29 @@ class CoalescingWriter:
     async def close(self, last: bytes) -> None:
         """Write what is buffered plus `last`, and end the body, in one write."""
         if self._task is not None:
-            await self._task
+            await self._until_written(self._task)
         if self._gone:
             raise ClientGone("the client went away")
         self._buffer.append(last)
         data = b"".join(self._buffer)
         self._buffer.clear()
         self._pending = 0
-        await self._response.write_eof(data)
+        if self._stall is None or self._fits(len(data)):
+            await self._response.write_eof(data)  # cannot wait for the client: no timer needed
+            return
+        try:
+            async with asyncio.timeout(self._stall):  # the end waits only while the client's window is full
+                await self._response.write_eof(data)
+        except TimeoutError:
+            self._gone = True
+            raise ClientStalled(f"the client read nothing for {self._stall:g} s (server.client_timeout)") from None
+
+    def _fits(self, size: int) -> bool:
+        """Whether `size` more bytes stay under the connection's high-water mark, so that writing them never waits."""
+        transport = getattr(self._response, "transport", None)
+        if transport is None:
+            return False
+        return transport.get_write_buffer_size() + size <= transport.get_write_buffer_limits()[1]
 
     def abort(self) -> None:
         """Stop any pending write (the relay is being cancelled)."""

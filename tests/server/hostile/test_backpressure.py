@@ -53,6 +53,7 @@ class Firehose:
         self.size = size
         self.sent = 0  # bytes the upstream managed to hand to the connection, over every request
         self.finished = 0  # answers sent completely
+        self.cut = 0  # answers the sidecar stopped taking (it closed the upstream connection)
         upstream.default("/v1/chat/completions", self.behave)
 
     async def behave(self, request: web.Request, upstream: FakeUpstream) -> web.StreamResponse:
@@ -62,10 +63,14 @@ class Firehose:
         first = EVENT.replace(b'"delta":{', b'"delta":{"role":"assistant",', 1)
         await resp.write(first)
         written = len(first)
-        while written < self.size:
-            await resp.write(BLOCK)  # returns once the connection took it (aiohttp drains)
-            written += len(BLOCK)
-            self.sent += len(BLOCK)
+        try:
+            while written < self.size:
+                await resp.write(BLOCK)  # returns once the connection took it (aiohttp drains)
+                written += len(BLOCK)
+                self.sent += len(BLOCK)
+        except (ConnectionError, asyncio.CancelledError):  # the sidecar closed this upstream connection mid-answer
+            self.cut += 1
+            raise
         await resp.write(TAIL)
         await resp.write_eof()
         self.finished += 1
@@ -200,3 +205,30 @@ async def test_an_abandoned_stream_leaves_no_reference_cycle(tmp_path, server_ki
         or (isinstance(o, bytes | bytearray) and len(o) > 64 * 1024)
     ]
     assert ours == [], [getattr(o, "f_code", o) for o in ours][:10]
+
+
+async def test_a_client_that_stops_reading_is_cut_after_the_client_timeout(tmp_path, server_kit):
+    """A streamed answer nobody reads: after server.client_timeout the connection is dropped, the upstream closed, and
+    the access log says why (the stream does not hold a connection and an in-flight slot for ever)."""
+    async with FakeUpstream() as upstream:
+        hose = Firehose(upstream, size=256 * MB)
+        path = tmp_path / "routes.yaml"
+        path.write_text(ROUTES.replace("@UP@", upstream.url) + "  client_timeout: 1s\n")
+        async with server_kit.serving(path) as served:
+            port = int(served.url.rsplit(":", 1)[1])
+            reader, writer = await open_stream(port, receive_buffer=4096)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 20
+            while hose.cut == 0 and loop.time() < end:  # nothing is read meanwhile
+                await asyncio.sleep(0.05)
+            assert hose.cut == 1, "the upstream stream is still open 20 s after the client stopped reading"
+            taken = 0
+            while piece := await asyncio.wait_for(reader.read(1 << 20), 10):  # what was in flight, then the end
+                taken += len(piece)
+            writer.close()
+            assert taken < 32 * MB
+            line = json.loads(served.access_lines()[-1])
+            assert served.sidecar.in_flight == 0
+    assert hose.finished == 0
+    assert line["status"] == 499 and line["stream"] is True
+    assert line["error"] == "the client read nothing for 1 s (server.client_timeout)"
