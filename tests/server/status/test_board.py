@@ -244,3 +244,19 @@ async def test_the_icon_is_served_so_the_console_stays_clean(serve_status, http)
     """The page's icon is a small SVG from the sidecar itself."""
     async with serve_status() as s, http.get(s.url + "/status/favicon.svg") as resp:
         assert resp.status == 200 and resp.content_type == "image/svg+xml"
+
+
+async def test_wrong_keys_from_one_address_are_throttled(serve_status, http):
+    """Ten wrong keys from one address: the next log-in, even with the right key, gets 429 with Retry-After and the
+    form says why; no session cookie is set."""
+    async with serve_status(WITH_KEY) as s:
+        for _ in range(10):
+            async with http.post(s.url + "/status/login", data={"key": "guess"}, allow_redirects=False) as resp:
+                assert resp.status == 401
+        async with http.post(s.url + "/status/login", data={"key": KEY}, allow_redirects=False) as resp:
+            assert resp.status == 429
+            assert 1 <= int(resp.headers["Retry-After"]) <= 60
+            assert "Too many wrong keys" in await resp.text()
+            assert "Set-Cookie" not in resp.headers
+        status, _ = await get_json(http, s.url + "/admin/status", BEARER)  # the key itself still works as a header
+        assert status == 200

@@ -6,7 +6,8 @@ GET  /status/favicon.svg  the page's icon (static)     the Host guard only
 GET  /status         the page (HTML)                  admin (Sidecar.admin_refusal) or a log-in session; with keys
                                                       and neither: the log-in form (401); cross-site: 403
 GET  /admin/status   the JSON the page refreshes from  admin or a log-in session; never cross-site
-POST /status/login   form field `key` -> session       never cross-site; a wrong key: the form again (401)
+POST /status/login   form field `key` -> session       never cross-site; a wrong key: the form again (401); 10
+                                                      wrong keys a minute from one address: 429 (`throttle`)
 POST /status/logout  ends this browser's session       never cross-site
 ```
 """
@@ -28,6 +29,7 @@ from turnout.server.status import page, session
 from turnout.server.status.files import PUBLISH_INTERVAL, SnapshotFiles
 from turnout.server.status.observer import StatusObserver
 from turnout.server.status.snapshot import build_view, local_snapshot
+from turnout.server.status.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from turnout.server.app import Sidecar
@@ -56,6 +58,7 @@ class StatusBoard:
         directory, name = getattr(metrics, "directory", None), metrics.store.name
         self.files = SnapshotFiles(directory, name) if directory and name else None
         self._task: asyncio.Task[None] | None = None
+        self.throttle = LoginThrottle()
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/", self.root)
@@ -113,9 +116,17 @@ class StatusBoard:
         keys = self.sc.admin_keys
         if not keys.enabled:  # nothing to log in to: the page is open to allowed Hosts
             raise web.HTTPSeeOther("/status")
+        address = request.remote or "unknown"
+        wait = self.throttle.retry_after(address)
+        if wait is not None:
+            refused = page.login(f"Too many wrong keys from this address: try again in {wait} s.", status=429)
+            refused.headers["Retry-After"] = str(wait)
+            return refused
         key = await _form_key(request)
         if key is None or not keys.allows({"Authorization": f"Bearer {key}"}):
+            self.throttle.failed(address)
             return page.login("That is not an admin key of this sidecar.")
+        self.throttle.succeeded(address)
         response = web.HTTPSeeOther("/status")
         response.headers["Set-Cookie"] = session.cookie_header(session.issue(key, time.time()), secure=request.secure)
         response.headers["Cache-Control"] = "no-store"
