@@ -44,6 +44,7 @@ from turnout.events import (
     StateRecovered,
     StreamContinued,
 )
+from turnout.reasoning import Reasoning
 from turnout.router.client import Router
 from turnout.router.conversation import Conversation
 from turnout.router.graph import DispatchGraph
@@ -103,6 +104,7 @@ __all__ = [
     "Observer",
     "Problem",
     "ProviderError",
+    "Reasoning",
     "RequestRefused",
     "RequestStarted",
     "ResponseCompleted",
