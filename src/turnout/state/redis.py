@@ -9,6 +9,12 @@ It offers two things, and translates every redis-py failure into `StoreError` at
   script cache (a restart). redis-py's own pool and command layer cost ~2x the CPU per call on this path.
 - `Link.subscribe()`: the same kind of connection in pub/sub mode, handing every message to a callback.
 
+On a Redis Cluster a node that does not own the slot of a command's keys answers `MOVED <slot> <host>:<port>`:
+that reply fails its call with `Moved` and tells `on_moved` the owner's address, and a link made with `address`
+connects there instead of the URL's host and port (same scheme, credentials and options). Every turnout key shares
+one slot (`turnout.state.keys`), so one owner serves them all. `ASK`/`TRYAGAIN` (a slot being migrated) fail the
+call like any error reply.
+
 Connections never retry by themselves and have no socket timeout: the caller bounds every wait (op_timeout)
 and decides what a failure means. Messages never contain the URL's password.
 """
@@ -24,18 +30,27 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError, TryAgainError
 
 from turnout.state.base import StoreError
 
 Reply = Any  # a decoded RESP value: bytes, int, list, None
+Address = tuple[str, int]  # a Redis Cluster node's host and port
 
 
 class _NoScript(StoreError):
     """The server does not have the script (its cache was emptied by a restart): send the source."""
+
+
+class Moved(StoreError):
+    """A Redis Cluster node answered MOVED: the keys' slot is served by the node at `address`."""
+
+    def __init__(self, message: str, address: Address) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class Script:
@@ -59,10 +74,14 @@ class Link:
         name: str,
         connect_timeout: float,
         on_lost: Callable[[str], None] | None = None,
+        address: Address | None = None,
+        on_moved: Callable[[Address], None] | None = None,
     ) -> None:
-        """`on_lost(reason)` is called when the connection ends by itself (not by `abort`/`close`)."""
+        """`on_lost(reason)` is called when the connection ends by itself (not by `abort`/`close`); `address`
+        replaces the URL's host and port (a cluster node); `on_moved(address)` hears every MOVED reply."""
         self._secrets = _passwords(url)
         self._on_lost = on_lost
+        self._on_moved = on_moved
         self._pool = ConnectionPool.from_url(
             url,
             socket_connect_timeout=connect_timeout,
@@ -72,6 +91,15 @@ class Link:
             retry=Retry(NoBackoff(), 0),
             client_name=name,
             protocol=2,  # RESP2 on every redis-py version: pub/sub messages arrive as replies, not pushes
+        )
+        if address is not None:
+            if self._pool.connection_class is UnixDomainSocketConnection:  # a cluster node is reached over TCP
+                self._pool.connection_class = Connection
+                self._pool.connection_kwargs.pop("path", None)
+            self._pool.connection_kwargs.update(host=address[0], port=address[1])
+        self.address: Address = (
+            self._pool.connection_kwargs.get("host", "localhost"),
+            int(self._pool.connection_kwargs.get("port", 6379)),
         )
         self._conn: Any = None
         self._writer: Any = None
@@ -152,6 +180,12 @@ class Link:
                 except NoScriptError:
                     self._answer(None, _NoScript("no such script"))
                     continue
+                except MovedError as exc:
+                    self._moved(exc)
+                    continue
+                except (AskError, TryAgainError) as exc:
+                    self._answer(None, StoreError(f"the key slot is being migrated between cluster nodes ({exc})"))
+                    continue
                 except ResponseError as exc:
                     self._answer(None, StoreError(self._safe(f"error reply: {exc}")))
                     continue
@@ -166,6 +200,13 @@ class Link:
             self._fail(reason)
             if self._on_lost is not None:
                 self._on_lost(reason)
+
+    def _moved(self, error: MovedError) -> None:
+        address = (error.host or self.address[0], error.port)  # an unknown endpoint: same host (Redis 7 may say ":port")
+        where = f"{address[0]}:{address[1]}"
+        self._answer(None, Moved(f"Redis Cluster: key slot {error.slot_id} is served by {where}", address))
+        if self._on_moved is not None:
+            self._on_moved(address)
 
     def _answer(self, reply: Reply, error: StoreError | None) -> None:
         if not self._waiting:

@@ -13,6 +13,12 @@ in memory). The sync loop reconnects by itself; a reconnection counts only when 
 op_timeout (a slow Redis stays bypassed). Then it resynchronises: what was admitted meanwhile is added to the
 shared windows (all of the window when Redis came back empty: its epoch key changed), unpublished breaker
 changes are published, the breakers hash is applied, usage is flushed, and StateRecovered is emitted.
+
+On a Redis Cluster every key lives in one slot (`turnout.state.keys`), so the links all go to the node that serves
+it: the url may name any node, and its MOVED reply to the first heartbeat says which one. A MOVED later (a failover
+or a resharding moved the slot) degrades at once and reconnects to the new owner without waiting for the next sync;
+an owner that cannot be reached is forgotten and the url's node asked again. Requests meanwhile decide locally,
+as in any outage, and never wait on the redirect.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from turnout.state.keys import Keys
 from turnout.state.ledger import Ledger, Period, UsageKey, UsageTotals, period_days, resolve_day, totals_of
 from turnout.state.meter import SpendMeter
 from turnout.state.news import Newsroom, parse_message
-from turnout.state.redis import Link, Script
+from turnout.state.redis import Address, Link, Moved, Script
 from turnout.state.redis_responses import RedisResponses
 from turnout.state.shared_gate import Batcher, RedisGate, as_ms
 from turnout.state.usage_store import UsageStore
@@ -46,6 +52,7 @@ log = logging.getLogger("turnout.state")
 CONNECT_TIMEOUT = 2.0  # seconds; connecting happens in the background, never on a request's path
 BACKGROUND_TIMEOUT = 2.0  # seconds a background operation (heartbeat, flush, publish) may take at most
 HEARTBEAT_TTL = 3  # sync intervals after which a silent replica no longer counts
+MAX_HOPS = 3  # redirects (MOVED, or an unreachable owner) one connection attempt follows before it gives up
 
 
 class RedisState:
@@ -103,6 +110,9 @@ class RedisState:
         self._closed = False
         self._loaded = False  # the spend totals were read from Redis at least once
         self._first: asyncio.Future[None] | None = None  # done after the first connection attempt
+        self._owner: Address | None = None  # the Redis Cluster node serving our key slot (None: the url's node)
+        self._wake: asyncio.Future[None] | None = None  # the sync loop's pause, cut short by a MOVED
+        self._hurry = False  # a MOVED came: reconnect without pausing first
 
     # -- the request path -----------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -295,22 +305,29 @@ class RedisState:
                 await self._tick()
             else:
                 await self._connect(first=False)
-            await asyncio.sleep(self.spec.sync_interval)
+            await self._pause(self.spec.sync_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep until the next sync, or until a MOVED asks to reconnect now (`_moved`)."""
+        if self._hurry:
+            self._hurry = False
+            return
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        timer = loop.call_later(seconds, _wake_up, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     async def _connect(self, *, first: bool) -> None:
         """Open the links, take a heartbeat within op_timeout (lenient on the very first try), resynchronise."""
-        await self._close_links()
-        url = self._url.reveal()
-        links = [
-            Link(url, name=f"turnout-{kind}", connect_timeout=CONNECT_TIMEOUT, on_lost=self._lost)
-            for kind in ("gate", "bg", "sub")
-        ]
-        self._link, self._bg, self._sub = links  # owned now: a cancelled connect still closes them (aclose)
         try:
-            for link in links:
-                await link.open()
-            beat = await self._heartbeat(CONNECT_TIMEOUT if first and self.mode == "starting" else None)
-            await asyncio.wait_for(links[2].subscribe(self.keys.channel, self._on_message), BACKGROUND_TIMEOUT)
+            beat = await self._open_links(first)
+            sub = self._sub
+            assert sub is not None
+            await asyncio.wait_for(sub.subscribe(self.keys.channel, self._on_message), BACKGROUND_TIMEOUT)
             data_lost = self._epoch_changed(beat[3])
             await self._resync(data_lost)
             self._apply_beat(beat)
@@ -322,6 +339,52 @@ class RedisState:
             if self._first is not None and not self._first.done():
                 self._first.set_result(None)
         self._recovered(data_lost)
+
+    async def _open_links(self, first: bool) -> list[Any]:
+        """Connect and take the first heartbeat, at the node serving our key slot: the url's, or the cluster node a
+        MOVED named (see the module docstring). Returns the heartbeat."""
+        for hop in range(MAX_HOPS + 1):
+            await self._close_links()
+            url, owner = self._url.reveal(), self._owner
+            links = [
+                Link(
+                    url,
+                    name=f"turnout-{kind}",
+                    connect_timeout=CONNECT_TIMEOUT,
+                    on_lost=self._lost,
+                    address=owner,
+                    on_moved=self._moved,
+                )
+                for kind in ("gate", "bg", "sub")
+            ]
+            self._link, self._bg, self._sub = links  # owned now: a cancelled connect still closes them (aclose)
+            try:
+                await links[1].open()
+                beat = await self._heartbeat(CONNECT_TIMEOUT if first and self.mode == "starting" else None)
+            except Moved as moved:
+                if hop == MAX_HOPS:
+                    raise
+                log.info("state: %s; connecting there", moved)
+                continue
+            except StoreError:
+                if owner is None or hop == MAX_HOPS:
+                    raise
+                self._owner = None  # the owner is gone (failed over?): ask the url's node who serves the slot now
+                continue
+            await links[0].open()
+            await links[2].open()
+            return beat
+        raise StoreError("too many redirects")  # not reached: the last hop raises
+
+    def _moved(self, address: Address) -> None:
+        """A MOVED reply: the cluster now serves our key slot at `address`. Go local, and reconnect there now."""
+        self._owner = address
+        if self._healthy:
+            self.degrade(f"Redis Cluster moved the key slot to {address[0]}:{address[1]}")
+            if self._wake is not None and not self._wake.done():
+                self._wake.set_result(None)  # the sync loop is pausing: wake it
+            else:
+                self._hurry = True  # it is busy (a heartbeat that got MOVED too): it skips its next pause
 
     def _lost(self, reason: str) -> None:
         """A link's connection ended by itself (Redis went away, or a proxy cut it)."""
@@ -437,3 +500,8 @@ class RedisState:
 
     def __repr__(self) -> str:
         return f"<RedisState {self.spec.key_prefix!r} {self.mode} replica={self.replica}>"
+
+
+def _wake_up(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)

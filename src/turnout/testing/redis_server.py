@@ -10,6 +10,10 @@ with RedisServer() as redis:                 # a free port on 127.0.0.1, a tempo
 
 async with DelayProxy(redis.port, delay=0.2) as proxy:   # every chunk forwarded 200 ms late, both ways
     url = proxy.url
+
+with RedisCluster(masters=3) as cluster:       # a Redis Cluster: every slot served, cluster_state:ok everywhere
+    owner = cluster.owner_of("{turnout:}epoch") # the RedisServer that serves the key's slot
+    cluster.move_slot(cluster.slot_of("{turnout:}x"), other)  # a resharding of one slot, keys and all
 ```
 `RedisServer(binary=...)` runs another binary (e.g. `valkey-server`); `password=` sets `requirepass` (and puts it
 in `url`). Everything binds to 127.0.0.1 only.
@@ -39,7 +43,13 @@ class RedisServer:
     """One redis-server process in its own temporary directory (see the module docstring)."""
 
     def __init__(
-        self, *, binary: str = "redis-server", persist: bool = False, port: int | None = None, password: str = ""
+        self,
+        *,
+        binary: str = "redis-server",
+        persist: bool = False,
+        port: int | None = None,
+        password: str = "",
+        cluster: bool = False,
     ) -> None:
         path = shutil.which(binary)
         if path is None:
@@ -47,7 +57,9 @@ class RedisServer:
         self.binary = path
         self.persist = persist
         self.password = password
+        self.cluster = cluster
         self.port = port or free_port()
+        self.bus_port = free_port() if cluster else 0
         self.dir = Path(tempfile.mkdtemp(prefix="turnout-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,6 +74,9 @@ class RedisServer:
         args += ["--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
+            args += ["--cluster-port", str(self.bus_port)]  # not port + 10000: a free port may be above 55535
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
@@ -116,6 +131,94 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A Redis Cluster of `masters` redis-servers (no replicas) on free ports, every slot assigned, set up with
+    CLUSTER commands (no redis-cli needed). `servers` are `RedisServer`s; `url` names the first node."""
+
+    SLOTS = 16384
+
+    def __init__(self, *, masters: int = 3, binary: str = "redis-server") -> None:
+        self.servers = [RedisServer(binary=binary, cluster=True) for _ in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start(self, timeout: float = 20.0) -> RedisCluster:
+        for server in self.servers:
+            server.start()
+        step = -(-self.SLOTS // len(self.servers))
+        for i, server in enumerate(self.servers):
+            server.command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            server.command("CLUSTER", "ADDSLOTSRANGE", i * step, min(self.SLOTS, (i + 1) * step) - 1)
+        for server in self.servers[1:]:
+            first = self.servers[0]
+            server.command("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
+        self.wait_until_stable(timeout)
+        return self
+
+    def wait_until_stable(self, timeout: float = 20.0) -> None:
+        """Until every node says cluster_state:ok and agrees on who serves every slot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            views = [self._slot_view(server) for server in self.servers]
+            states = [server.command("CLUSTER", "INFO") for server in self.servers]
+            if all("cluster_state:ok" in s for s in states) and all(v == views[0] for v in views):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not become stable in time: {states}")
+            time.sleep(0.05)
+
+    def node_id(self, server: RedisServer) -> str:
+        return str(server.command("CLUSTER", "MYID"))
+
+    def slot_of(self, key: str) -> int:
+        return int(self.servers[0].command("CLUSTER", "KEYSLOT", key))
+
+    def owner_of(self, key: str) -> RedisServer:
+        """The node that serves `key`'s slot now (as the first live node sees it)."""
+        slot = self.slot_of(key)
+        for first, last, master, *_ in self.servers[0].command("CLUSTER", "SLOTS"):
+            if int(first) <= slot <= int(last):
+                return next(s for s in self.servers if s.port == int(master[1]))
+        raise LookupError(f"no node serves slot {slot}")
+
+    def move_slot(self, slot: int, to: RedisServer) -> None:
+        """Reshard one slot to `to`, keys and all (the steps redis-cli --cluster reshard takes), then wait until
+        every node agrees."""
+        source = next(s for s in self.servers if any(_serves(r, slot, s.port) for r in s.command("CLUSTER", "SLOTS")))
+        if source is to:
+            return
+        to.command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(to))
+        while keys := source.command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source.command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "REPLACE", "KEYS", *keys)
+        for server in [to, source, *(s for s in self.servers if s not in (to, source))]:
+            server.command("CLUSTER", "SETSLOT", slot, "NODE", self.node_id(to))
+        self.wait_until_stable()
+
+    def _slot_view(self, server: RedisServer) -> list[tuple[int, int, int]]:
+        return sorted((int(a), int(b), int(m[1])) for a, b, m, *_ in server.command("CLUSTER", "SLOTS"))
+
+    def __enter__(self) -> RedisCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+def _serves(row: list[Any], slot: int, port: int) -> bool:
+    return int(row[0]) <= slot <= int(row[1]) and int(row[2][1]) == port
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
