@@ -7,7 +7,8 @@ still missing the test is skipped with the reason, except under `CI=true`, where
 never pass by quietly skipping what it was meant to test. `TURNOUT_TEST_NO_INSTALL=1` turns installing off.
 
 Fixtures for Redis: `redis_server` (a started `turnout.testing.redis_server.RedisServer`, stopped afterwards)
-and `redis_factory` (start several, or with `persist=True`). For tracing: `spans`, an OpenTelemetry SDK provider
+and `redis_factory` (start several, or with `persist=True`); `redis_cluster`, a 3-master Redis Cluster shared by
+one test module (tests use their own key prefixes). For tracing: `spans`, an OpenTelemetry SDK provider
 (pass it as `Router(..., tracer_provider=spans.provider)`) whose finished spans are kept in memory.
 """
 
@@ -29,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from turnout.testing.redis_server import RedisServer
+from turnout.testing.redis_server import RedisCluster, RedisServer
 
 pytest_plugins = ["pytester"]  # tests/test_provisioning.py runs this file's provisioning in a scratch session
 INSTALL_TIMEOUT = 600  # seconds for one apt-get run
@@ -134,6 +135,13 @@ def redis_factory(binaries: Callable[[str, str], str]) -> Iterator[Callable[...,
 def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
     """A started redis-server (no persistence) for one test."""
     return redis_factory()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(binaries: Callable[[str, str], str]) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters on free ports (every slot served), shared by the test module, stopped after."""
+    with RedisCluster(masters=3, binary=binaries("redis-server", "redis-server")) as cluster:
+        yield cluster
 
 
 class Spans:

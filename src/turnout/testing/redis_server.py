@@ -76,6 +76,8 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
+            args += ["--cluster-require-full-coverage", "no"]  # a stopped node leaves the other slots served
+            args += ["--repl-diskless-sync-delay", "0"]  # a new replica syncs at once (the default waits 5 s)
             args += ["--cluster-port", str(self.bus_port)]  # not port + 10000: a free port may be above 55535
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -140,6 +142,7 @@ class RedisCluster:
     SLOTS = 16384
 
     def __init__(self, *, masters: int = 3, binary: str = "redis-server") -> None:
+        self.binary = binary
         self.servers = [RedisServer(binary=binary, cluster=True) for _ in range(masters)]
 
     @property
@@ -154,33 +157,67 @@ class RedisCluster:
             server.command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
             server.command("CLUSTER", "ADDSLOTSRANGE", i * step, min(self.SLOTS, (i + 1) * step) - 1)
         for server in self.servers[1:]:
-            first = self.servers[0]
-            server.command("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
+            self._meet(server)
         self.wait_until_stable(timeout)
         return self
 
+    def add_replica(self, of: RedisServer, timeout: float = 20.0) -> RedisServer:
+        """Start a node that replicates `of` (for a failover: `replica.command("CLUSTER", "FAILOVER", ...)`)."""
+        replica = RedisServer(binary=self.binary, cluster=True).start()
+        self.servers.append(replica)
+        self._meet(replica)
+        master = self.node_id(of)
+        deadline = time.monotonic() + timeout
+        while True:  # the replica must have heard of the master from the cluster bus before it can follow it
+            try:
+                replica.command("CLUSTER", "REPLICATE", master)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        while "master_link_status:up" not in str(replica.command("INFO", "replication")):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync in time")
+            time.sleep(0.05)
+        self.wait_until_stable(timeout)
+        return replica
+
+    def _meet(self, server: RedisServer) -> None:
+        first = self.servers[0]
+        server.command("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
+
     def wait_until_stable(self, timeout: float = 20.0) -> None:
-        """Until every node says cluster_state:ok and agrees on who serves every slot."""
+        """Until every running node says cluster_state:ok, knows every node and agrees on who serves every slot."""
         deadline = time.monotonic() + timeout
         while True:
-            views = [self._slot_view(server) for server in self.servers]
-            states = [server.command("CLUSTER", "INFO") for server in self.servers]
-            if all("cluster_state:ok" in s for s in states) and all(v == views[0] for v in views):
+            running = [server for server in self.servers if server.proc is not None]
+            views = [self._slot_view(server) for server in running]
+            states = [server.command("CLUSTER", "INFO") for server in running]
+            known = f"cluster_known_nodes:{len(self.servers)}"
+            if all("cluster_state:ok" in s and known in s for s in states) and all(v == views[0] for v in views):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster did not become stable in time: {states}")
             time.sleep(0.05)
 
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are masters now (a failover turns a replica into one, and its master into a replica)."""
+        running = [server for server in self.servers if server.proc is not None]
+        return [server for server in running if "role:master" in str(server.command("INFO", "replication"))]
+
     def node_id(self, server: RedisServer) -> str:
         return str(server.command("CLUSTER", "MYID"))
 
     def slot_of(self, key: str) -> int:
-        return int(self.servers[0].command("CLUSTER", "KEYSLOT", key))
+        asked = next(server for server in self.servers if server.proc is not None)
+        return int(asked.command("CLUSTER", "KEYSLOT", key))
 
     def owner_of(self, key: str) -> RedisServer:
         """The node that serves `key`'s slot now (as the first live node sees it)."""
         slot = self.slot_of(key)
-        for first, last, master, *_ in self.servers[0].command("CLUSTER", "SLOTS"):
+        asked = next(server for server in self.servers if server.proc is not None)
+        for first, last, master, *_ in asked.command("CLUSTER", "SLOTS"):
             if int(first) <= slot <= int(last):
                 return next(s for s in self.servers if s.port == int(master[1]))
         raise LookupError(f"no node serves slot {slot}")
@@ -195,7 +232,7 @@ class RedisCluster:
         source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(to))
         while keys := source.command("CLUSTER", "GETKEYSINSLOT", slot, 100):
             source.command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "REPLACE", "KEYS", *keys)
-        for server in [to, source, *(s for s in self.servers if s not in (to, source))]:
+        for server in [to, source, *(s for s in self.masters() if s not in (to, source))]:
             server.command("CLUSTER", "SETSLOT", slot, "NODE", self.node_id(to))
         self.wait_until_stable()
 
