@@ -74,9 +74,7 @@ async def states() -> AsyncIterator[Callable[..., Any]]:
     started: list[RedisState] = []
 
     async def make(url: str, prefix: str, op_timeout: float = 5.0) -> RedisState:
-        spec = StateSpec(
-            backend="redis", url=Secret(url), key_prefix=prefix, op_timeout=op_timeout, sync_interval=0.1
-        )
+        spec = StateSpec(backend="redis", url=Secret(url), key_prefix=prefix, op_timeout=op_timeout, sync_interval=0.1)
         state = RedisState(spec)
         await state.start()
         started.append(state)
@@ -164,7 +162,7 @@ async def test_a_resharding_that_moves_the_slot_is_followed_and_the_window_moves
     redis_cluster.move_slot(redis_cluster.slot_of("{" + prefix + "}"), target)
     await gate_a.admit(1, None)  # the first operation after the move hears MOVED (b hears it on its heartbeat)
     await _until(lambda: a.mode == "ok" and b.mode == "ok" and a.degradations == b.degradations == 1)
-    assert a._owner == b._owner == ("127.0.0.1", target.port)
+    assert a.links.owner == b.links.owner == ("127.0.0.1", target.port)
     results = await asyncio.gather(*((gate_a, gate_b)[i % 2].admit(1, None) for i in range(30)))
     assert _admitted(results) == 20 - 8 - 1
     assert target.command("ZCARD", "{" + prefix + "}w:p/m") == 20
@@ -187,7 +185,7 @@ async def test_an_owner_that_dies_is_replaced_by_its_replica_and_found_through_t
         replica.command("CLUSTER", "FAILOVER", "TAKEOVER")
         await _until(lambda: a.mode == "degraded" and b.mode == "degraded")
         new_owner = ("127.0.0.1", replica.port)
-        await _until(lambda: a.mode == "ok" and b.mode == "ok" and a._owner == b._owner == new_owner, within=15)
+        await _until(lambda: a.mode == b.mode == "ok" and a.links.owner == b.links.owner == new_owner, within=15)
         results = await asyncio.gather(*((gate_a, gate_b)[i % 2].admit(1, None) for i in range(30)))
         assert _admitted(results) == 20 - 8
     finally:
@@ -219,7 +217,8 @@ async def test_requests_never_wait_longer_than_op_timeout_while_the_slot_moves(r
 
     load = [asyncio.create_task(client(r)) for r in (a, b) for _ in range(4)]
     await asyncio.sleep(0.3)
-    await asyncio.to_thread(redis_cluster.move_slot, redis_cluster.slot_of("{" + prefix + "}"), _others(redis_cluster, prefix)[0])
+    slot, target = redis_cluster.slot_of("{" + prefix + "}"), _others(redis_cluster, prefix)[0]
+    await asyncio.to_thread(redis_cluster.move_slot, slot, target)
     await _until(lambda: len(events_a.of(StateRecovered)) == 1 and len(events_b.of(StateRecovered)) == 1)
     await asyncio.sleep(0.2)
     stop.set()

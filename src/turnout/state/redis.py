@@ -202,7 +202,8 @@ class Link:
                 self._on_lost(reason)
 
     def _moved(self, error: MovedError) -> None:
-        address = (error.host or self.address[0], error.port)  # an unknown endpoint: same host (Redis 7 may say ":port")
+        # An endpoint the node does not know comes as ":port": the same host, then.
+        address = (error.host or self.address[0], error.port)
         where = f"{address[0]}:{address[1]}"
         self._answer(None, Moved(f"Redis Cluster: key slot {error.slot_id} is served by {where}", address))
         if self._on_moved is not None:

@@ -14,11 +14,10 @@ op_timeout (a slow Redis stays bypassed). Then it resynchronises: what was admit
 shared windows (all of the window when Redis came back empty: its epoch key changed), unpublished breaker
 changes are published, the breakers hash is applied, usage is flushed, and StateRecovered is emitted.
 
-On a Redis Cluster every key lives in one slot (`turnout.state.keys`), so the links all go to the node that serves
-it: the url may name any node, and its MOVED reply to the first heartbeat says which one. A MOVED later (a failover
-or a resharding moved the slot) degrades at once and reconnects to the new owner without waiting for the next sync;
-an owner that cannot be reached is forgotten and the url's node asked again. Requests meanwhile decide locally,
-as in any outage, and never wait on the redirect.
+On a Redis Cluster the links go to the node that serves the key prefix's slot, whichever node the url names
+(`turnout.state.links`). A MOVED while healthy (a failover or a resharding moved the slot) degrades at once and
+reconnects to the new owner without waiting for the next sync; requests meanwhile decide locally, as in any outage,
+and never wait on the redirect.
 """
 
 from __future__ import annotations
@@ -41,9 +40,10 @@ from turnout.state import window as _window
 from turnout.state.base import BreakerNews, StoreError
 from turnout.state.keys import Keys
 from turnout.state.ledger import Ledger, Period, UsageKey, UsageTotals, period_days, resolve_day, totals_of
+from turnout.state.links import Links
 from turnout.state.meter import SpendMeter
 from turnout.state.news import Newsroom, parse_message
-from turnout.state.redis import Address, Link, Moved, Script
+from turnout.state.redis import Address, Link, Script
 from turnout.state.redis_responses import RedisResponses
 from turnout.state.shared_gate import Batcher, RedisGate, as_ms
 from turnout.state.usage_store import UsageStore
@@ -52,7 +52,6 @@ log = logging.getLogger("turnout.state")
 CONNECT_TIMEOUT = 2.0  # seconds; connecting happens in the background, never on a request's path
 BACKGROUND_TIMEOUT = 2.0  # seconds a background operation (heartbeat, flush, publish) may take at most
 HEARTBEAT_TTL = 3  # sync intervals after which a silent replica no longer counts
-MAX_HOPS = 3  # redirects (MOVED, or an unreachable owner) one connection attempt follows before it gives up
 
 
 class RedisState:
@@ -98,9 +97,7 @@ class RedisState:
         self.degraded_since: float | None = None
         self.degradations = 0
         self._healthy = False
-        self._link: Link | None = None  # the request path's gate batches
-        self._bg: Link | None = None  # heartbeat, flushes, publishes, reads
-        self._sub: Link | None = None  # breaker news
+        self.links = Links(spec.url, connect_timeout=CONNECT_TIMEOUT, on_lost=self._lost, on_moved=self._moved)
         self.batcher = Batcher(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -110,7 +107,6 @@ class RedisState:
         self._closed = False
         self._loaded = False  # the spend totals were read from Redis at least once
         self._first: asyncio.Future[None] | None = None  # done after the first connection attempt
-        self._owner: Address | None = None  # the Redis Cluster node serving our key slot (None: the url's node)
         self._wake: asyncio.Future[None] | None = None  # the sync loop's pause, cut short by a MOVED
         self._hurry = False  # a MOVED came: reconnect without pausing first
 
@@ -126,13 +122,13 @@ class RedisState:
 
     def link(self) -> Link | None:
         """The request path's link, while healthy."""
-        return self._link if self._healthy else None
+        return self.links.gate if self._healthy else None
 
     def store_link(self) -> Link | None:
         """The link for stored responses (the background one: their records may be large), while healthy."""
         if self._loop is not asyncio.get_running_loop():
             self._adopt_loop()
-        return self._bg if self._healthy else None
+        return self.links.bg if self._healthy else None
 
     def offset_from(self, seconds: Any, micros: Any) -> None:
         """Note the server's time of a reply (its TIME), to map our clock onto it."""
@@ -184,7 +180,7 @@ class RedisState:
         """Every process's usage (from Redis) plus this process's counters not flushed yet. Raises StoreError
         when Redis cannot answer (a budget must not read a partial total as the whole)."""
         days = period_days(period, resolve_day(at, self._wall))
-        bg = self._bg
+        bg = self.links.bg
         if not self._healthy or bg is None:
             raise StoreError(f"Redis is unavailable ({self.last_error or 'not connected'})")
         summed = await self.usage_store.read(bg, period, days, BACKGROUND_TIMEOUT)
@@ -193,7 +189,7 @@ class RedisState:
 
     async def spend_totals(self, period_ids: tuple[str, ...]) -> dict[str, dict[str, int]]:
         """Every process's flushed spend per scope in each of `period_ids` (StoreError when Redis cannot answer)."""
-        bg = self._bg
+        bg = self.links.bg
         if not self._healthy or bg is None:
             raise StoreError(f"Redis is unavailable ({self.last_error or 'not connected'})")
         return await self.usage_store.read_spend(bg, period_ids, BACKGROUND_TIMEOUT)
@@ -235,11 +231,11 @@ class RedisState:
             publishing.cancel()
             with contextlib.suppress(BaseException):
                 await publishing
-        if self._healthy and self._bg is not None:
+        if self._healthy and self.links.bg is not None:
             with contextlib.suppress(StoreError, TimeoutError):
                 await self._flush_and_refresh()
         self._healthy = False
-        await self._close_links()
+        await self.links.close()
         await self.responses.aclose()
         self._loop = None
 
@@ -324,8 +320,9 @@ class RedisState:
     async def _connect(self, *, first: bool) -> None:
         """Open the links, take a heartbeat within op_timeout (lenient on the very first try), resynchronise."""
         try:
-            beat = await self._open_links(first)
-            sub = self._sub
+            within = CONNECT_TIMEOUT if first and self.mode == "starting" else None
+            beat = await self.links.open(lambda: self._heartbeat(within), log.info)
+            sub = self.links.sub
             assert sub is not None
             await asyncio.wait_for(sub.subscribe(self.keys.channel, self._on_message), BACKGROUND_TIMEOUT)
             data_lost = self._epoch_changed(beat[3])
@@ -340,45 +337,8 @@ class RedisState:
                 self._first.set_result(None)
         self._recovered(data_lost)
 
-    async def _open_links(self, first: bool) -> list[Any]:
-        """Connect and take the first heartbeat, at the node serving our key slot: the url's, or the cluster node a
-        MOVED named (see the module docstring). Returns the heartbeat."""
-        for hop in range(MAX_HOPS + 1):
-            await self._close_links()
-            url, owner = self._url.reveal(), self._owner
-            links = [
-                Link(
-                    url,
-                    name=f"turnout-{kind}",
-                    connect_timeout=CONNECT_TIMEOUT,
-                    on_lost=self._lost,
-                    address=owner,
-                    on_moved=self._moved,
-                )
-                for kind in ("gate", "bg", "sub")
-            ]
-            self._link, self._bg, self._sub = links  # owned now: a cancelled connect still closes them (aclose)
-            try:
-                await links[1].open()
-                beat = await self._heartbeat(CONNECT_TIMEOUT if first and self.mode == "starting" else None)
-            except Moved as moved:
-                if hop == MAX_HOPS:
-                    raise
-                log.info("state: %s; connecting there", moved)
-                continue
-            except StoreError:
-                if owner is None or hop == MAX_HOPS:
-                    raise
-                self._owner = None  # the owner is gone (failed over?): ask the url's node who serves the slot now
-                continue
-            await links[0].open()
-            await links[2].open()
-            return beat
-        raise StoreError("too many redirects")  # not reached: the last hop raises
-
     def _moved(self, address: Address) -> None:
         """A MOVED reply: the cluster now serves our key slot at `address`. Go local, and reconnect there now."""
-        self._owner = address
         if self._healthy:
             self.degrade(f"Redis Cluster moved the key slot to {address[0]}:{address[1]}")
             if self._wake is not None and not self._wake.done():
@@ -392,7 +352,7 @@ class RedisState:
             self.degrade(reason)
 
     async def _heartbeat(self, within: float | None = None) -> list[Any]:
-        bg = self._bg
+        bg = self.links.bg
         if bg is None:
             raise StoreError("not connected")
         ttl = int(max(HEARTBEAT_TTL * self.spec.sync_interval, 1.0) * 1_000_000)
@@ -431,7 +391,7 @@ class RedisState:
 
     async def _flush_and_refresh(self) -> None:
         """Flush usage and spend, then read every process's spend totals for the budgets (the meter's base)."""
-        bg = self._bg
+        bg = self.links.bg
         if bg is None:
             raise StoreError("not connected")
         await self.usage_store.flush(bg, self.ledger, BACKGROUND_TIMEOUT)
@@ -441,7 +401,7 @@ class RedisState:
 
     async def _resync(self, everything: bool) -> None:
         """After an outage: admissions made meanwhile, unpublished breaker changes, then usage (one call each)."""
-        bg = self._bg
+        bg = self.links.bg
         if bg is None:
             raise StoreError("not connected")
         keys: list[str] = []
@@ -472,7 +432,7 @@ class RedisState:
 
     async def _publish_now(self) -> None:
         args = self.news.outbox(self.clock())
-        bg = self._bg
+        bg = self.links.bg
         if not args or bg is None:
             return
         deployments = list(self.news.pending)
@@ -488,15 +448,7 @@ class RedisState:
 
     def _abort_links(self, reason: str) -> None:
         self.batcher.abort()
-        for link in (self._link, self._bg, self._sub):
-            if link is not None:
-                link.abort(reason)
-
-    async def _close_links(self) -> None:
-        links = [link for link in (self._link, self._bg, self._sub) if link is not None]
-        self._link = self._bg = self._sub = None
-        for link in links:
-            await link.close()
+        self.links.abort(reason)
 
     def __repr__(self) -> str:
         return f"<RedisState {self.spec.key_prefix!r} {self.mode} replica={self.replica}>"

@@ -75,7 +75,8 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            args += ["--cluster-node-timeout", "2000"]
             args += ["--cluster-require-full-coverage", "no"]  # a stopped node leaves the other slots served
             args += ["--repl-diskless-sync-delay", "0"]  # a new replica syncs at once (the default waits 5 s)
             args += ["--cluster-port", str(self.bus_port)]  # not port + 10000: a free port may be above 55535
@@ -202,7 +203,7 @@ class RedisCluster:
             time.sleep(0.05)
 
     def masters(self) -> list[RedisServer]:
-        """The running nodes that are masters now (a failover turns a replica into one, and its master into a replica)."""
+        """The running nodes that are masters now (a failover swaps a master and its replica)."""
         running = [server for server in self.servers if server.proc is not None]
         return [server for server in running if "role:master" in str(server.command("INFO", "replication"))]
 
