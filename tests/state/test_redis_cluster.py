@@ -168,13 +168,14 @@ async def test_a_resharding_that_moves_the_slot_is_followed_and_the_window_moves
     assert target.command("ZCARD", "{" + prefix + "}w:p/m") == 20
 
 
-async def test_an_owner_that_dies_is_replaced_by_its_replica_and_found_through_the_url(redis_cluster, states):
+@pytest.mark.parametrize("url_names", ["another node", "the owner"])
+async def test_an_owner_that_dies_is_replaced_by_its_replica_and_found_again(redis_cluster, states, url_names):
     """The owner is killed and its replica takes over (CLUSTER FAILOVER TAKEOVER): the replicas lose the owner's
-    connection, find the new owner by asking the url's node, recover with the replicated window and share the limit
-    again."""
-    prefix = "cluster-d:"
+    connection, find the new owner (asking the url's node, or when the url named the dead owner, the other nodes
+    they saw), recover with the replicated window and share the limit again."""
+    prefix = f"cluster-d-{url_names.replace(' ', '-')}:"
     owner = _owner(redis_cluster, prefix)
-    url_node = _others(redis_cluster, prefix)[0]
+    url_node = owner if url_names == "the owner" else _others(redis_cluster, prefix)[0]
     replica = redis_cluster.add_replica(owner)
     try:
         a, b = await states(url_node.url, prefix), await states(url_node.url, prefix)

@@ -5,12 +5,15 @@ news (see `turnout.state.shared`). They all go to one node: the url's, or on a R
 the key prefix's slot. Every turnout key shares that one slot (`turnout.state.keys`), so there is one owner to find,
 not a topology to track: the url may name any node of the cluster, and the MOVED reply to the first heartbeat names
 the owner (a `Moved` error from `turnout.state.redis`). After a failover or a resharding the owner answers MOVED in
-turn and the backend reconnects to the new one. An owner that cannot be reached any more (it died and a replica
-took over) is forgotten, and the url's node is asked again who serves the slot now.
+turn and the backend reconnects to the new one. When the owner cannot be reached any more (it died and a replica
+took over), the url's node is asked who serves the slot now, then every other node of the cluster as last seen
+(CLUSTER SLOTS, read once per connection, in the background): so even a url naming the node that died finds the
+replica that took over.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,13 +21,13 @@ from turnout.config import Secret
 from turnout.state.base import StoreError
 from turnout.state.redis import Address, Link, Moved
 
-MAX_HOPS = 3  # redirects (MOVED, or an unreachable owner) one connection attempt follows before it gives up
+MAX_HOPS = 3  # MOVED redirects one connection attempt follows before it gives up
 
 
 class Links:
     """The gate, bg and sub links (None until `open`), and the cluster node they go to (see the module docstring)."""
 
-    __slots__ = ("_on_lost", "_on_moved", "_url", "bg", "connect_timeout", "gate", "owner", "sub")
+    __slots__ = ("_on_lost", "_on_moved", "_url", "bg", "connect_timeout", "gate", "known", "owner", "sub")
 
     def __init__(
         self,
@@ -44,42 +47,68 @@ class Links:
         self.bg: Link | None = None
         self.sub: Link | None = None
         self.owner: Address | None = None  # the cluster node serving our key slot (None: the url's node)
+        self.known: tuple[Address, ...] = ()  # every node of the cluster, as last seen (CLUSTER SLOTS)
 
     async def open(self, heartbeat: Callable[[], Awaitable[list[Any]]], log: Callable[..., None]) -> list[Any]:
-        """Connect `bg`, take `heartbeat()` on it, following MOVED to the owner, then connect `gate` and `sub` there.
-        Returns the heartbeat. Raises StoreError (or TimeoutError from the heartbeat)."""
-        for hop in range(MAX_HOPS + 1):
+        """Connect `bg` and take `heartbeat()` on it where the slot was last served, following MOVED; when that node
+        cannot be reached, try the url's node, then every other cluster node known. Then connect `gate` and `sub`
+        there. Returns the heartbeat; raises StoreError (TimeoutError from a slow heartbeat)."""
+        address, tried, hops = self.owner, set[Address | None](), 0
+        while True:
             await self.close()
-            owner = self.owner
-            url = self._url.reveal()
-            self.gate, self.bg, self.sub = links = [
-                Link(
-                    url,
-                    name=f"turnout-{kind}",
-                    connect_timeout=self.connect_timeout,
-                    on_lost=self._on_lost,
-                    address=owner,
-                    on_moved=self._moved,
-                )
-                for kind in ("gate", "bg", "sub")
-            ]  # owned now: a cancelled connect still closes them
+            links = self._make(address)
             try:
                 await links[1].open()
                 beat = await heartbeat()
             except Moved as moved:
-                if hop == MAX_HOPS:
+                hops += 1
+                if hops > MAX_HOPS:
                     raise
                 log("state: %s; connecting there", moved)
+                address = moved.address
                 continue
             except StoreError:
-                if owner is None or hop == MAX_HOPS:
+                tried.add(address)
+                untried = [node for node in (None, *self.known) if node not in tried]
+                if not untried:
                     raise
-                self.owner = None  # gone (failed over?): ask the url's node who serves the slot now
+                address = untried[0]  # the owner is gone (failed over?): ask another node who serves the slot now
                 continue
+            self.owner = address
             await links[0].open()
             await links[2].open()
+            await self._learn(links[1])
             return beat
-        raise StoreError("too many Redis Cluster redirects")  # not reached: the last hop raises
+
+    def _make(self, address: Address | None) -> list[Link]:
+        url = self._url.reveal()
+        self.gate, self.bg, self.sub = links = [
+            Link(
+                url,
+                name=f"turnout-{kind}",
+                connect_timeout=self.connect_timeout,
+                on_lost=self._on_lost,
+                address=address,
+                on_moved=self._moved,
+            )
+            for kind in ("gate", "bg", "sub")
+        ]  # owned now: a cancelled connect still closes them
+        return links
+
+    async def _learn(self, bg: Link) -> None:
+        """Note every node of the cluster (CLUSTER SLOTS), to find the slot's owner when both the last owner and the
+        url's node are gone. A Redis that is not a cluster refuses the command: nothing to note."""
+        try:
+            reply = await asyncio.wait_for(bg.call("CLUSTER", "SLOTS"), self.connect_timeout)
+        except (StoreError, TimeoutError):
+            self.known = ()
+            return
+        nodes: dict[Address, None] = {}
+        for row in reply or ():
+            for node in row[2:]:
+                host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+                nodes[(host or bg.address[0], int(node[1]))] = None
+        self.known = tuple(nodes)
 
     def _moved(self, address: Address) -> None:
         self.owner = address
