@@ -101,8 +101,7 @@ class Links:
         try:
             reply = await asyncio.wait_for(bg.call("CLUSTER", "SLOTS"), self.connect_timeout)
         except (StoreError, TimeoutError):
-            self.known = ()
-            return
+            return  # not a cluster (or the link just failed: what was seen before still holds)
         nodes: dict[Address, None] = {}
         for row in reply or ():
             for node in row[2:]:

@@ -323,7 +323,8 @@ class RedisState:
             within = CONNECT_TIMEOUT if first and self.mode == "starting" else None
             beat = await self.links.open(lambda: self._heartbeat(within), log.info)
             sub = self.links.sub
-            assert sub is not None
+            if sub is None:
+                raise StoreError("not connected")
             await asyncio.wait_for(sub.subscribe(self.keys.channel, self._on_message), BACKGROUND_TIMEOUT)
             data_lost = self._epoch_changed(beat[3])
             await self._resync(data_lost)
