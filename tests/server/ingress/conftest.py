@@ -58,6 +58,27 @@ async def claude() -> AsyncIterator[AnthropicFake]:
         yield fake
 
 
+def _write_routes(
+    tmp_path: Path, template: str, claude: Any, primary: Any, backup: Any, keys: Any, **fields: str
+) -> Path:
+    """`template` with the fakes' URLs and keys and each `@NAME@` of `fields` filled in, written to routes.yaml."""
+    values = {
+        "CLAUDE": claude.url,
+        "PRIMARY": primary.url,
+        "BACKUP": backup.url,
+        "ANTHROPIC_KEY": ANTHROPIC_KEY,
+        "PRIMARY_KEY": keys.primary,
+        "BACKUP_KEY": keys.backup,
+        **fields,
+    }
+    text = template
+    for name, value in values.items():
+        text = text.replace(f"@{name}@", value)
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture
 def messages_serve(
     tmp_path: Path, claude: AnthropicFake, primary: Any, backup: Any, keys: Any, server_kit: Any
@@ -74,21 +95,8 @@ def messages_serve(
         clients: str = "",
         **app_options: Any,
     ) -> Any:
-        text = (
-            ROUTES.replace("@CLAUDE@", claude.url)
-            .replace("@PRIMARY@", primary.url)
-            .replace("@BACKUP@", backup.url)
-            .replace("@ANTHROPIC_KEY@", ANTHROPIC_KEY)
-            .replace("@PRIMARY_KEY@", keys.primary)
-            .replace("@BACKUP_KEY@", keys.backup)
-            .replace("@EXTRA_PROVIDERS@", extra_providers)
-            .replace("@EXTRA_MODELS@", extra_models)
-            .replace("@EXTRA_ROUTES@", extra_routes)
-            .replace("@SERVER@", server)
-            .replace("@CLIENTS@", clients)
-        )
-        path = tmp_path / "routes.yaml"
-        path.write_text(text)
+        fields = {"EXTRA_PROVIDERS": extra_providers, "EXTRA_MODELS": extra_models, "EXTRA_ROUTES": extra_routes}
+        path = _write_routes(tmp_path, ROUTES, claude, primary, backup, keys, SERVER=server, CLIENTS=clients, **fields)
         return server_kit.serving(path, **app_options)
 
     return start
@@ -156,20 +164,10 @@ def responses_serve(
     def start(
         *, extra_routes: str = "", server: str = "", state: str = "", clients: str = "", **app_options: Any
     ) -> Any:
-        text = (
-            RESPONSES_ROUTES.replace("@CLAUDE@", claude.url)
-            .replace("@PRIMARY@", primary.url)
-            .replace("@BACKUP@", backup.url)
-            .replace("@ANTHROPIC_KEY@", ANTHROPIC_KEY)
-            .replace("@PRIMARY_KEY@", keys.primary)
-            .replace("@BACKUP_KEY@", keys.backup)
-            .replace("@EXTRA_ROUTES@", extra_routes)
-            .replace("@SERVER@", server)
-            .replace("@STATE@", state)
-            .replace("@CLIENTS@", clients)
-        )
-        path = tmp_path / "routes.yaml"
-        path.write_text(text)
+        path = _write_routes(
+            tmp_path, RESPONSES_ROUTES, claude, primary, backup, keys,
+            EXTRA_ROUTES=extra_routes, SERVER=server, STATE=state, CLIENTS=clients,
+        )  # fmt: skip
         return server_kit.serving(path, **app_options)
 
     return start
