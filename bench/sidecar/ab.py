@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import ProcessTree, first_token_latency, run_wrk
+from load import first_token_latency, interleaved_cpu_ms
 from run import ROUTES_YAML, body
 from upstream import Nginx, free_port, wait_port
 
@@ -59,16 +59,8 @@ def main() -> None:
             procs[name] = start(src, routes, workdir, name, args.workers)
         stream = args.mode == "sse"
         payload = body("bench-stream" if stream else "bench", stream)
-        cpu: dict[str, list[float]] = {name: [] for name in procs}
-        for _ in range(args.rounds):
-            for name, (port, proc) in procs.items():
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                tree = ProcessTree(proc.pid)
-                run_wrk(url, payload, connections=args.connections, seconds=1)
-                before = sum(tree.cpu_by_pid().values())
-                result = run_wrk(url, payload, connections=args.connections, seconds=args.seconds)
-                used = sum(tree.cpu_by_pid().values()) - before
-                cpu[name].append(used * 1000 / max(1, result.requests))
+        ports = {name: (port, proc.pid) for name, (port, proc) in procs.items()}
+        cpu = interleaved_cpu_ms(ports, payload, rounds=args.rounds, connections=args.connections, seconds=args.seconds)
         for name, values in cpu.items():
             shown = " ".join(f"{v:.3f}" for v in values)
             print(f"{name}: cpu ms/request {shown}  median {statistics.median(values):.3f}")

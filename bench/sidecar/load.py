@@ -129,6 +129,23 @@ class ProcessTree:
         return total / (1024 * 1024)
 
 
+def interleaved_cpu_ms(
+    targets: dict[str, tuple[int, int]], payload: bytes, *, rounds: int, connections: int, seconds: float
+) -> dict[str, list[float]]:
+    """CPU ms per request of each sidecar (name -> (port, pid)) under the same chat load, loaded in turn round by
+    round (a, b, a, b, ...) so that a shared machine's drift hits all alike; a 1 s warm-up precedes each sample."""
+    cpu: dict[str, list[float]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, (port, pid) in targets.items():
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            tree = ProcessTree(pid)
+            run_wrk(url, payload, connections=connections, seconds=1)
+            before = tree.cpu_seconds()
+            result = run_wrk(url, payload, connections=connections, seconds=seconds)
+            cpu[name].append((tree.cpu_seconds() - before) * 1000 / max(1, result.requests))
+    return cpu
+
+
 def first_token_latency(port: int, path: str, body: bytes, *, samples: int, extra_headers: str = "") -> list[float]:
     """Sequentially send `samples` streaming requests on one keep-alive connection; return ms to first `data:`.
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import ProcessTree, run_wrk
+from load import interleaved_cpu_ms
 from run import ROUTES_YAML, body
 from upstream import Nginx, free_port, wait_port
 
@@ -76,16 +76,8 @@ def main() -> None:
             procs[name] = start(name, routes, workdir, nginx.base)
         stream = args.mode == "sse"
         payload = body("bench-stream" if stream else "bench", stream)
-        cpu: dict[str, list[float]] = {name: [] for name in procs}
-        for _ in range(args.rounds):
-            for name, (port, proc) in procs.items():
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                tree = ProcessTree(proc.pid)
-                run_wrk(url, payload, connections=args.connections, seconds=1)
-                before = sum(tree.cpu_by_pid().values())
-                result = run_wrk(url, payload, connections=args.connections, seconds=args.seconds)
-                used = sum(tree.cpu_by_pid().values()) - before
-                cpu[name].append(used * 1000 / max(1, result.requests))
+        ports = {name: (port, proc.pid) for name, (port, proc) in procs.items()}
+        cpu = interleaved_cpu_ms(ports, payload, rounds=args.rounds, connections=args.connections, seconds=args.seconds)
         base = statistics.median(cpu["disabled"])
         for name, values in cpu.items():
             median = statistics.median(values)
