@@ -164,7 +164,7 @@ class CoalescingWriter:
             self._gone = True
             self._buffer.clear()
             self._pending = 0
-            raise ClientStalled(f"the client read nothing for {self._stall:g} s (server.client_timeout)")
+            raise self._stalled()
 
     def _kick(self) -> None:
         """The relay is waiting on the upstream: write what was buffered (a task, as a write may wait)."""
@@ -209,7 +209,10 @@ class CoalescingWriter:
                 await self._response.write_eof(data)
         except TimeoutError:
             self._gone = True
-            raise ClientStalled(f"the client read nothing for {self._stall:g} s (server.client_timeout)") from None
+            raise self._stalled() from None
+
+    def _stalled(self) -> ClientStalled:
+        return ClientStalled(f"the client read nothing for {self._stall:g} s (server.client_timeout)")
 
     def _fits(self, size: int) -> bool:
         """Whether `size` more bytes stay under the connection's high-water mark, so that writing them never waits."""
