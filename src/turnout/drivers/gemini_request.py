@@ -311,8 +311,6 @@ def thinking_conflict(request: ChatRequest) -> str | None:
     """Why the request's reasoning cannot be sent to Gemini (its output limit leaves too little room to think in),
     or None."""
     reasoning = request.reasoning
-    if reasoning is None or reasoning.off or reasoning.default_depth:
+    if reasoning is None or reasoning.off or _thinking_config(request) is not None:
         return None
-    if thinking_budget(reasoning, request.max_output_tokens, ceiling=MAX_THINKING_BUDGET) is None:
-        return "max_tokens too small to think in"
-    return None
+    return "max_tokens too small to think in"
